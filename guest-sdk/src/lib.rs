@@ -1,0 +1,234 @@
+//! The Outpost guest SDK: write a handler as a plain Rust function over the
+//! [`http`] crate's types, export it with [`export!`], build for
+//! `wasm32-wasip2`, and drop the `.wasm` into Outpost's modules folder.
+//!
+//! ```
+//! use outpost_sdk::{Request, Response, http};
+//!
+//! fn handle(req: Request) -> Response {
+//!     let name = req.uri().query().unwrap_or("world");
+//!     http::Response::builder()
+//!         .status(http::StatusCode::OK)
+//!         .header("content-type", "text/plain")
+//!         .body(format!("hello, {name}\n").into_bytes())
+//!         .unwrap()
+//! }
+//!
+//! outpost_sdk::export!(handle);
+//!
+//! // A handler is an ordinary function, so it is tested without a host.
+//! let req = http::Request::builder().uri("/hi?ada").body(Vec::new()).unwrap();
+//! assert_eq!(handle(req).body(), b"hello, ada\n");
+//! ```
+//!
+//! Handlers may return anything that implements [`IntoResponse`]: a
+//! [`Response`], a `String` or `&str` (200, text/plain), a
+//! `(StatusCode, body)` pair, or a `Result` whose error becomes a 500.
+//!
+//! Each request runs in a fresh instance: statics start from scratch every
+//! time, so keep state in Outpost's key-value store, not in memory.
+
+pub use http;
+
+use std::io::Write as _;
+use wasip2::http::types::{
+    Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingResponse,
+    ResponseOutparam, Scheme,
+};
+
+/// A request with its whole body read into memory.
+pub type Request = http::Request<Vec<u8>>;
+/// A response with its whole body in memory.
+pub type Response = http::Response<Vec<u8>>;
+
+/// Conversion from a handler's return value into a [`Response`].
+pub trait IntoResponse {
+    fn into_response(self) -> Response;
+}
+
+impl IntoResponse for Response {
+    fn into_response(self) -> Response {
+        self
+    }
+}
+
+fn text(status: http::StatusCode, body: Vec<u8>) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+impl IntoResponse for String {
+    fn into_response(self) -> Response {
+        text(http::StatusCode::OK, self.into_bytes())
+    }
+}
+
+impl IntoResponse for &'static str {
+    fn into_response(self) -> Response {
+        text(http::StatusCode::OK, self.as_bytes().to_vec())
+    }
+}
+
+impl IntoResponse for Vec<u8> {
+    fn into_response(self) -> Response {
+        Response::new(self)
+    }
+}
+
+impl<B: IntoResponse> IntoResponse for (http::StatusCode, B) {
+    fn into_response(self) -> Response {
+        let mut response = self.1.into_response();
+        *response.status_mut() = self.0;
+        response
+    }
+}
+
+impl<T: IntoResponse, E: std::fmt::Display> IntoResponse for Result<T, E> {
+    fn into_response(self) -> Response {
+        match self {
+            Ok(ok) => ok.into_response(),
+            Err(e) => text(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{e}\n").into_bytes(),
+            ),
+        }
+    }
+}
+
+/// Exports `handler` (a `fn(Request) -> impl IntoResponse`) as the
+/// component's `wasi:http/incoming-handler`.
+#[macro_export]
+macro_rules! export {
+    ($handler:path) => {
+        struct __OutpostHandler;
+
+        impl $crate::__private::Guest for __OutpostHandler {
+            fn handle(
+                request: $crate::__private::IncomingRequest,
+                out: $crate::__private::ResponseOutparam,
+            ) {
+                $crate::__private::serve(request, out, |req| {
+                    $crate::IntoResponse::into_response($handler(req))
+                });
+            }
+        }
+
+        $crate::__private::wasip2::http::proxy::export!(__OutpostHandler);
+    };
+}
+
+/// Used by [`export!`]; not part of the public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use wasip2;
+    pub use wasip2::exports::http::incoming_handler::Guest;
+    pub use wasip2::http::types::{IncomingRequest, ResponseOutparam};
+
+    pub fn serve(
+        request: IncomingRequest,
+        out: ResponseOutparam,
+        handler: impl FnOnce(super::Request) -> super::Response,
+    ) {
+        match super::read_request(request) {
+            Ok(req) => super::write_response(out, handler(req)),
+            Err(message) => super::write_response(
+                out,
+                super::text(http::StatusCode::BAD_REQUEST, message.into_bytes()),
+            ),
+        }
+    }
+}
+
+fn method(method: Method) -> Result<http::Method, String> {
+    Ok(match method {
+        Method::Get => http::Method::GET,
+        Method::Head => http::Method::HEAD,
+        Method::Post => http::Method::POST,
+        Method::Put => http::Method::PUT,
+        Method::Delete => http::Method::DELETE,
+        Method::Connect => http::Method::CONNECT,
+        Method::Options => http::Method::OPTIONS,
+        Method::Trace => http::Method::TRACE,
+        Method::Patch => http::Method::PATCH,
+        Method::Other(other) => {
+            http::Method::from_bytes(other.as_bytes()).map_err(|e| e.to_string())?
+        }
+    })
+}
+
+fn read_request(request: IncomingRequest) -> Result<Request, String> {
+    let path = request.path_with_query().unwrap_or_else(|| "/".to_string());
+    let uri = match (request.scheme(), request.authority()) {
+        (Some(scheme), Some(authority)) => {
+            let scheme = match scheme {
+                Scheme::Http => "http".to_string(),
+                Scheme::Https => "https".to_string(),
+                Scheme::Other(s) => s,
+            };
+            format!("{scheme}://{authority}{path}")
+        }
+        _ => path,
+    };
+    let mut builder = http::Request::builder()
+        .method(method(request.method())?)
+        .uri(uri);
+    for (name, value) in request.headers().entries() {
+        builder = builder.header(name, value);
+    }
+    let body = read_body(
+        request
+            .consume()
+            .map_err(|()| "request body already taken")?,
+    )?;
+    builder.body(body).map_err(|e| e.to_string())
+}
+
+fn read_body(body: IncomingBody) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    {
+        let stream = body
+            .stream()
+            .map_err(|()| "request body stream unavailable")?;
+        loop {
+            match stream.blocking_read(64 * 1024) {
+                Ok(chunk) => bytes.extend_from_slice(&chunk),
+                Err(wasip2::io::streams::StreamError::Closed) => break,
+                Err(e) => return Err(format!("reading request body: {e:?}")),
+            }
+        }
+    }
+    let _trailers = IncomingBody::finish(body);
+    Ok(bytes)
+}
+
+fn write_response(out: ResponseOutparam, response: Response) {
+    let (parts, body) = response.into_parts();
+    let headers = Fields::new();
+    for (name, value) in &parts.headers {
+        // Hop-by-hop headers are the host's business; the host rejects
+        // them, so they are dropped here rather than failing the response.
+        let _ = headers.append(name.as_str(), value.as_bytes());
+    }
+    let outgoing = OutgoingResponse::new(headers);
+    let _ = outgoing.set_status_code(parts.status.as_u16());
+    let outgoing_body = outgoing.body().expect("a new response has a body");
+    ResponseOutparam::set(out, Ok(outgoing));
+    {
+        let mut stream = outgoing_body
+            .write()
+            .expect("a new body has an output stream");
+        let written = stream
+            .write_all(&body)
+            .and_then(|()| std::io::Write::flush(&mut stream));
+        if written.is_err() {
+            // The client went away; nothing left to tell it.
+            return;
+        }
+    }
+    let _ = OutgoingBody::finish(outgoing_body, None);
+}

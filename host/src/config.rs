@@ -1,0 +1,256 @@
+//! Host settings for `outpost serve`, resolved from flags, then
+//! `outpost.toml`, then `OUTPOST_*` environment variables, then defaults.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Errors resolving the host configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value {value:?} for {key}: {message}")]
+    Value {
+        key: &'static str,
+        value: String,
+        message: String,
+    },
+}
+
+/// Which instance allocator the engine uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum AllocatorChoice {
+    /// Pooling if its address space can be reserved, otherwise on-demand.
+    Auto,
+    /// Pooling or fail to start.
+    Pooling,
+    /// On-demand allocation (mmap per instance); slower, needs little address space.
+    OnDemand,
+}
+
+impl FromStr for AllocatorChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        <Self as clap::ValueEnum>::from_str(s, true)
+    }
+}
+
+/// Resolved settings for one `outpost serve` process.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    /// Folder of `NAME.wasm` functions, watched for changes.
+    pub modules_dir: PathBuf,
+    /// Node-local state: the compiled-code cache (and, later, the sled database).
+    pub data_dir: PathBuf,
+    /// How long in-flight requests may run after SIGINT/SIGTERM before the
+    /// process exits anyway.
+    pub shutdown_grace: Duration,
+    /// Quiet period after the last change to a module file before it is loaded.
+    pub reload_debounce: Duration,
+    /// Longest wait for a file that was opened for writing and not yet closed;
+    /// after this much quiet it is loaded anyway.
+    pub reload_max_wait: Duration,
+    pub allocator: AllocatorChoice,
+    /// Instances that may exist at once (the pooling allocator's size).
+    pub max_instances: u32,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            modules_dir: PathBuf::from("./modules"),
+            data_dir: PathBuf::from("./.outpost"),
+            shutdown_grace: Duration::from_secs(30),
+            reload_debounce: Duration::from_millis(200),
+            reload_max_wait: Duration::from_secs(5),
+            allocator: AllocatorChoice::Auto,
+            max_instances: 1000,
+        }
+    }
+}
+
+/// The settings as written in `outpost.toml`; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub modules: Option<PathBuf>,
+    pub data: Option<PathBuf>,
+    pub shutdown_grace_ms: Option<u64>,
+    pub reload_debounce_ms: Option<u64>,
+    pub reload_max_wait_ms: Option<u64>,
+    pub allocator: Option<AllocatorChoice>,
+    pub max_instances: Option<u32>,
+}
+
+impl FileConfig {
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Reads `path`; a missing file is an empty config unless `required`.
+    pub fn read(path: &Path, required: bool) -> Result<Self, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(path, &text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Self::default()),
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+}
+
+/// Settings given on the command line; `None` means "not given".
+#[derive(Debug, Default, Clone)]
+pub struct FlagConfig {
+    pub listen: Option<SocketAddr>,
+    pub modules: Option<PathBuf>,
+    pub data: Option<PathBuf>,
+    pub shutdown_grace_ms: Option<u64>,
+    pub reload_debounce_ms: Option<u64>,
+    pub allocator: Option<AllocatorChoice>,
+    pub max_instances: Option<u32>,
+}
+
+/// Reads `OUTPOST_<KEY>` and parses it, naming the variable on failure.
+fn env_value<T: FromStr>(
+    env: &dyn Fn(&str) -> Option<String>,
+    key: &'static str,
+) -> Result<Option<T>, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    let Some(raw) = env(key) else { return Ok(None) };
+    raw.parse()
+        .map(Some)
+        .map_err(|e: T::Err| ConfigError::Value {
+            key,
+            value: raw,
+            message: e.to_string(),
+        })
+}
+
+impl ServeConfig {
+    /// Layers the sources: a flag wins over the file, the file over the
+    /// environment, the environment over the default.
+    pub fn resolve(
+        flags: FlagConfig,
+        file: FileConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let d = Self::default();
+        let ms = Duration::from_millis;
+        Ok(Self {
+            listen: flags
+                .listen
+                .or(file.listen)
+                .or(env_value(env, "OUTPOST_LISTEN")?)
+                .unwrap_or(d.listen),
+            modules_dir: flags
+                .modules
+                .or(file.modules)
+                .or(env_value(env, "OUTPOST_MODULES")?)
+                .unwrap_or(d.modules_dir),
+            data_dir: flags
+                .data
+                .or(file.data)
+                .or(env_value(env, "OUTPOST_DATA")?)
+                .unwrap_or(d.data_dir),
+            shutdown_grace: flags
+                .shutdown_grace_ms
+                .or(file.shutdown_grace_ms)
+                .or(env_value(env, "OUTPOST_SHUTDOWN_GRACE_MS")?)
+                .map_or(d.shutdown_grace, ms),
+            reload_debounce: flags
+                .reload_debounce_ms
+                .or(file.reload_debounce_ms)
+                .or(env_value(env, "OUTPOST_RELOAD_DEBOUNCE_MS")?)
+                .map_or(d.reload_debounce, ms),
+            reload_max_wait: file
+                .reload_max_wait_ms
+                .or(env_value(env, "OUTPOST_RELOAD_MAX_WAIT_MS")?)
+                .map_or(d.reload_max_wait, ms),
+            allocator: flags
+                .allocator
+                .or(file.allocator)
+                .or(env_value(env, "OUTPOST_ALLOCATOR")?)
+                .unwrap_or(d.allocator),
+            max_instances: flags
+                .max_instances
+                .or(file.max_instances)
+                .or(env_value(env, "OUTPOST_MAX_INSTANCES")?)
+                .unwrap_or(d.max_instances),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults_serve() {
+        let c =
+            ServeConfig::resolve(FlagConfig::default(), FileConfig::default(), &no_env).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.modules_dir, PathBuf::from("./modules"));
+        assert_eq!(c.data_dir, PathBuf::from("./.outpost"));
+    }
+
+    #[test]
+    fn flag_beats_file_beats_env() {
+        let env = |k: &str| match k {
+            "OUTPOST_LISTEN" => Some("127.0.0.1:3".to_string()),
+            "OUTPOST_MAX_INSTANCES" => Some("7".to_string()),
+            "OUTPOST_DATA" => Some("/env".to_string()),
+            _ => None,
+        };
+        let file = FileConfig::parse(
+            Path::new("outpost.toml"),
+            "listen = \"127.0.0.1:2\"\nmax-instances = 5\n",
+        )
+        .unwrap();
+        let flags = FlagConfig {
+            listen: Some("127.0.0.1:1".parse().unwrap()),
+            ..Default::default()
+        };
+        let c = ServeConfig::resolve(flags, file, &env).unwrap();
+        assert_eq!(c.listen.port(), 1);
+        assert_eq!(c.max_instances, 5);
+        assert_eq!(c.data_dir, PathBuf::from("/env"));
+    }
+
+    #[test]
+    fn bad_env_value_names_the_variable() {
+        let env = |k: &str| (k == "OUTPOST_MAX_INSTANCES").then(|| "lots".to_string());
+        let err = ServeConfig::resolve(FlagConfig::default(), FileConfig::default(), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("OUTPOST_MAX_INSTANCES"), "{err}");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        let err = FileConfig::parse(Path::new("outpost.toml"), "lisen = \"x\"").unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+    }
+}

@@ -1,0 +1,188 @@
+//! Brings the registry in line with the modules folder, one function name
+//! at a time: load new or changed files, drop deleted ones, keep the last
+//! good version when a file is bad.
+
+use crate::loader::{self, LoadError, Loader};
+use crate::modules::{ModulesDir, ReadError};
+use crate::registry::Registry;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+/// What one [`Deployer::sync`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// First version of the name is now serving.
+    Loaded,
+    /// A new version replaced the serving one.
+    Reloaded,
+    /// The file's bytes match what is serving (or what already failed).
+    Unchanged,
+    /// The file is gone; so is the route.
+    Removed,
+    /// No file and no route.
+    Absent,
+    /// The file could not be loaded; any previous version keeps serving.
+    Failed,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DeployError {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
+
+pub struct Deployer {
+    loader: Arc<Loader>,
+    registry: Arc<Registry>,
+    modules: ModulesDir,
+    /// Per name: the hash and error of the last file that failed to load, so
+    /// an unchanged bad file is not retried (and re-logged) on every event.
+    failed: Mutex<HashMap<String, (String, String)>>,
+    /// Names whose sync is running; a second sync of the same name waits so
+    /// an older load can never overwrite a newer one.
+    busy: tokio::sync::Mutex<HashSet<String>>,
+    busy_changed: tokio::sync::Notify,
+}
+
+impl Deployer {
+    pub fn new(loader: Arc<Loader>, registry: Arc<Registry>, modules: ModulesDir) -> Self {
+        Self {
+            loader,
+            registry,
+            modules,
+            failed: Mutex::new(HashMap::new()),
+            busy: tokio::sync::Mutex::new(HashSet::new()),
+            busy_changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub fn modules(&self) -> &ModulesDir {
+        &self.modules
+    }
+
+    /// Makes the route for `name` match the file `NAME.wasm` right now.
+    pub async fn sync(self: &Arc<Self>, name: &str) -> Outcome {
+        loop {
+            let notified = self.busy_changed.notified();
+            if self.busy.lock().await.insert(name.to_owned()) {
+                break;
+            }
+            notified.await;
+        }
+        let this = self.clone();
+        let owned = name.to_owned();
+        let outcome = tokio::task::spawn_blocking(move || this.sync_blocking(&owned))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(function = %name, error = %e, "load task panicked");
+                Outcome::Failed
+            });
+        self.busy.lock().await.remove(name);
+        self.busy_changed.notify_waiters();
+        outcome
+    }
+
+    /// Syncs every function in the folder, concurrently, and drops routes
+    /// whose file is gone. Returns how many functions are serving.
+    pub async fn sync_all(self: &Arc<Self>) -> std::io::Result<usize> {
+        let (names, skipped) = self.modules.list()?;
+        for file in skipped {
+            tracing::warn!(file = %file, "skipping: a function is NAME.wasm with NAME matching [a-z0-9][a-z0-9_-]*");
+        }
+        let mut stale: HashSet<String> = self.registry.names().into_iter().collect();
+        let mut tasks = tokio::task::JoinSet::new();
+        for name in names {
+            stale.remove(&name);
+            let this = self.clone();
+            tasks.spawn(async move { this.sync(&name).await });
+        }
+        for name in stale {
+            let this = self.clone();
+            tasks.spawn(async move { this.sync(&name).await });
+        }
+        tasks.join_all().await;
+        Ok(self.registry.len())
+    }
+
+    fn sync_blocking(&self, name: &str) -> Outcome {
+        let bytes = match self.modules.read(name) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                self.failed.lock().unwrap().remove(name);
+                return match self.registry.remove(name) {
+                    Some(old) => {
+                        tracing::info!(function = %name, version = %old.short_hash(), "removed: file deleted, route now answers 404");
+                        Outcome::Removed
+                    }
+                    None => Outcome::Absent,
+                };
+            }
+            Err(e) => return self.report_failure(name, None, e.into()),
+        };
+        let sha256 = loader::sha256_hex(&bytes);
+        let current = self.registry.get(name);
+        if current.as_ref().is_some_and(|f| f.sha256 == sha256) {
+            return Outcome::Unchanged;
+        }
+        if self
+            .failed
+            .lock()
+            .unwrap()
+            .get(name)
+            .is_some_and(|(failed, _)| *failed == sha256)
+        {
+            return Outcome::Unchanged;
+        }
+        match self.loader.load(name, &bytes) {
+            Ok(function) => {
+                let function = Arc::new(function);
+                self.failed.lock().unwrap().remove(name);
+                let previous = self.registry.publish(function.clone());
+                tracing::info!(
+                    function = %name,
+                    version = %function.short_hash(),
+                    source = %function.origin.as_str(),
+                    ms = function.load_time.as_millis() as u64,
+                    replaced = %previous.as_ref().map_or("-", |p| p.short_hash()),
+                    "{}",
+                    if previous.is_some() { "reloaded" } else { "loaded" }
+                );
+                if previous.is_some() {
+                    Outcome::Reloaded
+                } else {
+                    Outcome::Loaded
+                }
+            }
+            Err(e) => self.report_failure(name, Some(sha256), e.into()),
+        }
+    }
+
+    fn report_failure(&self, name: &str, sha256: Option<String>, error: DeployError) -> Outcome {
+        let serving = self.registry.get(name);
+        let message = error.to_string();
+        match &serving {
+            Some(old) => tracing::error!(
+                function = %name,
+                version = %sha256.as_deref().map_or("-", |s| &s[..12]),
+                error = %message,
+                "load failed; previous version {} keeps serving",
+                old.short_hash()
+            ),
+            None => tracing::error!(
+                function = %name,
+                version = %sha256.as_deref().map_or("-", |s| &s[..12]),
+                error = %message,
+                "load failed; function not served"
+            ),
+        }
+        if let Some(sha256) = sha256 {
+            self.failed
+                .lock()
+                .unwrap()
+                .insert(name.to_owned(), (sha256, message));
+        }
+        Outcome::Failed
+    }
+}

@@ -1,0 +1,45 @@
+//! A loaded, validated function version: what the router hands a request.
+
+use crate::state::RequestState;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+/// Where a version's machine code came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Compiled,
+    Cache,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Compiled => "compiled",
+            Origin::Cache => "cache",
+        }
+    }
+}
+
+/// One immutable version of a function. Requests hold an `Arc` to the
+/// version they started on, so a reload never disturbs them; the version is
+/// freed when its last request ends.
+pub struct Function {
+    pub name: Arc<str>,
+    /// Hex SHA-256 of the `.wasm` bytes: the version's identity.
+    pub sha256: String,
+    /// Linked and type-checked once per version; each request only
+    /// instantiates it.
+    pub pre: ProxyPre<RequestState>,
+    pub origin: Origin,
+    pub loaded_at: SystemTime,
+    /// Wall time from reading the file's bytes to a ready `ProxyPre`.
+    pub load_time: Duration,
+}
+
+impl Function {
+    /// The first 12 hex digits of the hash, as shown in logs.
+    pub fn short_hash(&self) -> &str {
+        &self.sha256[..12]
+    }
+}

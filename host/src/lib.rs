@@ -1,0 +1,73 @@
+//! Outpost: a WebAssembly edge-function host. `serve` runs a node; the
+//! modules below are its parts, from the modules folder to the response.
+
+pub mod cache;
+pub mod config;
+pub mod deployer;
+pub mod engine;
+pub mod function;
+pub mod guest_body;
+pub mod guest_log;
+pub mod invoke;
+pub mod linker;
+pub mod loader;
+pub mod modules;
+pub mod names;
+pub mod registry;
+pub mod reply;
+pub mod router;
+pub mod server;
+pub mod state;
+pub mod watcher;
+
+use anyhow::Context as _;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Runs an edge node until `shutdown` resolves.
+pub async fn serve(
+    config: config::ServeConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let (engine, _allocator) = engine::build(&config)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let cache = cache::CodeCache::open(&config.data_dir, &engine)
+        .with_context(|| format!("cannot open code cache in {}", config.data_dir.display()))?;
+    let loader = Arc::new(loader::Loader::new(engine, cache)?);
+    let registry = Arc::new(registry::Registry::default());
+    let modules = modules::ModulesDir::open(&config.modules_dir).with_context(|| {
+        format!(
+            "cannot open modules folder {}",
+            config.modules_dir.display()
+        )
+    })?;
+    let deployer = Arc::new(deployer::Deployer::new(loader, registry.clone(), modules));
+
+    // Bind first so a busy port fails fast, before any compiling.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let local = listener.local_addr()?;
+
+    let _watch = watcher::watch(
+        deployer.clone(),
+        watcher::Timing {
+            debounce: config.reload_debounce,
+            max_wait: config.reload_max_wait,
+        },
+    )
+    .with_context(|| format!("cannot watch {}", config.modules_dir.display()))?;
+    let count = deployer.sync_all().await?;
+    tracing::info!(
+        functions = count,
+        modules = %config.modules_dir.display(),
+        data = %config.data_dir.display(),
+        ms = started.elapsed().as_millis() as u64,
+        "ready"
+    );
+    tracing::info!(addr = %local, "listening on http://{local}");
+    server::run(listener, registry, shutdown, config.shutdown_grace).await;
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! Turns a module file's bytes into a [`Function`]: hash, code cache or
+//! compile, then validate against the host's linker.
+
+use crate::cache::CodeCache;
+use crate::function::{Function, Origin};
+use crate::state::RequestState;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+/// Why a module file was not (re)deployed. The previous version, if any,
+/// keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("file is empty")]
+    Empty,
+    #[error("not a WebAssembly binary (bad magic number)")]
+    NotWasm,
+    #[error(
+        "a core WebAssembly module, not a component: build for wasm32-wasip2, or wrap it with `wasm-tools component new`"
+    )]
+    CoreModule,
+    #[error("invalid component: {0}")]
+    Invalid(String),
+    #[error("imports something Outpost does not provide: {0}")]
+    UnknownImport(String),
+    #[error("does not export wasi:http/incoming-handler@0.2.x: {0}")]
+    NoHandler(String),
+}
+
+/// Everything needed to load modules; shared by the initial scan and the
+/// watcher, used from the blocking pool.
+pub struct Loader {
+    engine: Engine,
+    linker: Arc<Linker<RequestState>>,
+    cache: CodeCache,
+}
+
+/// The hex SHA-256 of a module file's bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Rejects what is obviously not a component before handing it to the
+/// compiler, so the log says what is wrong in plain words.
+fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
+    if bytes.is_empty() {
+        return Err(LoadError::Empty);
+    }
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(LoadError::NotWasm);
+    }
+    // Bytes 6..8 are the "layer": 0 for a core module, 1 for a component.
+    match u16::from_le_bytes([bytes[6], bytes[7]]) {
+        0 => Err(LoadError::CoreModule),
+        _ => Ok(()),
+    }
+}
+
+impl Loader {
+    pub fn new(engine: Engine, cache: CodeCache) -> anyhow::Result<Self> {
+        let linker = Arc::new(crate::linker::build(&engine)?);
+        Ok(Self {
+            engine,
+            linker,
+            cache,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Loads one version. Blocking (compiles on a miss): call it from the
+    /// blocking pool, never from a request.
+    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Function, LoadError> {
+        let started = Instant::now();
+        check_header(bytes)?;
+        let sha256 = sha256_hex(bytes);
+        let (component, origin) = match self.cache.get(&self.engine, &sha256) {
+            Some(component) => (component, Origin::Cache),
+            None => {
+                let component = Component::from_binary(&self.engine, bytes)
+                    .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+                (component, Origin::Compiled)
+            }
+        };
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::UnknownImport(format!("{e:#}")))?;
+        let pre = ProxyPre::new(pre).map_err(|e| LoadError::NoHandler(format!("{e:#}")))?;
+        if origin == Origin::Compiled {
+            // Only valid functions are cached; a failed write costs a
+            // recompile next start, nothing more.
+            if let Err(e) = self.cache.put(&sha256, &component) {
+                tracing::warn!(function = %name, error = %format!("{e:#}"), "cannot write compiled code to the cache");
+            }
+        }
+        Ok(Function {
+            name: Arc::from(name),
+            sha256,
+            pre,
+            origin,
+            loaded_at: SystemTime::now(),
+            load_time: started.elapsed(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_check_names_the_problem() {
+        assert!(matches!(check_header(b""), Err(LoadError::Empty)));
+        assert!(matches!(
+            check_header(b"hello world"),
+            Err(LoadError::NotWasm)
+        ));
+        assert!(matches!(
+            check_header(b"\0asm\x01\0\0\0"),
+            Err(LoadError::CoreModule)
+        ));
+        assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
+    }
+}

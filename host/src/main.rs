@@ -1,0 +1,124 @@
+//! The `outpost` command line: `outpost serve` runs an edge node.
+
+use clap::{Parser, Subcommand};
+use outpost::config::{AllocatorChoice, FileConfig, FlagConfig, ServeConfig};
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "outpost", version, about = "WebAssembly edge-function host")]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve every NAME.wasm in the modules folder at /NAME, reloading on change.
+    Serve(ServeArgs),
+}
+
+/// Flags for `outpost serve`. Each overrides `outpost.toml`, which overrides
+/// the matching `OUTPOST_*` environment variable.
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080; env OUTPOST_LISTEN].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Folder of NAME.wasm functions [default: ./modules; env OUTPOST_MODULES].
+    #[arg(long)]
+    modules: Option<PathBuf>,
+    /// Node data folder: compiled-code cache and node state [default: ./.outpost; env OUTPOST_DATA].
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Host config file [default: ./outpost.toml if present].
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Milliseconds in-flight requests get after SIGINT/SIGTERM [default: 30000].
+    #[arg(long)]
+    shutdown_grace_ms: Option<u64>,
+    /// Quiet milliseconds after a module file changes before it is loaded [default: 200].
+    #[arg(long)]
+    reload_debounce_ms: Option<u64>,
+    /// Instance allocator [default: auto].
+    #[arg(long, value_enum)]
+    allocator: Option<AllocatorChoice>,
+    /// Instances that may run at once [default: 1000].
+    #[arg(long)]
+    max_instances: Option<u32>,
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    let which = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = which, "shutdown requested");
+}
+
+fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
+    let (config_path, required) = match args.config {
+        Some(path) => (path, true),
+        None => (PathBuf::from("outpost.toml"), false),
+    };
+    let file = FileConfig::read(&config_path, required)?;
+    let flags = FlagConfig {
+        listen: args.listen,
+        modules: args.modules,
+        data: args.data,
+        shutdown_grace_ms: args.shutdown_grace_ms,
+        reload_debounce_ms: args.reload_debounce_ms,
+        allocator: args.allocator,
+        max_instances: args.max_instances,
+    };
+    Ok(ServeConfig::resolve(flags, file, &|key| {
+        std::env::var(key).ok()
+    })?)
+}
+
+fn main() -> anyhow::Result<()> {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // Errors (guest traps included) would otherwise capture a host
+        // backtrace each time RUST_BACKTRACE is set: microseconds per
+        // failed request, and noise in the log. Panics keep theirs.
+        // SAFETY: first thing in main, before any thread exists.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Serve(args) => {
+            let config = serve_config(args)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(outpost::serve(config, shutdown_signal()))
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The public HTTP listener: accept, serve HTTP/1 and HTTP/2 with
+//! keep-alive, route each request, and drain gracefully on shutdown.
+
+use crate::invoke;
+use crate::registry::Registry;
+use crate::reply::{self, OutBody};
+use crate::router::{self, Route};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Accepts connections on `listener` until `shutdown` resolves, then stops
+/// accepting and gives in-flight requests up to `grace` to finish.
+pub async fn run(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off
+                    // instead of spinning on the error.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let registry = registry.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let registry = registry.clone();
+            async move { Ok::<_, Infallible>(handle(&registry, req).await) }
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!(
+        connections = graceful.count(),
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: no longer accepting, draining in-flight requests"
+    );
+    match tokio::time::timeout(grace, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("all connections drained"),
+        Err(_) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+}
+
+/// Routes one request.
+pub async fn handle(registry: &Registry, req: Request<Incoming>) -> Response<OutBody> {
+    match router::route(req.uri().path()) {
+        Route::Function(name) => match registry.get(name) {
+            Some(function) => invoke::invoke(function, req).await,
+            None => {
+                let message = format!("no function named '{name}' is deployed");
+                not_found(&message)
+            }
+        },
+        Route::Health if req.method() == Method::GET || req.method() == Method::HEAD => {
+            reply::json(
+                StatusCode::OK,
+                serde_json::json!({ "status": "ok", "functions": registry.len() }),
+            )
+        }
+        Route::Health => {
+            let id = reply::error_id();
+            tracing::debug!(error_id = %id, method = %req.method(), "health check with a method other than GET");
+            reply::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "use GET",
+                &id,
+            )
+        }
+        Route::Reserved => not_found("no such host endpoint under /_outpost/"),
+        Route::NoFunction => not_found("no function at this path; functions are served at /NAME"),
+    }
+}
+
+fn not_found(message: &str) -> Response<OutBody> {
+    let id = reply::error_id();
+    tracing::debug!(error_id = %id, "404: {message}");
+    reply::error(StatusCode::NOT_FOUND, "not-found", message, &id)
+}

@@ -1,0 +1,383 @@
+//! Test harness: starts the real `outpost` binary on an ephemeral port with
+//! its own modules and data folders, captures its log, and talks HTTP to it.
+
+use regex::Regex;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Upper bound for anything a test waits for (a load, a log line, a reload).
+/// Generous because a cold compile in the dev profile on 2 cores takes a
+/// while; tests never assert on how long things take.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// `target/<profile>/` of the running test binary (`target/debug/deps/e2e-*`).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// The `outpost` binary built alongside this test.
+pub fn outpost_bin() -> PathBuf {
+    let bin = profile_dir().join("outpost");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the suite with `cargo xtask test`",
+        bin.display()
+    );
+    bin
+}
+
+/// A guest component built by `cargo xtask test` (or `cargo xtask guests`).
+pub fn guest(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("OUTPOST_GUESTS_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => profile_dir()
+            .parent()
+            .expect("target dir")
+            .join("wasm32-wasip2")
+            .join("guest"),
+    };
+    let path = dir.join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(
+        path.exists(),
+        "guest {} is missing: run the suite with `cargo xtask test`",
+        path.display()
+    );
+    path
+}
+
+pub fn guest_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(guest(name)).expect("read guest")
+}
+
+/// Polls `check` until it returns `Some`, or panics after [`WAIT`].
+pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// The captured log of one process, shared with its reader thread.
+#[derive(Default)]
+struct Log {
+    lines: Mutex<Vec<String>>,
+    grew: Condvar,
+}
+
+/// One HTTP exchange's result.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+    }
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+/// A temporary folder with `modules/` holding `functions` (name, guest).
+pub fn prepare(functions: &[(&str, &str)]) -> Arc<tempfile::TempDir> {
+    let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+    std::fs::create_dir_all(dir.path().join("modules")).unwrap();
+    for (name, guest_name) in functions {
+        std::fs::copy(
+            guest(guest_name),
+            dir.path().join("modules").join(format!("{name}.wasm")),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+/// A running `outpost serve` with its own temporary folders.
+pub struct Node {
+    child: Child,
+    pub addr: SocketAddr,
+    /// Holds the modules and data folders; both outlive restarts.
+    pub dir: Arc<tempfile::TempDir>,
+    log: Arc<Log>,
+    agent: ureq::Agent,
+    extra_args: Vec<String>,
+}
+
+impl Node {
+    /// Starts a node whose modules folder holds `functions` (name, guest).
+    pub fn start(functions: &[(&str, &str)]) -> Node {
+        Self::start_with(functions, &[])
+    }
+
+    pub fn start_with(functions: &[(&str, &str)], args: &[&str]) -> Node {
+        Self::spawn(prepare(functions), strings(args), None)
+    }
+
+    /// Starts a node whose address space is capped at `bytes` (`ulimit -v`).
+    pub fn start_with_address_limit(functions: &[(&str, &str)], args: &[&str], bytes: u64) -> Node {
+        Self::spawn(prepare(functions), strings(args), Some(bytes))
+    }
+
+    /// Starts `outpost serve` on the folders in `dir`.
+    pub fn spawn(
+        dir: Arc<tempfile::TempDir>,
+        extra_args: Vec<String>,
+        address_limit: Option<u64>,
+    ) -> Node {
+        let mut cmd = Self::command(&dir, &extra_args, address_limit);
+        let mut child = cmd.spawn().expect("start outpost");
+        let log = Arc::new(Log::default());
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    eprintln!("[outpost] {line}");
+                    log.lines.lock().unwrap().push(line);
+                    log.grew.notify_all();
+                }
+            });
+        }
+        let agent = ureq::AgentBuilder::new()
+            .timeout(WAIT)
+            .max_idle_connections(0)
+            .build();
+        let mut node = Node {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            dir,
+            log,
+            agent,
+            extra_args,
+        };
+        let line = node.wait_log(r"listening on http://");
+        let re = Regex::new(r"listening on http://(\S+)").unwrap();
+        node.addr = re.captures(&line).unwrap()[1]
+            .parse()
+            .expect("listen address");
+        node
+    }
+
+    /// The `outpost serve` command line for the folders in `dir`.
+    pub fn command(
+        dir: &tempfile::TempDir,
+        extra_args: &[String],
+        address_limit: Option<u64>,
+    ) -> Command {
+        let mut cmd = Command::new(outpost_bin());
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--modules")
+            .arg(dir.path().join("modules"))
+            .arg("--data")
+            .arg(dir.path().join("data"))
+            .args(extra_args)
+            .current_dir(dir.path())
+            .env("RUST_LOG", "info,outpost=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(bytes) = address_limit {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs
+            // between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: bytes,
+                        rlim_max: bytes,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        cmd
+    }
+
+    /// Stops this process (SIGKILL) and starts a new one on the same folders.
+    pub fn restart(mut self) -> Node {
+        self.kill();
+        let dir = self.dir.clone();
+        let args = std::mem::take(&mut self.extra_args);
+        drop(self);
+        Self::spawn(dir, args, None)
+    }
+
+    pub fn modules_dir(&self) -> PathBuf {
+        self.dir.path().join("modules")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn module_path(&self, name: &str) -> PathBuf {
+        self.modules_dir().join(format!("{name}.wasm"))
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends a request; any status is a `Reply`, only transport errors panic.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
+        let mut req = self.agent.request(method, &self.url(path));
+        for (name, value) in headers {
+            req = req.set(name, value);
+        }
+        let response = match req.send_bytes(body) {
+            Ok(response) => response,
+            Err(ureq::Error::Status(_, response)) => response,
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+        let status = response.status();
+        let headers = response
+            .headers_names()
+            .into_iter()
+            .flat_map(|name| {
+                response
+                    .all(&name)
+                    .into_iter()
+                    .map(|v| (name.clone(), v.to_string()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let body = response.into_string().expect("read body");
+        Reply {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        self.request("GET", path, &[], b"")
+    }
+
+    /// Waits until GET `path` answers `status` with `body`.
+    pub fn wait_for(&self, path: &str, status: u16, body: &str) {
+        eventually(&format!("GET {path} -> {status} {body:?}"), || {
+            let reply = self.get(path);
+            (reply.status == status && reply.body == body).then_some(())
+        });
+    }
+
+    /// All log lines so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lines.lock().unwrap().clone()
+    }
+
+    /// Lines matching `pattern` so far.
+    pub fn log_matches(&self, pattern: &str) -> Vec<String> {
+        let re = Regex::new(pattern).unwrap();
+        self.log_lines()
+            .into_iter()
+            .filter(|l| re.is_match(l))
+            .collect()
+    }
+
+    /// Waits for a log line matching `pattern` (a regex) and returns it.
+    pub fn wait_log(&self, pattern: &str) -> String {
+        self.wait_log_after(pattern, 0)
+    }
+
+    /// Like [`Node::wait_log`], considering only lines from index `from` on.
+    pub fn wait_log_after(&self, pattern: &str, from: usize) -> String {
+        let re = Regex::new(pattern).unwrap();
+        let deadline = Instant::now() + WAIT;
+        let mut lines = self.log.lines.lock().unwrap();
+        loop {
+            if let Some(line) = lines.iter().skip(from).find(|l| re.is_match(l)) {
+                return line.clone();
+            }
+            let now = Instant::now();
+            assert!(
+                now < deadline,
+                "timed out waiting for a log line matching {pattern:?}"
+            );
+            lines = self.log.grew.wait_timeout(lines, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Number of log lines so far: a marker for [`Node::wait_log_after`].
+    pub fn log_len(&self) -> usize {
+        self.log.lines.lock().unwrap().len()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "outpost did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temp file in the same folder, then
+/// rename), the way deploy tools should.
+pub fn deploy_atomic(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("wasm.partial");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}

@@ -1,0 +1,112 @@
+//! Process lifecycle: the compiled-code cache across restarts, graceful
+//! shutdown, and the allocator fallback.
+
+use crate::harness::{Node, WAIT, eventually, prepare};
+use std::time::Duration;
+
+#[test]
+fn a_restart_loads_from_the_code_cache() {
+    let node = Node::start(&[("hello", "hello"), ("echo", "echo")]);
+    node.wait_log(r"function=hello.*source=compiled");
+    node.wait_log(r"function=echo.*source=compiled");
+    let cached: Vec<_> = std::fs::read_dir(node.data_dir().join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".cwasm"))
+        .collect();
+    assert_eq!(cached.len(), 2, "{cached:?}");
+
+    let node = node.restart();
+    node.wait_log(r"function=hello.*source=cache");
+    node.wait_log(r"function=echo.*source=cache");
+    assert!(node.log_matches("source=compiled").is_empty());
+    assert_eq!(node.get("/hello").status, 200);
+}
+
+#[test]
+fn a_corrupt_cache_entry_is_recompiled() {
+    let node = Node::start(&[("hello", "hello")]);
+    node.wait_log(r"function=hello.*source=compiled");
+    for entry in std::fs::read_dir(node.data_dir().join("cache")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::write(&path, b"not machine code").unwrap();
+    }
+    let node = node.restart();
+    node.wait_log(r"dropping unreadable cache entry");
+    node.wait_log(r"function=hello.*source=compiled");
+    assert_eq!(node.get("/hello").status, 200);
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_then_exits() {
+    let mut node = Node::start(&[("slow", "slow")]);
+    let url = node.url("/slow?ms=1500");
+    let in_flight = std::thread::spawn(move || {
+        let response = ureq::get(&url).call().unwrap();
+        (response.status(), response.into_string().unwrap())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    node.terminate();
+    node.wait_log(r"shutting down");
+    let addr = node.addr;
+    eventually("the listener to close", || {
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+            .is_err()
+            .then_some(())
+    });
+    assert_eq!(in_flight.join().unwrap(), (200, "slow 1500\n".to_string()));
+    assert_eq!(node.wait_exit(), Some(0));
+    node.wait_log(r"all connections drained");
+}
+
+#[test]
+fn shutdown_is_bounded_by_the_grace_period() {
+    let mut node = Node::start_with(&[("slow", "slow")], &["--shutdown-grace-ms", "300"]);
+    // Far longer than the harness waits for the exit: only the grace period
+    // can end this process in time.
+    let url = node.url(&format!("/slow?ms={}", WAIT.as_millis() * 2));
+    let in_flight = std::thread::spawn(move || ureq::get(&url).call().is_err());
+    std::thread::sleep(Duration::from_millis(300));
+    node.terminate();
+    assert_eq!(node.wait_exit(), Some(0));
+    node.wait_log(r"grace period over");
+    assert!(
+        in_flight.join().unwrap(),
+        "the cut-off request must not look successful"
+    );
+}
+
+/// Enough address space to run, far too little for a pool of 1000 4-GiB
+/// memory reservations.
+const SMALL_ADDRESS_SPACE: u64 = 64 << 30;
+
+#[test]
+fn falls_back_to_on_demand_allocation_when_the_pool_cannot_be_reserved() {
+    let node = Node::start_with_address_limit(&[("hello", "hello")], &[], SMALL_ADDRESS_SPACE);
+    node.wait_log(r"falling back to on-demand allocation");
+    node.wait_log(r"engine ready.*allocator=on-demand");
+    for _ in 0..5 {
+        assert_eq!(node.get("/hello").status, 200);
+    }
+}
+
+#[test]
+fn uses_the_pooling_allocator_by_default() {
+    let node = Node::start(&[("hello", "hello")]);
+    node.wait_log(r"engine ready.*allocator=pooling");
+    assert_eq!(node.get("/hello").status, 200);
+}
+
+#[test]
+fn forcing_the_pool_without_address_space_fails_clearly() {
+    let dir = prepare(&[("hello", "hello")]);
+    let mut cmd = Node::command(
+        &dir,
+        &["--allocator".into(), "pooling".into()],
+        Some(SMALL_ADDRESS_SPACE),
+    );
+    let output = cmd.output().expect("run outpost");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.to_lowercase().contains("error"), "{stderr}");
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: each starts the real `outpost` binary with temporary
+//! modules and data folders and real guest components, and talks HTTP to it.
+//! Run them with `cargo xtask test`, which builds the guests first.
+
+mod harness;
+
+mod failures;
+mod lifecycle;
+mod reload;
+mod routing;

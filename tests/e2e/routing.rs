@@ -1,0 +1,133 @@
+//! Routing, the host's own endpoints, and per-request isolation.
+
+use crate::harness::Node;
+
+#[test]
+fn serves_each_function_at_its_name() {
+    let node = Node::start(&[("hello", "hello"), ("greeter", "hello")]);
+    for path in ["/hello", "/hello/", "/hello/deeper/path?q=1", "/greeter"] {
+        let reply = node.get(path);
+        assert_eq!(reply.status, 200, "{path}");
+        assert_eq!(reply.body, "Hello from Outpost!\n", "{path}");
+    }
+}
+
+#[test]
+fn echo_round_trips_method_path_query_headers_and_body() {
+    let node = Node::start(&[("echo", "echo")]);
+    let reply = node.request(
+        "PUT",
+        "/echo/a/b?x=1&y=two",
+        &[("x-test", "abc"), ("content-type", "text/plain")],
+        b"payload \xe2\x9c\x93",
+    );
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    let doc = reply.json();
+    assert_eq!(doc["method"], "PUT");
+    assert_eq!(doc["path"], "/echo/a/b", "the guest sees the original path");
+    assert_eq!(doc["query"], "x=1&y=two");
+    assert_eq!(doc["body"], "payload ✓");
+    let headers = doc["headers"].as_array().unwrap();
+    assert!(
+        headers.iter().any(|h| h[0] == "x-test" && h[1] == "abc"),
+        "{headers:?}"
+    );
+
+    let binary: Vec<u8> = (0u8..=255).collect();
+    let reply = node.request("POST", "/echo", &[], &binary);
+    let hex: String = binary.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(reply.json()["body_hex"], hex.as_str());
+}
+
+#[test]
+fn unknown_paths_answer_404_with_an_error_id() {
+    let node = Node::start(&[("hello", "hello")]);
+    for path in [
+        "/nope",
+        "/nope/x",
+        "/",
+        "/Hello",
+        "/hel%6co",
+        "/_outpost/nope",
+    ] {
+        let reply = node.get(path);
+        assert_eq!(reply.status, 404, "{path}");
+        let doc = reply.json();
+        assert_eq!(doc["error"], "not-found", "{path}");
+        let id = doc["id"].as_str().unwrap();
+        assert!(!id.is_empty());
+        assert_eq!(reply.header("x-outpost-error-id"), Some(id));
+    }
+    let reply = node.get("/nope");
+    assert!(
+        reply.json()["message"].as_str().unwrap().contains("'nope'"),
+        "{}",
+        reply.body
+    );
+}
+
+#[test]
+fn health_answers_and_cannot_be_shadowed() {
+    let node = Node::start(&[("hello", "hello"), ("_outpost", "hello")]);
+    let reply = node.get("/_outpost/health");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["status"], "ok");
+    assert_eq!(
+        reply.json()["functions"],
+        1,
+        "_outpost.wasm is not a function"
+    );
+    node.wait_log(r"WARN.*skipping.*file=_outpost\.wasm");
+    assert_eq!(node.get("/_outpost").status, 404);
+    assert_eq!(node.get("/_outpost/anything").status, 404);
+    assert_eq!(
+        node.request("POST", "/_outpost/health", &[], b"").status,
+        405
+    );
+}
+
+#[test]
+fn files_that_are_not_functions_are_skipped_with_a_warning() {
+    let node = Node::start(&[
+        ("ok-name_1", "hello"),
+        ("Upper", "hello"),
+        ("has space", "hello"),
+        ("dot.dot", "hello"),
+    ]);
+    std::fs::write(node.modules_dir().join("notes.txt"), "hi").unwrap();
+    assert_eq!(node.get("/ok-name_1").status, 200);
+    for file in ["Upper.wasm", "has space.wasm", "dot.dot.wasm"] {
+        node.wait_log(&format!("WARN.*skipping.*file={}", regex::escape(file)));
+    }
+    node.wait_log(r"WARN.*skipping.*file=notes\.txt");
+    assert_eq!(node.get("/_outpost/health").json()["functions"], 1);
+}
+
+#[test]
+fn every_request_gets_a_fresh_instance() {
+    let node = Node::start(&[("stateful", "stateful")]);
+    for _ in 0..20 {
+        let reply = node.get("/stateful");
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            reply.body, "1\n",
+            "a static survived from an earlier request"
+        );
+    }
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let url = node.url("/stateful");
+            std::thread::spawn(move || {
+                (0..10)
+                    .map(|_| ureq::get(&url).call().unwrap().into_string().unwrap())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for thread in threads {
+        for body in thread.join().unwrap() {
+            assert_eq!(body, "1\n");
+        }
+    }
+}
