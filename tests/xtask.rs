@@ -19,6 +19,14 @@ const GUEST_PROFILE: &str = "guest";
 const EXAMPLES: &[&str] = &["hello", "echo"];
 /// Test-only guests, built for `test` beside the examples.
 const TEST_GUESTS: &[&str] = &["stateful", "trap", "slow", "bad-import"];
+/// Pinned versions of the other toolchains the suite builds guests with.
+const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+const COMPONENTIZE_JS: &str = "@bytecodealliance/componentize-js@0.23.0";
+/// The wasi:http version StarlingMonkey (inside componentize-js 0.23)
+/// exports; its WIT must name exactly that version.
+const COMPONENTIZE_JS_WASI: &str = "0.2.10";
+/// The WASI version vendored in `wit/deps`.
+const VENDORED_WASI: &str = "0.2.12";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -84,6 +92,95 @@ fn build_guests(names: &[&str]) -> Result<(), String> {
     run(&mut cmd)
 }
 
+/// True when `out` exists and is newer than `source`.
+fn fresh(out: &Path, source: &Path) -> bool {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    matches!((modified(out), modified(source)), (Some(o), Some(s)) if o >= s)
+}
+
+/// Builds the Python and JavaScript test guests into `target/foreign/`,
+/// installing componentize-py (PyPI) and componentize-js (npm) there first.
+/// They prove that components from other toolchains load and serve.
+fn build_foreign_guests() -> Result<(), String> {
+    let dir = target_dir().join("foreign");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {dir:?}: {e}"))?;
+    let guests = root().join("tests").join("guests");
+
+    let venv = dir.join("pyenv");
+    let componentize_py = venv.join("bin").join("componentize-py");
+    if !componentize_py.exists() {
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+        run(Command::new(venv.join("bin").join("pip")).args([
+            "install",
+            "--quiet",
+            COMPONENTIZE_PY,
+        ]))?;
+    }
+    let py_src = guests.join("python");
+    let py_out = dir.join("python.wasm");
+    if !fresh(&py_out, &py_src.join("app.py")) {
+        run(Command::new(&componentize_py)
+            .current_dir(&dir)
+            .arg("-d")
+            .arg(root().join("wit"))
+            .args([
+                "-w",
+                &format!("wasi:http/proxy@{VENDORED_WASI}"),
+                "componentize",
+                "-p",
+            ])
+            .arg(&py_src)
+            .args(["app", "-o"])
+            .arg(&py_out))?;
+    }
+
+    let js = dir.join("js");
+    let componentize_js = js.join("node_modules").join(".bin").join("componentize-js");
+    if !componentize_js.exists() {
+        run(Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&js)
+            .arg(COMPONENTIZE_JS))?;
+    }
+    let js_src = guests.join("js").join("app.js");
+    let js_out = dir.join("javascript.wasm");
+    if !fresh(&js_out, &js_src) {
+        let wit = dir.join("js-wit");
+        write_wasi_wit_at(&wit, COMPONENTIZE_JS_WASI)?;
+        run(Command::new(&componentize_js)
+            .arg(&js_src)
+            .arg("--wit")
+            .arg(&wit)
+            .args(["-n", "app", "-o"])
+            .arg(&js_out))?;
+    }
+    Ok(())
+}
+
+/// Writes a copy of the vendored WASI WIT relabelled as `version` (same
+/// 0.2 interfaces), plus a world that includes the proxy world at it.
+fn write_wasi_wit_at(wit: &Path, version: &str) -> Result<(), String> {
+    let deps = wit.join("deps");
+    std::fs::create_dir_all(&deps).map_err(|e| format!("cannot create {deps:?}: {e}"))?;
+    let entries = std::fs::read_dir(root().join("wit").join("deps")).map_err(|e| e.to_string())?;
+    for entry in entries {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{path:?}: {e}"))?;
+        let mut text = text.replace(&format!("@{VENDORED_WASI}"), &format!("@{version}"));
+        // Feature gates may not name versions newer than the package.
+        for newer in ["0.2.11", "0.2.12"] {
+            text = text.replace(
+                &format!("@since(version = {newer})"),
+                "@since(version = 0.2.0)",
+            );
+        }
+        std::fs::write(deps.join(path.file_name().unwrap()), text).map_err(|e| e.to_string())?;
+    }
+    let world =
+        format!("package local:app;\nworld app {{\n  include wasi:http/proxy@{version};\n}}\n");
+    std::fs::write(wit.join("world.wit"), world).map_err(|e| e.to_string())
+}
+
 fn serve(args: &[String]) -> Result<(), String> {
     build_guests(EXAMPLES)?;
     let modules = root().join("modules");
@@ -102,6 +199,7 @@ fn serve(args: &[String]) -> Result<(), String> {
 fn test(args: &[String]) -> Result<(), String> {
     let all: Vec<&str> = EXAMPLES.iter().chain(TEST_GUESTS).copied().collect();
     build_guests(&all)?;
+    build_foreign_guests()?;
     let lint = !args.iter().any(|a| a == "--no-lint");
     let rest: Vec<&String> = args.iter().filter(|a| *a != "--no-lint").collect();
     if lint {
@@ -125,7 +223,7 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("guests") => {
             let all: Vec<&str> = EXAMPLES.iter().chain(TEST_GUESTS).copied().collect();
-            build_guests(&all)
+            build_guests(&all).and_then(|()| build_foreign_guests())
         }
         _ => Err("usage: cargo xtask serve [outpost serve flags...] | test [--no-lint] [cargo test args...] | guests".into()),
     };

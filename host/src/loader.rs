@@ -88,6 +88,11 @@ impl Loader {
                 (component, Origin::Compiled)
             }
         };
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let ty = component.component_type();
+            let imports: Vec<&str> = ty.imports(&self.engine).map(|(name, _)| name).collect();
+            tracing::debug!(function = %name, imports = %imports.join(","), "component imports");
+        }
         let pre = self
             .linker
             .instantiate_pre(&component)

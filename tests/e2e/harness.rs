@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 /// Upper bound for anything a test waits for (a load, a log line, a reload).
 /// Generous because a cold compile in the dev profile on 2 cores takes a
 /// while; tests never assert on how long things take.
-pub const WAIT: Duration = Duration::from_secs(60);
+pub const WAIT: Duration = Duration::from_secs(240);
 
 /// `target/<profile>/` of the running test binary (`target/debug/deps/e2e-*`).
 fn profile_dir() -> PathBuf {
@@ -34,17 +34,18 @@ pub fn outpost_bin() -> PathBuf {
     bin
 }
 
-/// A guest component built by `cargo xtask test` (or `cargo xtask guests`).
+/// A guest component built by `cargo xtask test` (or `cargo xtask guests`):
+/// a Rust guest by crate name, or `foreign/python`, `foreign/javascript`
+/// for the guests built with other toolchains.
 pub fn guest(name: &str) -> PathBuf {
-    let dir = match std::env::var_os("OUTPOST_GUESTS_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => profile_dir()
-            .parent()
-            .expect("target dir")
+    let target = profile_dir().parent().expect("target dir").to_path_buf();
+    let path = match name.strip_prefix("foreign/") {
+        Some(foreign) => target.join("foreign").join(format!("{foreign}.wasm")),
+        None => target
             .join("wasm32-wasip2")
-            .join("guest"),
+            .join("guest")
+            .join(format!("{}.wasm", name.replace('-', "_"))),
     };
-    let path = dir.join(format!("{}.wasm", name.replace('-', "_")));
     assert!(
         path.exists(),
         "guest {} is missing: run the suite with `cargo xtask test`",

@@ -8,3 +8,4 @@ mod failures;
 mod lifecycle;
 mod reload;
 mod routing;
+mod toolchains;

@@ -107,6 +107,14 @@ fn files_that_are_not_functions_are_skipped_with_a_warning() {
 #[test]
 fn every_request_gets_a_fresh_instance() {
     let node = Node::start(&[("stateful", "stateful")]);
+    // Built on older bindings than the host's 0.2.12: they must link.
+    let imports = node.wait_log(r"component imports function=stateful");
+    let oldest = regex::Regex::new(r"wasi:http/types@0\.2\.(\d+)")
+        .unwrap()
+        .captures(&imports)
+        .map(|c| c[1].parse::<u32>().unwrap())
+        .expect("stateful imports wasi:http/types");
+    assert!(oldest < 12, "{imports}");
     for _ in 0..20 {
         let reply = node.get("/stateful");
         assert_eq!(reply.status, 200);
