@@ -5,8 +5,9 @@ use crate::function::Function;
 use crate::guest_body::{GuestBody, GuestCall};
 use crate::reply::{self, OutBody};
 use crate::state::RequestState;
+use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
+use http_body::Body;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -30,7 +31,11 @@ enum First {
 /// No task is spawned: the guest call is polled here until it sets its
 /// response, then handed to the response body, which keeps polling it while
 /// the body streams.
-pub async fn invoke(function: Arc<Function>, mut req: Request<Incoming>) -> Response<OutBody> {
+pub async fn invoke<B>(function: Arc<Function>, mut req: Request<B>) -> Response<OutBody>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
     // HTTP/1.0 clients may omit Host; wasi:http requires an authority.
     if req.uri().authority().is_none() && !req.headers().contains_key(header::HOST) {
         req.headers_mut()

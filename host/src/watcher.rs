@@ -54,9 +54,18 @@ pub fn watch(deployer: Arc<Deployer>, timing: Timing) -> notify::Result<WatchHan
     })
 }
 
-/// How long to wait after `kind` before the file can be trusted.
-fn settle_after(kind: &EventKind, timing: Timing) -> Option<Duration> {
-    match kind {
+/// How long to wait after `event` before the file can be trusted.
+fn settle_after(event: &notify::Event, timing: Timing) -> Option<Duration> {
+    match &event.kind {
+        // A new symlink is complete the moment it exists; no close follows.
+        EventKind::Create(_)
+            if event
+                .paths
+                .iter()
+                .all(|p| p.symlink_metadata().is_ok_and(|m| m.is_symlink())) =>
+        {
+            Some(timing.debounce)
+        }
         // The writer closed the file: its content is complete.
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => Some(timing.debounce / 4),
         // Our own reads (and anyone else's) produce open/close-read events.
@@ -87,7 +96,7 @@ async fn run(
                 }
                 Some(Ok(event)) => {
                     rescan = event.need_rescan();
-                    let Some(settle) = settle_after(&event.kind, timing) else { continue };
+                    let Some(settle) = settle_after(&event, timing) else { continue };
                     for path in &event.paths {
                         let Some(file_name) = path.file_name() else { continue };
                         match modules::classify(file_name) {

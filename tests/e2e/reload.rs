@@ -221,3 +221,17 @@ fn requests_during_repeated_swaps_all_succeed() {
     let total: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
     assert!(total > 0);
 }
+
+#[test]
+fn symlinks_may_point_inside_the_folder_but_not_out_of_it() {
+    let node = Node::start(&[("hello", "hello")]);
+    std::os::unix::fs::symlink("hello.wasm", node.module_path("alias")).unwrap();
+    node.wait_for("/alias", 200, HELLO);
+
+    let outside = node.dir.path().join("outside.wasm");
+    std::fs::copy(crate::harness::guest("hello"), &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, node.module_path("escape")).unwrap();
+    let line = node.wait_log(r"load failed.*resolves outside the modules folder");
+    assert!(line.contains("function=escape"), "{line}");
+    assert_eq!(node.get("/escape").status, 404);
+}
