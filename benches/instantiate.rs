@@ -28,8 +28,18 @@ fn bench(c: &mut Criterion) {
     let config = ServeConfig::default();
     let (engine, allocator) = outpost::engine::build(&config).expect("engine");
     let cache = outpost::cache::CodeCache::open(&data, &engine).expect("cache");
-    let loader = outpost::loader::Loader::new(engine, cache).expect("loader");
-    let hello = Arc::new(loader.load("hello", &guest("hello")).expect("load hello"));
+    let storage = outpost::storage::Storage::open(&data, None).expect("storage");
+    let services = Arc::new(outpost::kv::KvServices {
+        storage,
+        catalog: Arc::new(outpost::stores::Catalog::new(Default::default())),
+    });
+    let loader =
+        outpost::loader::Loader::new(engine, cache, services, Default::default()).expect("loader");
+    let hello = Arc::new(
+        loader
+            .load("hello", &guest("hello"), &Default::default())
+            .expect("load hello"),
+    );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -16,9 +16,9 @@ const TARGET: &str = "wasm32-wasip2";
 /// Cargo profile for guests (see the workspace Cargo.toml).
 const GUEST_PROFILE: &str = "guest";
 /// Example functions: built by `serve` into `modules/`.
-const EXAMPLES: &[&str] = &["hello", "echo"];
+const EXAMPLES: &[&str] = &["hello", "echo", "counter", "profile", "orders"];
 /// Test-only guests, built for `test` beside the examples.
-const TEST_GUESTS: &[&str] = &["stateful", "trap", "slow", "bad-import"];
+const TEST_GUESTS: &[&str] = &["stateful", "trap", "slow", "bad-import", "kvtest"];
 /// Pinned versions of the other toolchains the suite builds guests with.
 const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 const COMPONENTIZE_JS: &str = "@bytecodealliance/componentize-js@0.23.0";
@@ -188,6 +188,15 @@ fn serve(args: &[String]) -> Result<(), String> {
     for name in EXAMPLES {
         let to = modules.join(format!("{name}.wasm"));
         std::fs::copy(guest_wasm(name), &to).map_err(|e| format!("cannot copy to {to:?}: {e}"))?;
+        // An example's settings (NAME.toml beside its Cargo.toml) go along.
+        let settings = root()
+            .join("examples")
+            .join(name)
+            .join(format!("{name}.toml"));
+        if settings.exists() {
+            let to = modules.join(format!("{name}.toml"));
+            std::fs::copy(&settings, &to).map_err(|e| format!("cannot copy to {to:?}: {e}"))?;
+        }
     }
     eprintln!("xtask: examples are in {}", modules.display());
     let mut cmd = cargo();

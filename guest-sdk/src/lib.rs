@@ -26,9 +26,52 @@
 //! `(StatusCode, body)` pair, or a `Result` whose error becomes a 500.
 //!
 //! Each request runs in a fresh instance: statics start from scratch every
-//! time, so keep state in Outpost's key-value store, not in memory.
+//! time, so keep state in Outpost's key-value store ([`kv`]), and send
+//! events to the cloud tier with [`queue`].
 
 pub use http;
+
+mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "outpost:edge/imports",
+    });
+}
+
+/// The node-local key-value store (WIT `outpost:edge/kv`).
+///
+/// ```no_run
+/// use outpost_sdk::kv;
+///
+/// # fn main() -> Result<(), kv::Error> {
+/// let store = kv::Store::open("default")?;
+/// store.set("greeting", b"hello")?;
+/// assert_eq!(store.get("greeting")?.as_deref(), Some(&b"hello"[..]));
+/// let visits = store.increment("visits", 1)?;
+/// # let _ = visits;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// `"default"` is the function's own store; other names are shared stores
+/// granted in `modules/NAME.toml`. Writes return once durable on the node;
+/// in a replicated store they also reach every other node.
+pub mod kv {
+    pub use crate::bindings::outpost::edge::kv::{Error, KeyPage, Store};
+}
+
+/// Durable events to the cloud tier (WIT `outpost:edge/queue`).
+///
+/// ```no_run
+/// # fn main() -> Result<(), outpost_sdk::queue::Error> {
+/// let id = outpost_sdk::queue::enqueue("orders", br#"{"sku":"a1"}"#, Some("order-17"))?;
+/// # let _ = id;
+/// # Ok(())
+/// # }
+/// ```
+pub mod queue {
+    pub use crate::bindings::outpost::edge::queue::{Error, enqueue};
+}
 
 use std::io::Write as _;
 use wasip2::http::types::{

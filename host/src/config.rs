@@ -1,7 +1,9 @@
 //! Host settings for `outpost serve`, resolved from flags, then
 //! `outpost.toml`, then `OUTPOST_*` environment variables, then defaults.
 
+use crate::kv::KvLimits;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -63,6 +65,33 @@ pub struct ServeConfig {
     pub allocator: AllocatorChoice,
     /// Instances that may exist at once (the pooling allocator's size).
     pub max_instances: u32,
+    /// This node's id in replication; `None`: the stored or a generated one.
+    pub node_id: Option<String>,
+    /// Base URL of the cloud tier; `None`: no shipping or pulling (the
+    /// outbox keeps growing on disk until a cloud is configured).
+    pub cloud: Option<String>,
+    pub cloud_token: Option<String>,
+    /// Most outbox records sent in one batch.
+    pub ship_batch: usize,
+    pub kv_limits: KvLimits,
+    /// Shared stores declared by the host, by name.
+    pub stores: BTreeMap<String, StoreDecl>,
+}
+
+/// A shared store declared in `outpost.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StoreDecl {
+    #[serde(default)]
+    pub replicated: bool,
+}
+
+/// `[kv]` in `outpost.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KvFileConfig {
+    pub max_key_bytes: Option<usize>,
+    pub max_value_bytes: Option<usize>,
 }
 
 impl Default for ServeConfig {
@@ -76,6 +105,12 @@ impl Default for ServeConfig {
             reload_max_wait: Duration::from_secs(5),
             allocator: AllocatorChoice::Auto,
             max_instances: 1000,
+            node_id: None,
+            cloud: None,
+            cloud_token: None,
+            ship_batch: 256,
+            kv_limits: KvLimits::default(),
+            stores: BTreeMap::new(),
         }
     }
 }
@@ -92,6 +127,14 @@ pub struct FileConfig {
     pub reload_max_wait_ms: Option<u64>,
     pub allocator: Option<AllocatorChoice>,
     pub max_instances: Option<u32>,
+    pub node_id: Option<String>,
+    pub cloud: Option<String>,
+    pub cloud_token: Option<String>,
+    pub ship_batch: Option<usize>,
+    #[serde(default)]
+    pub kv: KvFileConfig,
+    #[serde(default)]
+    pub stores: BTreeMap<String, StoreDecl>,
 }
 
 impl FileConfig {
@@ -125,6 +168,10 @@ pub struct FlagConfig {
     pub reload_debounce_ms: Option<u64>,
     pub allocator: Option<AllocatorChoice>,
     pub max_instances: Option<u32>,
+    pub node_id: Option<String>,
+    pub cloud: Option<String>,
+    pub cloud_token: Option<String>,
+    pub ship_batch: Option<usize>,
 }
 
 /// Reads `OUTPOST_<KEY>` and parses it, naming the variable on failure.
@@ -195,8 +242,49 @@ impl ServeConfig {
                 .or(file.max_instances)
                 .or(env_value(env, "OUTPOST_MAX_INSTANCES")?)
                 .unwrap_or(d.max_instances),
+            node_id: flags
+                .node_id
+                .or(file.node_id)
+                .or(env_value(env, "OUTPOST_NODE_ID")?),
+            cloud: flags
+                .cloud
+                .or(file.cloud)
+                .or(env_value(env, "OUTPOST_CLOUD")?),
+            cloud_token: flags
+                .cloud_token
+                .or(file.cloud_token)
+                .or(env_value(env, "OUTPOST_CLOUD_TOKEN")?),
+            ship_batch: flags
+                .ship_batch
+                .or(file.ship_batch)
+                .or(env_value(env, "OUTPOST_SHIP_BATCH")?)
+                .unwrap_or(d.ship_batch)
+                .max(1),
+            kv_limits: KvLimits {
+                max_key_bytes: file.kv.max_key_bytes.unwrap_or(d.kv_limits.max_key_bytes),
+                max_value_bytes: file
+                    .kv
+                    .max_value_bytes
+                    .unwrap_or(d.kv_limits.max_value_bytes),
+            },
+            stores: validate_stores(file.stores)?,
         })
     }
+}
+
+fn validate_stores(
+    stores: BTreeMap<String, StoreDecl>,
+) -> Result<BTreeMap<String, StoreDecl>, ConfigError> {
+    for name in stores.keys() {
+        if !crate::function_config::is_shared_store_name(name) {
+            return Err(ConfigError::Value {
+                key: "stores",
+                value: name.clone(),
+                message: "store names match [a-z0-9][a-z0-9_-]* and cannot be \"default\"".into(),
+            });
+        }
+    }
+    Ok(stores)
 }
 
 #[cfg(test)]
@@ -226,7 +314,7 @@ mod tests {
         };
         let file = FileConfig::parse(
             Path::new("outpost.toml"),
-            "listen = \"127.0.0.1:2\"\nmax-instances = 5\n",
+            "listen = \"127.0.0.1:2\"\nmax-instances = 5\n[kv]\nmax-value-bytes = 9\n[stores.sessions]\nreplicated = true\n",
         )
         .unwrap();
         let flags = FlagConfig {
@@ -237,6 +325,9 @@ mod tests {
         assert_eq!(c.listen.port(), 1);
         assert_eq!(c.max_instances, 5);
         assert_eq!(c.data_dir, PathBuf::from("/env"));
+        assert_eq!(c.kv_limits.max_value_bytes, 9);
+        assert_eq!(c.kv_limits.max_key_bytes, 512);
+        assert!(c.stores["sessions"].replicated);
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! at a time: load new or changed files, drop deleted ones, keep the last
 //! good version when a file is bad.
 
-use crate::loader::{self, LoadError, Loader};
+use crate::function_config::{FunctionConfig, FunctionConfigError};
+use crate::loader::{self, LoadError, Loader, Settings};
 use crate::modules::{ModulesDir, ReadError};
 use crate::registry::Registry;
+use crate::stores::Catalog;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
@@ -31,14 +33,19 @@ enum DeployError {
     Read(#[from] ReadError),
     #[error(transparent)]
     Load(#[from] LoadError),
+    #[error(transparent)]
+    Settings(#[from] FunctionConfigError),
 }
 
 pub struct Deployer {
     loader: Arc<Loader>,
     registry: Arc<Registry>,
+    /// Recomputed from the registry after every change.
+    catalog: Arc<Catalog>,
     modules: ModulesDir,
-    /// Per name: the hash and error of the last file that failed to load, so
-    /// an unchanged bad file is not retried (and re-logged) on every event.
+    /// Per name: the identity (module and settings hashes) and error of the
+    /// last version that failed to load, so an unchanged bad file is not
+    /// retried (and re-logged) on every event.
     failed: Mutex<HashMap<String, (String, String)>>,
     /// Names whose sync is running; a second sync of the same name waits so
     /// an older load can never overwrite a newer one.
@@ -47,10 +54,16 @@ pub struct Deployer {
 }
 
 impl Deployer {
-    pub fn new(loader: Arc<Loader>, registry: Arc<Registry>, modules: ModulesDir) -> Self {
+    pub fn new(
+        loader: Arc<Loader>,
+        registry: Arc<Registry>,
+        catalog: Arc<Catalog>,
+        modules: ModulesDir,
+    ) -> Self {
         Self {
             loader,
             registry,
+            catalog,
             modules,
             failed: Mutex::new(HashMap::new()),
             busy: tokio::sync::Mutex::new(HashSet::new()),
@@ -111,7 +124,9 @@ impl Deployer {
             Ok(Some(bytes)) => bytes,
             Ok(None) => {
                 self.failed.lock().unwrap().remove(name);
-                return match self.registry.remove(name) {
+                let removed = self.registry.remove(name);
+                self.catalog.rebuild(self.registry.functions().iter());
+                return match removed {
                     Some(old) => {
                         tracing::info!(function = %name, version = %old.short_hash(), "removed: file deleted, route now answers 404");
                         Outcome::Removed
@@ -122,8 +137,16 @@ impl Deployer {
             Err(e) => return self.report_failure(name, None, e.into()),
         };
         let sha256 = loader::sha256_hex(&bytes);
+        let settings = match self.read_settings(name) {
+            Ok(settings) => settings,
+            Err(e) => return self.report_failure(name, Some(sha256), e),
+        };
+        let identity = format!("{sha256}+{}", settings.sha256);
         let current = self.registry.get(name);
-        if current.as_ref().is_some_and(|f| f.sha256 == sha256) {
+        if current
+            .as_ref()
+            .is_some_and(|f| f.sha256 == sha256 && f.settings_sha256 == settings.sha256)
+        {
             return Outcome::Unchanged;
         }
         if self
@@ -131,21 +154,31 @@ impl Deployer {
             .lock()
             .unwrap()
             .get(name)
-            .is_some_and(|(failed, _)| *failed == sha256)
+            .is_some_and(|(failed, _)| *failed == identity)
         {
             return Outcome::Unchanged;
         }
-        match self.loader.load(name, &bytes) {
+        let loaded = match current.as_ref().filter(|f| f.sha256 == sha256) {
+            // Only the settings changed: same code, new policy.
+            Some(current) => Ok(current.with_settings(
+                settings.sha256.clone(),
+                self.loader.kv_policy(name, &settings),
+            )),
+            None => self.loader.load(name, &bytes, &settings),
+        };
+        match loaded {
             Ok(function) => {
                 let function = Arc::new(function);
                 self.failed.lock().unwrap().remove(name);
                 let previous = self.registry.publish(function.clone());
+                self.catalog.rebuild(self.registry.functions().iter());
                 tracing::info!(
                     function = %name,
                     version = %function.short_hash(),
                     source = %function.origin.as_str(),
                     ms = function.load_time.as_millis() as u64,
                     replaced = %previous.as_ref().map_or("-", |p| p.short_hash()),
+                    settings = %&function.settings_sha256[..12],
                     "{}",
                     if previous.is_some() { "reloaded" } else { "loaded" }
                 );
@@ -155,33 +188,46 @@ impl Deployer {
                     Outcome::Loaded
                 }
             }
-            Err(e) => self.report_failure(name, Some(sha256), e.into()),
+            Err(e) => self.report_failure(name, Some(identity), e.into()),
         }
     }
 
-    fn report_failure(&self, name: &str, sha256: Option<String>, error: DeployError) -> Outcome {
+    /// Reads and parses `NAME.toml`; no file means default settings.
+    fn read_settings(&self, name: &str) -> Result<Settings, DeployError> {
+        let bytes = self.modules.read_settings(name)?.unwrap_or_default();
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| FunctionConfigError::Parse(format!("{name}.toml is not UTF-8")))?;
+        Ok(Settings {
+            sha256: loader::sha256_hex(&bytes),
+            config: FunctionConfig::parse(text)?,
+        })
+    }
+
+    /// Logs why `name` failed; `identity` (`sha256+settings`) is remembered
+    /// so the same files are not retried.
+    fn report_failure(&self, name: &str, identity: Option<String>, error: DeployError) -> Outcome {
         let serving = self.registry.get(name);
         let message = error.to_string();
         match &serving {
             Some(old) => tracing::error!(
                 function = %name,
-                version = %sha256.as_deref().map_or("-", |s| &s[..12]),
+                version = %identity.as_deref().map_or("-", |s| &s[..12]),
                 error = %message,
                 "load failed; previous version {} keeps serving",
                 old.short_hash()
             ),
             None => tracing::error!(
                 function = %name,
-                version = %sha256.as_deref().map_or("-", |s| &s[..12]),
+                version = %identity.as_deref().map_or("-", |s| &s[..12]),
                 error = %message,
                 "load failed; function not served"
             ),
         }
-        if let Some(sha256) = sha256 {
+        if let Some(identity) = identity {
             self.failed
                 .lock()
                 .unwrap()
-                .insert(name.to_owned(), (sha256, message));
+                .insert(name.to_owned(), (identity, message));
         }
         Outcome::Failed
     }

@@ -1,5 +1,6 @@
 //! A loaded, validated function version: what the router hands a request.
 
+use crate::kv::{KvPolicy, KvServices};
 use crate::state::RequestState;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -28,6 +29,12 @@ pub struct Function {
     pub name: Arc<str>,
     /// Hex SHA-256 of the `.wasm` bytes: the version's identity.
     pub sha256: String,
+    /// Hex SHA-256 of the settings file (`NAME.toml`), or of nothing.
+    pub settings_sha256: String,
+    /// What this version may do with KV, from its settings.
+    pub kv: Arc<KvPolicy>,
+    /// The node's database and store catalog, shared by every function.
+    pub services: Arc<KvServices>,
     /// Linked and type-checked once per version; each request only
     /// instantiates it.
     pub pre: ProxyPre<RequestState>,
@@ -38,6 +45,21 @@ pub struct Function {
 }
 
 impl Function {
+    /// The same code under new settings: no recompile, no relink.
+    pub fn with_settings(&self, settings_sha256: String, kv: KvPolicy) -> Function {
+        Function {
+            name: self.name.clone(),
+            sha256: self.sha256.clone(),
+            settings_sha256,
+            kv: Arc::new(kv),
+            services: self.services.clone(),
+            pre: self.pre.clone(),
+            origin: self.origin,
+            loaded_at: SystemTime::now(),
+            load_time: Duration::ZERO,
+        }
+    }
+
     /// The first 12 hex digits of the hash, as shown in logs.
     pub fn short_hash(&self) -> &str {
         &self.sha256[..12]

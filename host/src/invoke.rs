@@ -41,10 +41,7 @@ where
         req.headers_mut()
             .insert(header::HOST, HeaderValue::from_static("localhost"));
     }
-    let mut store = Store::new(
-        function.pre.engine(),
-        RequestState::new(function.name.clone()),
-    );
+    let mut store = Store::new(function.pre.engine(), RequestState::new(&function));
     let (sender, mut receiver) = oneshot::channel();
     let resources = {
         let mut http = store.data_mut().http();

@@ -1,24 +1,33 @@
 //! Outpost: a WebAssembly edge-function host. `serve` runs a node; the
 //! modules below are its parts, from the modules folder to the response.
 
+pub mod bindings;
 pub mod cache;
+pub mod cloud;
 pub mod config;
 pub mod deployer;
 pub mod engine;
 pub mod function;
+pub mod function_config;
 pub mod guest_body;
 pub mod guest_log;
 pub mod invoke;
+pub mod kv;
 pub mod linker;
 pub mod loader;
 pub mod modules;
 pub mod names;
+pub mod queue;
 pub mod registry;
+pub mod replication;
 pub mod reply;
 pub mod router;
 pub mod server;
 pub mod state;
+pub mod storage;
+pub mod stores;
 pub mod watcher;
+pub mod wire;
 
 use anyhow::Context as _;
 use std::sync::Arc;
@@ -35,7 +44,26 @@ pub async fn serve(
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let cache = cache::CodeCache::open(&config.data_dir, &engine)
         .with_context(|| format!("cannot open code cache in {}", config.data_dir.display()))?;
-    let loader = Arc::new(loader::Loader::new(engine, cache)?);
+    let storage = storage::Storage::open(&config.data_dir, config.node_id.as_deref())
+        .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
+    let catalog = Arc::new(stores::Catalog::new(
+        config
+            .stores
+            .iter()
+            .filter(|(_, decl)| decl.replicated)
+            .map(|(name, _)| name.clone())
+            .collect(),
+    ));
+    let services = Arc::new(kv::KvServices {
+        storage: storage.clone(),
+        catalog: catalog.clone(),
+    });
+    let loader = Arc::new(loader::Loader::new(
+        engine,
+        cache,
+        services,
+        config.kv_limits,
+    )?);
     let registry = Arc::new(registry::Registry::default());
     let modules = modules::ModulesDir::open(&config.modules_dir).with_context(|| {
         format!(
@@ -43,7 +71,12 @@ pub async fn serve(
             config.modules_dir.display()
         )
     })?;
-    let deployer = Arc::new(deployer::Deployer::new(loader, registry.clone(), modules));
+    let deployer = Arc::new(deployer::Deployer::new(
+        loader,
+        registry.clone(),
+        catalog,
+        modules,
+    ));
 
     // Bind first so a busy port fails fast, before any compiling.
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -60,14 +93,36 @@ pub async fn serve(
     )
     .with_context(|| format!("cannot watch {}", config.modules_dir.display()))?;
     let count = deployer.sync_all().await?;
+    let _replication = match &config.cloud {
+        Some(url) => Some(replication::start(
+            storage.clone(),
+            url,
+            config.cloud_token.clone(),
+            config.ship_batch,
+        )?),
+        None => {
+            tracing::info!(
+                pending = storage.outbox_len(),
+                "no --cloud: replicated writes and events stay in the outbox"
+            );
+            None
+        }
+    };
     tracing::info!(
         functions = count,
+        node = %storage.node_id(),
         modules = %config.modules_dir.display(),
         data = %config.data_dir.display(),
         ms = started.elapsed().as_millis() as u64,
         "ready"
     );
     tracing::info!(addr = %local, "listening on http://{local}");
-    server::run(listener, registry, shutdown, config.shutdown_grace).await;
+    server::run(
+        listener,
+        server::Edge { registry },
+        shutdown,
+        config.shutdown_grace,
+    )
+    .await;
     Ok(())
 }

@@ -5,11 +5,14 @@ use wasmtime::Engine;
 use wasmtime::component::Linker;
 
 /// WASI 0.2 (cli, clocks, random, io, filesystem without preopens, sockets
-/// that deny every address) plus `wasi:http`. Imports of any older 0.2.x
-/// version resolve to these by wasmtime's semver matching.
+/// that deny every address), `wasi:http`, and Outpost's `kv` and `queue`.
+/// Imports of any older 0.2.x WASI version resolve to these by wasmtime's
+/// semver matching.
 pub fn build(engine: &Engine) -> anyhow::Result<Linker<RequestState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    crate::kv::add_to_linker(&mut linker)?;
+    crate::queue::add_to_linker(&mut linker)?;
     Ok(linker)
 }

@@ -3,6 +3,8 @@
 
 use crate::cache::CodeCache;
 use crate::function::{Function, Origin};
+use crate::function_config::FunctionConfig;
+use crate::kv::{KvLimits, KvPolicy, KvServices};
 use crate::state::RequestState;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -37,6 +39,17 @@ pub struct Loader {
     engine: Engine,
     linker: Arc<Linker<RequestState>>,
     cache: CodeCache,
+    services: Arc<KvServices>,
+    /// Host-wide KV limits; a function's settings may override them.
+    kv_limits: KvLimits,
+}
+
+/// A function's parsed settings file and its hash.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Hex SHA-256 of the file's bytes (of nothing if there is no file).
+    pub sha256: String,
+    pub config: FunctionConfig,
 }
 
 /// The hex SHA-256 of a module file's bytes.
@@ -61,13 +74,25 @@ fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
 }
 
 impl Loader {
-    pub fn new(engine: Engine, cache: CodeCache) -> anyhow::Result<Self> {
+    pub fn new(
+        engine: Engine,
+        cache: CodeCache,
+        services: Arc<KvServices>,
+        kv_limits: KvLimits,
+    ) -> anyhow::Result<Self> {
         let linker = Arc::new(crate::linker::build(&engine)?);
         Ok(Self {
             engine,
             linker,
             cache,
+            services,
+            kv_limits,
         })
+    }
+
+    /// The KV policy `settings` give function `name`.
+    pub fn kv_policy(&self, name: &str, settings: &Settings) -> KvPolicy {
+        KvPolicy::new(name, &settings.config.kv, self.kv_limits)
     }
 
     pub fn engine(&self) -> &Engine {
@@ -76,7 +101,12 @@ impl Loader {
 
     /// Loads one version. Blocking (compiles on a miss): call it from the
     /// blocking pool, never from a request.
-    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Function, LoadError> {
+    pub fn load(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        settings: &Settings,
+    ) -> Result<Function, LoadError> {
         let started = Instant::now();
         check_header(bytes)?;
         let sha256 = sha256_hex(bytes);
@@ -108,6 +138,9 @@ impl Loader {
         Ok(Function {
             name: Arc::from(name),
             sha256,
+            settings_sha256: settings.sha256.clone(),
+            kv: Arc::new(self.kv_policy(name, settings)),
+            services: self.services.clone(),
             pre,
             origin,
             loaded_at: SystemTime::now(),

@@ -1,4 +1,5 @@
-//! The `outpost` command line: `outpost serve` runs an edge node.
+//! The `outpost` command line: `outpost serve` runs an edge node, `outpost
+//! cloud` the cloud tier.
 
 use clap::{Parser, Subcommand};
 use outpost::config::{AllocatorChoice, FileConfig, FlagConfig, ServeConfig};
@@ -26,6 +27,22 @@ enum LogFormat {
 enum Command {
     /// Serve every NAME.wasm in the modules folder at /NAME, reloading on change.
     Serve(ServeArgs),
+    /// Run the cloud tier that edges ship to and pull changes from.
+    Cloud(CloudArgs),
+}
+
+/// Flags for `outpost cloud`.
+#[derive(clap::Args)]
+struct CloudArgs {
+    /// Address to listen on.
+    #[arg(long, env = "OUTPOST_CLOUD_LISTEN", default_value = "127.0.0.1:9090")]
+    listen: SocketAddr,
+    /// Cloud data folder.
+    #[arg(long, env = "OUTPOST_CLOUD_DATA", default_value = "./.outpost-cloud")]
+    data: PathBuf,
+    /// Bearer token edges must present [default: generated into DATA/token].
+    #[arg(long, env = "OUTPOST_CLOUD_TOKEN")]
+    token: Option<String>,
 }
 
 /// Flags for `outpost serve`. Each overrides `outpost.toml`, which overrides
@@ -56,6 +73,18 @@ struct ServeArgs {
     /// Instances that may run at once [default: 1000].
     #[arg(long)]
     max_instances: Option<u32>,
+    /// This node's replication id [default: generated once, kept in the data folder].
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Cloud tier base URL, e.g. http://127.0.0.1:9090 [default: none, writes stay local].
+    #[arg(long)]
+    cloud: Option<String>,
+    /// Bearer token for the cloud tier.
+    #[arg(long)]
+    cloud_token: Option<String>,
+    /// Most outbox records per upload [default: 256].
+    #[arg(long)]
+    ship_batch: Option<usize>,
 }
 
 fn init_logging(format: LogFormat) {
@@ -96,6 +125,10 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         reload_debounce_ms: args.reload_debounce_ms,
         allocator: args.allocator,
         max_instances: args.max_instances,
+        node_id: args.node_id,
+        cloud: args.cloud,
+        cloud_token: args.cloud_token,
+        ship_batch: args.ship_batch,
     };
     Ok(ServeConfig::resolve(flags, file, &|key| {
         std::env::var(key).ok()
@@ -119,6 +152,17 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(outpost::serve(config, shutdown_signal()))
+        }
+        Command::Cloud(args) => {
+            let config = outpost::cloud::CloudConfig {
+                listen: args.listen,
+                data_dir: args.data,
+                token: args.token,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(outpost::cloud::serve(config, shutdown_signal()))
         }
     }
 }

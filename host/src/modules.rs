@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 /// read. Interpreted-language components (Python, JS) run to tens of MiB.
 pub const MAX_MODULE_BYTES: u64 = 256 * 1024 * 1024;
 
+/// Largest settings file (`NAME.toml`) accepted.
+pub const MAX_SETTINGS_BYTES: u64 = 64 * 1024;
+
 /// What a directory entry is, judged by its file name alone.
 #[derive(Debug, PartialEq, Eq)]
 pub enum FileKind<'a> {
@@ -84,10 +87,20 @@ impl ModulesDir {
         self.dir.join(format!("{name}.wasm"))
     }
 
-    /// Reads `NAME.wasm`: `Ok(None)` when it does not exist. A symlink may
-    /// point elsewhere inside the folder, never outside it.
+    /// Reads `NAME.wasm`: `Ok(None)` when it does not exist.
     pub fn read(&self, name: &str) -> Result<Option<Vec<u8>>, ReadError> {
-        let path = self.module_path(name);
+        self.read_file(&format!("{name}.wasm"), MAX_MODULE_BYTES)
+    }
+
+    /// Reads the settings file `NAME.toml`: `Ok(None)` when there is none.
+    pub fn read_settings(&self, name: &str) -> Result<Option<Vec<u8>>, ReadError> {
+        self.read_file(&format!("{name}.toml"), MAX_SETTINGS_BYTES)
+    }
+
+    /// Reads a file of the folder, at most `max` bytes. A symlink may point
+    /// elsewhere inside the folder, never outside it.
+    fn read_file(&self, file_name: &str, max: u64) -> Result<Option<Vec<u8>>, ReadError> {
+        let path = self.dir.join(file_name);
         let io = |source| ReadError::Io {
             path: path.clone(),
             source,
@@ -109,23 +122,21 @@ impl ModulesDir {
         if !meta.is_file() {
             return Err(ReadError::NotAFile { path });
         }
-        if meta.len() > MAX_MODULE_BYTES {
+        if meta.len() > max {
             return Err(ReadError::TooLarge {
                 path,
                 size: meta.len(),
-                max: MAX_MODULE_BYTES,
+                max,
             });
         }
         let mut bytes = Vec::with_capacity(meta.len() as usize);
         // `take` bounds a file that grows while being read.
-        file.take(MAX_MODULE_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(io)?;
-        if bytes.len() as u64 > MAX_MODULE_BYTES {
+        file.take(max + 1).read_to_end(&mut bytes).map_err(io)?;
+        if bytes.len() as u64 > max {
             return Err(ReadError::TooLarge {
                 path,
                 size: bytes.len() as u64,
-                max: MAX_MODULE_BYTES,
+                max,
             });
         }
         Ok(Some(bytes))

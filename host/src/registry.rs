@@ -33,6 +33,11 @@ impl Registry {
         self.update(|table| table.remove(name))
     }
 
+    /// Every current version, in no particular order.
+    pub fn functions(&self) -> Vec<Arc<Function>> {
+        self.table.load().values().cloned().collect()
+    }
+
     /// Names currently routed, in no particular order.
     pub fn names(&self) -> Vec<String> {
         self.table.load().keys().map(|k| k.to_string()).collect()

@@ -1,5 +1,5 @@
-//! The public HTTP listener: accept, serve HTTP/1 and HTTP/2 with
-//! keep-alive, route each request, and drain gracefully on shutdown.
+//! The HTTP listener (accept, HTTP/1 and HTTP/2 with keep-alive, graceful
+//! drain on shutdown) and the edge's routing of each request.
 
 use crate::invoke;
 use crate::registry::Registry;
@@ -15,11 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// Accepts connections on `listener` until `shutdown` resolves, then stops
-/// accepting and gives in-flight requests up to `grace` to finish.
+/// Accepts connections on `listener` and answers each request with
+/// `handler` until `shutdown` resolves, then stops accepting and gives
+/// in-flight requests up to `grace` to finish. Used by both `serve` (edge)
+/// and `cloud`.
 pub async fn run(
     listener: TcpListener,
-    registry: Arc<Registry>,
+    handler: impl Handler,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
@@ -43,10 +45,10 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let registry = registry.clone();
+        let handler = handler.clone();
         let service = hyper::service::service_fn(move |req| {
-            let registry = registry.clone();
-            async move { Ok::<_, Infallible>(handle(&registry, req).await) }
+            let response = handler.call(req);
+            async move { Ok::<_, Infallible>(response.await) }
         });
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
@@ -67,6 +69,30 @@ pub async fn run(
     match tokio::time::timeout(grace, graceful.shutdown()).await {
         Ok(()) => tracing::info!("all connections drained"),
         Err(_) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+}
+
+/// Answers requests for [`run`].
+pub trait Handler: Clone + Send + Sync + 'static {
+    fn call(
+        &self,
+        req: Request<Incoming>,
+    ) -> impl Future<Output = Response<OutBody>> + Send + 'static + use<Self>;
+}
+
+/// The edge node's handler: host endpoints and functions.
+#[derive(Clone)]
+pub struct Edge {
+    pub registry: Arc<Registry>,
+}
+
+impl Handler for Edge {
+    fn call(
+        &self,
+        req: Request<Incoming>,
+    ) -> impl Future<Output = Response<OutBody>> + Send + 'static + use<> {
+        let registry = self.registry.clone();
+        async move { handle(&registry, req).await }
     }
 }
 

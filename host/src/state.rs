@@ -1,8 +1,9 @@
 //! What a `Store` holds for one request: WASI and wasi:http contexts, the
 //! resource table, and the host's wasi:http policy hooks.
 
+use crate::function::Function;
 use crate::guest_log::{self, GuestLog};
-use std::sync::Arc;
+use crate::kv::KvCtx;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
@@ -14,11 +15,12 @@ pub struct RequestState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: OutboundPolicy,
+    kv: KvCtx,
 }
 
 impl RequestState {
-    pub fn new(function: Arc<str>) -> Self {
-        let (stdout, stderr) = GuestLog::pair(function, guest_log::DEFAULT_BUDGET);
+    pub fn new(function: &Function) -> Self {
+        let (stdout, stderr) = GuestLog::pair(function.name.clone(), guest_log::DEFAULT_BUDGET);
         // No preopened directories, no network, no inherited environment:
         // a function sees only what Outpost's own interfaces give it.
         let wasi = WasiCtx::builder().stdout(stdout).stderr(stderr).build();
@@ -27,7 +29,17 @@ impl RequestState {
             wasi,
             http: WasiHttpCtx::new(),
             hooks: OutboundPolicy,
+            kv: KvCtx {
+                policy: function.kv.clone(),
+                services: function.services.clone(),
+                function: function.name.clone(),
+            },
         }
+    }
+
+    /// The KV context and the resource table, borrowed together.
+    pub fn kv_parts(&mut self) -> (&KvCtx, &mut ResourceTable) {
+        (&self.kv, &mut self.table)
     }
 }
 

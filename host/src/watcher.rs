@@ -100,10 +100,10 @@ async fn run(
                     for path in &event.paths {
                         let Some(file_name) = path.file_name() else { continue };
                         match modules::classify(file_name) {
-                            FileKind::Function(name) => {
+                            // A settings change re-syncs its function.
+                            FileKind::Function(name) | FileKind::Settings(name) => {
                                 pending.insert(name.to_owned(), Pending { due: Instant::now() + settle });
                             }
-                            FileKind::Settings(_) => {}
                             FileKind::BadName | FileKind::Other => {
                                 let file = file_name.to_string_lossy().into_owned();
                                 if !matches!(event.kind, EventKind::Remove(_)) && warned.insert(file.clone()) {

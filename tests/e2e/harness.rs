@@ -120,15 +120,209 @@ pub fn prepare(functions: &[(&str, &str)]) -> Arc<tempfile::TempDir> {
     dir
 }
 
+/// A child process whose stdout and stderr are captured line by line.
+pub struct Process {
+    child: Child,
+    log: Arc<Log>,
+}
+
+impl Process {
+    fn spawn(mut cmd: Command, tag: &'static str) -> Process {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start outpost");
+        let log = Arc::new(Log::default());
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    eprintln!("[{tag}] {line}");
+                    log.lines.lock().unwrap().push(line);
+                    log.grew.notify_all();
+                }
+            });
+        }
+        Process { child, log }
+    }
+
+    /// The address captured by `pattern` in the first log line it matches.
+    fn wait_addr(&self, pattern: &str) -> SocketAddr {
+        let line = self.wait_log(pattern);
+        Regex::new(pattern).unwrap().captures(&line).unwrap()[1]
+            .parse()
+            .expect("listen address")
+    }
+
+    /// All log lines so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lines.lock().unwrap().clone()
+    }
+
+    /// Lines matching `pattern` so far.
+    pub fn log_matches(&self, pattern: &str) -> Vec<String> {
+        let re = Regex::new(pattern).unwrap();
+        self.log_lines()
+            .into_iter()
+            .filter(|l| re.is_match(l))
+            .collect()
+    }
+
+    /// Waits for a log line matching `pattern` (a regex) and returns it.
+    pub fn wait_log(&self, pattern: &str) -> String {
+        self.wait_log_after(pattern, 0)
+    }
+
+    /// Like [`Process::wait_log`], considering only lines from index `from` on.
+    pub fn wait_log_after(&self, pattern: &str, from: usize) -> String {
+        let re = Regex::new(pattern).unwrap();
+        let deadline = Instant::now() + WAIT;
+        let mut lines = self.log.lines.lock().unwrap();
+        loop {
+            if let Some(line) = lines.iter().skip(from).find(|l| re.is_match(l)) {
+                return line.clone();
+            }
+            let now = Instant::now();
+            assert!(
+                now < deadline,
+                "timed out waiting for a log line matching {pattern:?}"
+            );
+            lines = self.log.grew.wait_timeout(lines, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Number of log lines so far: a marker for [`Process::wait_log_after`].
+    pub fn log_len(&self) -> usize {
+        self.log.lines.lock().unwrap().len()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    /// Sends SIGINT (Ctrl-C).
+    pub fn interrupt(&self) {
+        self.signal(libc::SIGINT);
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "outpost did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn http_agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(WAIT)
+        .max_idle_connections(0)
+        .build()
+}
+
+/// Sends a request; any status is a `Reply`, only transport errors panic.
+fn send(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    let mut req = agent.request(method, url);
+    for (name, value) in headers {
+        req = req.set(name, value);
+    }
+    let response = match req.send_bytes(body) {
+        Ok(response) => response,
+        Err(ureq::Error::Status(_, response)) => response,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = response.status();
+    let headers = response
+        .headers_names()
+        .into_iter()
+        .flat_map(|name| {
+            response
+                .all(&name)
+                .into_iter()
+                .map(|v| (name.clone(), v.to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let body = response.into_string().expect("read body");
+    Reply {
+        status,
+        body,
+        headers,
+    }
+}
+
+/// A free TCP port on loopback, for a process started later.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Writes a function's settings file, `modules/NAME.toml`.
+pub fn write_settings(dir: &tempfile::TempDir, name: &str, toml: &str) {
+    std::fs::write(
+        dir.path().join("modules").join(format!("{name}.toml")),
+        toml,
+    )
+    .unwrap();
+}
+
 /// A running `outpost serve` with its own temporary folders.
 pub struct Node {
-    child: Child,
+    process: Process,
     pub addr: SocketAddr,
     /// Holds the modules and data folders; both outlive restarts.
     pub dir: Arc<tempfile::TempDir>,
-    log: Arc<Log>,
     agent: ureq::Agent,
     extra_args: Vec<String>,
+}
+
+impl std::ops::Deref for Node {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut Process {
+        &mut self.process
+    }
 }
 
 impl Node {
@@ -152,41 +346,15 @@ impl Node {
         extra_args: Vec<String>,
         address_limit: Option<u64>,
     ) -> Node {
-        let mut cmd = Self::command(&dir, &extra_args, address_limit);
-        let mut child = cmd.spawn().expect("start outpost");
-        let log = Arc::new(Log::default());
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    eprintln!("[outpost] {line}");
-                    log.lines.lock().unwrap().push(line);
-                    log.grew.notify_all();
-                }
-            });
-        }
-        let agent = ureq::AgentBuilder::new()
-            .timeout(WAIT)
-            .max_idle_connections(0)
-            .build();
-        let mut node = Node {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        let process = Process::spawn(Self::command(&dir, &extra_args, address_limit), "outpost");
+        let addr = process.wait_addr(r"listening on http://(\S+)");
+        Node {
+            process,
+            addr,
             dir,
-            log,
-            agent,
+            agent: http_agent(),
             extra_args,
-        };
-        let line = node.wait_log(r"listening on http://");
-        let re = Regex::new(r"listening on http://(\S+)").unwrap();
-        node.addr = re.captures(&line).unwrap()[1]
-            .parse()
-            .expect("listen address");
-        node
+        }
     }
 
     /// The `outpost serve` command line for the folders in `dir`.
@@ -205,10 +373,7 @@ impl Node {
             .arg(dir.path().join("data"))
             .args(extra_args)
             .current_dir(dir.path())
-            .env("RUST_LOG", "info,outpost=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .env("RUST_LOG", "info,outpost=debug");
         if let Some(bytes) = address_limit {
             use std::os::unix::process::CommandExt;
             // SAFETY: setrlimit is async-signal-safe; nothing else runs
@@ -238,6 +403,11 @@ impl Node {
         Self::spawn(dir, args, None)
     }
 
+    /// Writes `modules/NAME.toml`.
+    pub fn write_settings(&self, name: &str, toml: &str) {
+        write_settings(&self.dir, name, toml);
+    }
+
     pub fn modules_dir(&self) -> PathBuf {
         self.dir.path().join("modules")
     }
@@ -262,33 +432,7 @@ impl Node {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Reply {
-        let mut req = self.agent.request(method, &self.url(path));
-        for (name, value) in headers {
-            req = req.set(name, value);
-        }
-        let response = match req.send_bytes(body) {
-            Ok(response) => response,
-            Err(ureq::Error::Status(_, response)) => response,
-            Err(e) => panic!("{method} {path}: {e}"),
-        };
-        let status = response.status();
-        let headers = response
-            .headers_names()
-            .into_iter()
-            .flat_map(|name| {
-                response
-                    .all(&name)
-                    .into_iter()
-                    .map(|v| (name.clone(), v.to_string()))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let body = response.into_string().expect("read body");
-        Reply {
-            status,
-            body,
-            headers,
-        }
+        send(&self.agent, method, &self.url(path), headers, body)
     }
 
     pub fn get(&self, path: &str) -> Reply {
@@ -302,77 +446,144 @@ impl Node {
             (reply.status == status && reply.body == body).then_some(())
         });
     }
+}
 
-    /// All log lines so far.
-    pub fn log_lines(&self) -> Vec<String> {
-        self.log.lines.lock().unwrap().clone()
-    }
+/// The bearer token test clouds use.
+pub const TOKEN: &str = "test-token";
 
-    /// Lines matching `pattern` so far.
-    pub fn log_matches(&self, pattern: &str) -> Vec<String> {
-        let re = Regex::new(pattern).unwrap();
-        self.log_lines()
-            .into_iter()
-            .filter(|l| re.is_match(l))
-            .collect()
-    }
+/// A running `outpost cloud` with its own data folder.
+pub struct Cloud {
+    process: Process,
+    pub addr: SocketAddr,
+    pub dir: Arc<tempfile::TempDir>,
+    agent: ureq::Agent,
+}
 
-    /// Waits for a log line matching `pattern` (a regex) and returns it.
-    pub fn wait_log(&self, pattern: &str) -> String {
-        self.wait_log_after(pattern, 0)
-    }
-
-    /// Like [`Node::wait_log`], considering only lines from index `from` on.
-    pub fn wait_log_after(&self, pattern: &str, from: usize) -> String {
-        let re = Regex::new(pattern).unwrap();
-        let deadline = Instant::now() + WAIT;
-        let mut lines = self.log.lines.lock().unwrap();
-        loop {
-            if let Some(line) = lines.iter().skip(from).find(|l| re.is_match(l)) {
-                return line.clone();
-            }
-            let now = Instant::now();
-            assert!(
-                now < deadline,
-                "timed out waiting for a log line matching {pattern:?}"
-            );
-            lines = self.log.grew.wait_timeout(lines, deadline - now).unwrap().0;
-        }
-    }
-
-    /// Number of log lines so far: a marker for [`Node::wait_log_after`].
-    pub fn log_len(&self) -> usize {
-        self.log.lines.lock().unwrap().len()
-    }
-
-    /// Sends SIGTERM.
-    pub fn terminate(&self) {
-        // SAFETY: plain kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-    }
-
-    /// Waits for the process to exit and returns its exit code.
-    pub fn wait_exit(&mut self) -> Option<i32> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "outpost did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Cloud {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        &self.process
     }
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
+impl std::ops::DerefMut for Cloud {
+    fn deref_mut(&mut self) -> &mut Process {
+        &mut self.process
     }
+}
+
+impl Cloud {
+    /// Starts a cloud on a fresh port.
+    pub fn start() -> Cloud {
+        Self::start_at(free_port())
+    }
+
+    /// Starts a cloud on `port` (reserved earlier with [`free_port`]).
+    pub fn start_at(port: u16) -> Cloud {
+        Self::spawn(port, Arc::new(tempfile::tempdir().expect("tempdir")))
+    }
+
+    fn spawn(port: u16, dir: Arc<tempfile::TempDir>) -> Cloud {
+        let mut cmd = Command::new(outpost_bin());
+        cmd.arg("cloud")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data")
+            .arg(dir.path())
+            .arg("--token")
+            .arg(TOKEN)
+            .env("RUST_LOG", "info,outpost=debug");
+        let process = Process::spawn(cmd, "cloud");
+        let addr = process.wait_addr(r"cloud listening on http://(\S+)");
+        Cloud {
+            process,
+            addr,
+            dir,
+            agent: http_agent(),
+        }
+    }
+
+    /// SIGKILL, then a new process on the same port and data.
+    pub fn restart(mut self) -> Cloud {
+        self.kill();
+        let (port, dir) = (self.addr.port(), self.dir.clone());
+        drop(self);
+        Self::spawn(port, dir)
+    }
+
+    /// SIGKILL; the data stays for [`Cloud::resume`].
+    pub fn stop(mut self) -> (u16, Arc<tempfile::TempDir>) {
+        self.kill();
+        (self.addr.port(), self.dir.clone())
+    }
+
+    /// Starts again on the port and data of a stopped cloud.
+    pub fn resume((port, dir): (u16, Arc<tempfile::TempDir>)) -> Cloud {
+        Self::spawn(port, dir)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// GET with the bearer token.
+    pub fn get(&self, path: &str) -> Reply {
+        let auth = format!("Bearer {TOKEN}");
+        send(
+            &self.agent,
+            "GET",
+            &format!("{}{path}", self.url()),
+            &[("authorization", &auth)],
+            b"",
+        )
+    }
+
+    /// Every event of `topic`, following pages.
+    pub fn events(&self, topic: &str) -> Vec<serde_json::Value> {
+        let mut all = Vec::new();
+        let mut since = 0;
+        loop {
+            let page = self
+                .get(&format!("/v1/events/{topic}?since={since}&limit=1000"))
+                .json();
+            let items = page["items"].as_array().unwrap().clone();
+            if items.is_empty() {
+                return all;
+            }
+            since = page["next"].as_u64().unwrap();
+            all.extend(items);
+        }
+    }
+
+    /// The cloud's value of a key as text (`None`: absent or deleted).
+    pub fn value(&self, store: &str, key: &str) -> Option<String> {
+        let reply = self.get(&format!(
+            "/v1/kv?store={}&key={}",
+            encode(store),
+            encode(key)
+        ));
+        if reply.status == 404 {
+            return None;
+        }
+        let value = reply.json()["value"].as_str().map(str::to_owned)?;
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(value)
+            .unwrap();
+        Some(String::from_utf8(bytes).unwrap())
+    }
+
+    pub fn conflicts(&self) -> Vec<serde_json::Value> {
+        self.get("/v1/conflicts?limit=1000").json()["items"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+/// Percent-encodes a query value.
+pub fn encode(value: &str) -> String {
+    form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
 /// Writes `bytes` to `path` atomically (temp file in the same folder, then

@@ -60,14 +60,14 @@ fn sigterm_drains_in_flight_requests_then_exits() {
 }
 
 #[test]
-fn shutdown_is_bounded_by_the_grace_period() {
+fn shutdown_on_ctrl_c_is_bounded_by_the_grace_period() {
     let mut node = Node::start_with(&[("slow", "slow")], &["--shutdown-grace-ms", "300"]);
     // Far longer than the harness waits for the exit: only the grace period
     // can end this process in time.
     let url = node.url(&format!("/slow?ms={}", WAIT.as_millis() * 2));
     let in_flight = std::thread::spawn(move || ureq::get(&url).call().is_err());
     std::thread::sleep(Duration::from_millis(300));
-    node.terminate();
+    node.interrupt();
     assert_eq!(node.wait_exit(), Some(0));
     node.wait_log(r"grace period over");
     assert!(

@@ -5,7 +5,9 @@
 mod harness;
 
 mod failures;
+mod kv;
 mod lifecycle;
 mod reload;
+mod replication;
 mod routing;
 mod toolchains;

@@ -1,0 +1,269 @@
+//! The cloud tier's HTTP API. Everything but health needs
+//! `Authorization: Bearer TOKEN`.
+//!
+//! | Method, path | What |
+//! |---|---|
+//! | `GET /_outpost/health` | 200 |
+//! | `POST /v1/ingest` | apply a [`Batch`], answer an [`crate::wire::Ack`] once durable |
+//! | `GET /v1/feed?since=C&limit=N&wait=S` | accepted KV writes after cursor C, long-polling up to S seconds |
+//! | `GET /v1/conflicts?since=I&limit=N` | recorded conflicts |
+//! | `GET /v1/events/TOPIC?since=I&limit=N` | events of a topic |
+//! | `GET /v1/kv?store=S&key=K` | the cloud's current value of a key |
+
+use super::store::{CloudStore, CloudStoreError};
+use crate::reply::{self, OutBody};
+use crate::server::Handler;
+use crate::wire::Batch;
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest ingest body accepted.
+pub const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
+/// Most items one read returns.
+const MAX_LIMIT: usize = 1000;
+/// Longest a feed read may wait for changes.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+pub struct Cloud {
+    pub store: Arc<CloudStore>,
+    /// The bearer token every edge and reader must present.
+    pub token: Arc<str>,
+}
+
+impl Handler for Cloud {
+    fn call(
+        &self,
+        req: Request<Incoming>,
+    ) -> impl Future<Output = Response<OutBody>> + Send + 'static + use<> {
+        let cloud = self.clone();
+        async move { cloud.handle(req).await }
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str, detail: &str) -> Response<OutBody> {
+    let id = reply::error_id();
+    if status.is_server_error() {
+        tracing::error!(error_id = %id, status = status.as_u16(), code, detail, "{message}");
+    } else {
+        tracing::warn!(error_id = %id, status = status.as_u16(), code, detail, "{message}");
+    }
+    reply::error(status, code, message, &id)
+}
+
+fn query(req: &Request<Incoming>) -> HashMap<String, String> {
+    form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// `since`, `limit` and `wait` from a read's query string.
+struct Paging {
+    since: u64,
+    limit: usize,
+    wait: Duration,
+}
+
+impl Paging {
+    fn parse(params: &HashMap<String, String>) -> Result<Self, String> {
+        let number = |name: &str, default: u64| match params.get(name) {
+            None => Ok(default),
+            Some(raw) => raw.parse::<u64>().map_err(|_| {
+                format!("query parameter {name} must be a non-negative integer, not {raw:?}")
+            }),
+        };
+        Ok(Self {
+            since: number("since", 0)?,
+            limit: (number("limit", 100)? as usize).clamp(1, MAX_LIMIT),
+            wait: Duration::from_secs(number("wait", 0)?).min(MAX_WAIT),
+        })
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Response<OutBody> {
+    let mut response = Response::new(OutBody::Full(Some(Bytes::from(
+        serde_json::to_vec(value).expect("serializes"),
+    ))));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn storage_failure(e: CloudStoreError) -> Response<OutBody> {
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "storage",
+        "the cloud's database failed",
+        &e.to_string(),
+    )
+}
+
+impl Cloud {
+    fn authorized(&self, req: &Request<Incoming>) -> bool {
+        let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+            return false;
+        };
+        let Some(given) = value.as_bytes().strip_prefix(b"Bearer ") else {
+            return false;
+        };
+        // Constant-time comparison, so the token cannot be guessed byte by byte.
+        let expected = self.token.as_bytes();
+        given.len() == expected.len()
+            && given
+                .iter()
+                .zip(expected)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+
+    async fn handle(self, req: Request<Incoming>) -> Response<OutBody> {
+        let path = req.uri().path().to_owned();
+        if path == "/_outpost/health" {
+            return reply::json(StatusCode::OK, serde_json::json!({ "status": "ok" }));
+        }
+        if !self.authorized(&req) {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or wrong bearer token",
+                &path,
+            );
+        }
+        match (req.method(), path.as_str()) {
+            (&Method::POST, "/v1/ingest") => self.ingest(req).await,
+            (&Method::GET, "/v1/feed") => self.feed(&req).await,
+            (&Method::GET, "/v1/conflicts") => match Paging::parse(&query(&req)) {
+                Ok(p) => self
+                    .store
+                    .conflicts(p.since, p.limit)
+                    .map_or_else(storage_failure, |page| json(&page)),
+                Err(message) => error(StatusCode::BAD_REQUEST, "bad-request", &message, ""),
+            },
+            (&Method::GET, "/v1/kv") => {
+                let params = query(&req);
+                let (Some(store), Some(key)) = (params.get("store"), params.get("key")) else {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "bad-request",
+                        "store and key are required",
+                        "",
+                    );
+                };
+                match self.store.get(store, key) {
+                    Ok(Some((version, value))) => json(&serde_json::json!({
+                        "version": version,
+                        "value": value.map(|v| base64::engine::general_purpose::STANDARD.encode(v)),
+                    })),
+                    Ok(None) => error(StatusCode::NOT_FOUND, "not-found", "no such key", key),
+                    Err(e) => storage_failure(e),
+                }
+            }
+            (&Method::GET, p) if p.starts_with("/v1/events/") => {
+                let topic = &p["/v1/events/".len()..];
+                match Paging::parse(&query(&req)) {
+                    Ok(paging) => self
+                        .store
+                        .events(topic, paging.since, paging.limit)
+                        .map_or_else(storage_failure, |page| json(&page)),
+                    Err(message) => error(StatusCode::BAD_REQUEST, "bad-request", &message, ""),
+                }
+            }
+            _ => error(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "no such endpoint",
+                &path,
+            ),
+        }
+    }
+
+    async fn ingest(&self, req: Request<Incoming>) -> Response<OutBody> {
+        let body = match Limited::new(req.into_body(), MAX_BATCH_BYTES)
+            .collect()
+            .await
+        {
+            Ok(body) => body.to_bytes(),
+            Err(e) => {
+                return if e
+                    .downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "too-large",
+                        &format!("batches are limited to {MAX_BATCH_BYTES} bytes"),
+                        "",
+                    )
+                } else {
+                    error(
+                        StatusCode::BAD_REQUEST,
+                        "bad-request",
+                        "cannot read the body",
+                        &e.to_string(),
+                    )
+                };
+            }
+        };
+        let batch: Batch = match serde_json::from_slice(&body) {
+            Ok(batch) => batch,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "malformed-batch",
+                    "the body is not a valid batch",
+                    &e.to_string(),
+                );
+            }
+        };
+        let store = self.store.clone();
+        let node = batch.node.clone();
+        match tokio::task::spawn_blocking(move || store.ingest(&batch)).await {
+            Ok(Ok(ack)) => {
+                tracing::debug!(node = %node, applied = ack.applied, duplicates = ack.duplicates, through = ack.through, "batch ingested");
+                json(&ack)
+            }
+            Ok(Err(e @ CloudStoreError::OutOfOrder(..))) => error(
+                StatusCode::BAD_REQUEST,
+                "malformed-batch",
+                "entries are not in sequence order",
+                &e.to_string(),
+            ),
+            Ok(Err(e)) => storage_failure(e),
+            Err(e) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "ingest failed",
+                &e.to_string(),
+            ),
+        }
+    }
+
+    async fn feed(&self, req: &Request<Incoming>) -> Response<OutBody> {
+        let Paging { since, limit, wait } = match Paging::parse(&query(req)) {
+            Ok(paging) => paging,
+            Err(message) => return error(StatusCode::BAD_REQUEST, "bad-request", &message, ""),
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Register for wake-ups before looking, so no ingest is missed.
+            let grew = self.store.feed_grew.notified();
+            match self.store.feed(since, limit) {
+                Ok(page) if !page.changes.is_empty() => return json(&page),
+                Ok(page) => {
+                    if tokio::time::timeout_at(deadline, grew).await.is_err() {
+                        return json(&page);
+                    }
+                }
+                Err(e) => return storage_failure(e),
+            }
+        }
+    }
+}

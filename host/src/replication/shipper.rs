@@ -1,0 +1,118 @@
+//! Drains the outbox to the cloud in sequence order. Records leave the
+//! outbox only after the cloud acknowledges them (durably); a failed or
+//! unanswered upload is retried with backoff, and any redelivery is
+//! harmless because the cloud deduplicates on (node id, sequence).
+
+use super::backoff::Backoff;
+use super::client::CloudClient;
+use crate::storage::Storage;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Upper bound on a batch's record bytes (one larger record still goes alone).
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// `{"node":...,"epoch":E,"entries":[{"seq":N,"record":<stored JSON>},...]}`,
+/// built from the stored records without decoding them.
+fn encode_batch(node: &str, epoch: u64, records: &[(u64, sled::IVec)]) -> Bytes {
+    let node = serde_json::to_string(node).expect("strings serialize");
+    let size: usize = records.iter().map(|(_, r)| r.len() + 32).sum();
+    let mut out = Vec::with_capacity(size + node.len() + 64);
+    out.extend_from_slice(b"{\"node\":");
+    out.extend_from_slice(node.as_bytes());
+    out.extend_from_slice(format!(",\"epoch\":{epoch},\"entries\":[").as_bytes());
+    for (i, (seq, record)) in records.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(format!("{{\"seq\":{seq},\"record\":").as_bytes());
+        out.extend_from_slice(record);
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+    Bytes::from(out)
+}
+
+pub async fn run(storage: Arc<Storage>, client: Arc<CloudClient>, batch_max: usize) {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    let mut down_since: Option<Instant> = None;
+    loop {
+        let batch = match storage.outbox_batch(batch_max, MAX_BATCH_BYTES) {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the outbox");
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+        };
+        let Some(&(last, _)) = batch.last() else {
+            // Idle: wake on the next write, or look again now and then.
+            tokio::select! {
+                () = storage.outbox_grew().notified() => {}
+                () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+            continue;
+        };
+        match client
+            .ingest(encode_batch(storage.node_id(), storage.epoch(), &batch))
+            .await
+        {
+            Ok(ack) => {
+                let through = ack.through.min(last);
+                if let Err(e) = storage.outbox_ack(through) {
+                    tracing::error!(error = %e, "cannot drop acknowledged records from the outbox");
+                }
+                if let Some(since) = down_since.take() {
+                    tracing::info!(
+                        down_ms = since.elapsed().as_millis() as u64,
+                        pending = storage.outbox_len(),
+                        "cloud reachable again; draining the outbox"
+                    );
+                }
+                tracing::debug!(
+                    records = batch.len(),
+                    applied = ack.applied,
+                    duplicates = ack.duplicates,
+                    through,
+                    "batch acknowledged"
+                );
+                backoff.reset();
+            }
+            Err(e) => {
+                let delay = backoff.next_delay();
+                if down_since.is_none() {
+                    down_since = Some(Instant::now());
+                    tracing::warn!(error = %e, pending = storage.outbox_len(), "cannot ship to the cloud; writes stay in the outbox and will be retried");
+                } else {
+                    tracing::debug!(error = %e, retry_ms = delay.as_millis() as u64, "ship retry failed");
+                }
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{Batch, Record};
+
+    #[test]
+    fn batches_are_valid_json_for_the_cloud() {
+        let record = Record::Event {
+            topic: "t".into(),
+            payload: b"x".to_vec(),
+            idempotency_key: None,
+            hlc: 1,
+        };
+        let raw: sled::IVec = serde_json::to_vec(&record).unwrap().into();
+        let batch = encode_batch("edge \"1\"", 7, &[(3, raw.clone()), (4, raw)]);
+        let parsed: Batch = serde_json::from_slice(&batch).unwrap();
+        assert_eq!(parsed.node, "edge \"1\"");
+        assert_eq!(parsed.epoch, 7);
+        assert_eq!(parsed.entries.len(), 2);
+        assert_eq!(parsed.entries[1].seq, 4);
+        assert_eq!(parsed.entries[0].record, record);
+    }
+}

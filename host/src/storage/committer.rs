@@ -1,0 +1,390 @@
+//! The node's single writer. Writes queue up while a flush is in progress;
+//! the next round applies all of them (each in its own sled transaction)
+//! and makes them durable with one fsync: group commit. Being the only
+//! writer also makes sequence numbers and HLC stamps trivially ordered.
+
+use super::envelope::{self, Stored};
+use super::hlc::Hlc;
+use super::{META_HLC, META_NEXT_SEQ, META_PULL_CURSOR, StorageError, tree_name, u64_value};
+use crate::wire::{Change, Record, Version};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::{Transactional, Tree};
+use std::sync::Arc;
+use std::sync::mpsc;
+use tokio::sync::{Notify, oneshot};
+
+/// Most writes applied under one flush.
+const MAX_GROUP: usize = 1024;
+
+/// A write to the node's database.
+#[derive(Debug)]
+pub enum WriteOp {
+    Set {
+        store: String,
+        replicated: bool,
+        key: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        store: String,
+        replicated: bool,
+        key: String,
+    },
+    Increment {
+        store: String,
+        replicated: bool,
+        key: String,
+        delta: i64,
+    },
+    CompareAndSwap {
+        store: String,
+        replicated: bool,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Vec<u8>,
+    },
+    Enqueue {
+        topic: String,
+        payload: Vec<u8>,
+        idempotency_key: Option<String>,
+    },
+    /// Other nodes' writes from the cloud's feed, applied last-writer-wins,
+    /// and the feed position they bring this node up to.
+    ApplyRemote { changes: Vec<Change>, cursor: u64 },
+}
+
+/// A write's outcome.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Written {
+    Done,
+    /// `Increment`'s new value.
+    Number(i64),
+    /// `Enqueue`'s event id.
+    Id(u64),
+    /// Refused; nothing changed.
+    Rejected(Rejection),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// `CompareAndSwap` found a different current value.
+    Conflict,
+    /// `Increment` found a non-integer, or would overflow.
+    NotANumber,
+}
+
+struct Job {
+    op: WriteOp,
+    reply: oneshot::Sender<Result<Written, StorageError>>,
+}
+
+/// Submits writes to the writer thread.
+pub struct Handle {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Handle {
+    pub async fn submit(&self, op: WriteOp) -> Result<Written, StorageError> {
+        let (reply, result) = oneshot::channel();
+        self.jobs
+            .send(Job { op, reply })
+            .map_err(|_| StorageError::Stopped)?;
+        result.await.map_err(|_| StorageError::Stopped)?
+    }
+}
+
+struct Committer {
+    db: sled::Db,
+    meta: Tree,
+    outbox: Tree,
+    /// Idempotency keys of enqueued events: `topic \0 key` -> event id.
+    idempotency: Tree,
+    node_id: String,
+    hlc: Hlc,
+    next_seq: u64,
+    outbox_grew: Arc<Notify>,
+}
+
+pub fn start(
+    db: sled::Db,
+    meta: Tree,
+    outbox: Tree,
+    node_id: String,
+    outbox_grew: Arc<Notify>,
+) -> Result<Handle, StorageError> {
+    let idempotency = db.open_tree("idempotency")?;
+    // Never reuse a sequence number, even if the counter in meta were lost.
+    let last_in_outbox = outbox
+        .last()?
+        .map_or(0, |(key, _)| u64_value(Some(key)) + 1);
+    let next_seq = u64_value(meta.get(META_NEXT_SEQ)?)
+        .max(last_in_outbox)
+        .max(1);
+    let hlc = Hlc::resume(u64_value(meta.get(META_HLC)?));
+    let mut committer = Committer {
+        db,
+        meta,
+        outbox,
+        idempotency,
+        node_id,
+        hlc,
+        next_seq,
+        outbox_grew,
+    };
+    let (jobs, queue) = mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("outpost-writer".into())
+        .spawn(move || committer.run(queue))
+        .map_err(|e| StorageError::Corrupt(format!("cannot start the writer thread: {e}")))?;
+    Ok(Handle { jobs })
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<Rejection>>;
+
+/// What a read-modify-write did.
+enum Applied {
+    /// Wrote this (`None`: deleted).
+    Wrote(Option<Vec<u8>>),
+    Unchanged,
+    Rejected(Rejection),
+}
+
+impl From<Applied> for Written {
+    fn from(applied: Applied) -> Self {
+        match applied {
+            Applied::Wrote(_) | Applied::Unchanged => Written::Done,
+            Applied::Rejected(rejection) => Written::Rejected(rejection),
+        }
+    }
+}
+
+/// A stored counter: decimal text, surrounding whitespace allowed.
+fn parse_integer(bytes: &[u8]) -> Option<i64> {
+    std::str::from_utf8(bytes).ok()?.trim().parse().ok()
+}
+
+fn be(n: u64) -> [u8; 8] {
+    n.to_be_bytes()
+}
+
+impl Committer {
+    fn run(&mut self, queue: mpsc::Receiver<Job>) {
+        while let Ok(first) = queue.recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match queue.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            let seq_before = self.next_seq;
+            let results: Vec<_> = group.iter().map(|job| self.apply(&job.op)).collect();
+            // One fsync for the whole group; nobody hears "done" before it.
+            let flushed = self.db.flush();
+            if self.next_seq != seq_before {
+                self.outbox_grew.notify_one();
+            }
+            for (job, result) in group.into_iter().zip(results) {
+                let result = match &flushed {
+                    Ok(_) => result,
+                    Err(e) => Err(StorageError::Db(e.clone())),
+                };
+                let _ = job.reply.send(result);
+            }
+        }
+    }
+
+    fn apply(&mut self, op: &WriteOp) -> Result<Written, StorageError> {
+        match op {
+            WriteOp::Set {
+                store,
+                replicated,
+                key,
+                value,
+            } => self
+                .read_modify_write(store, *replicated, key, |_| Ok(Some(Some(value.clone()))))
+                .map(Written::from),
+            WriteOp::Delete {
+                store,
+                replicated,
+                key,
+            } => self
+                .read_modify_write(store, *replicated, key, |current| Ok(current.map(|_| None)))
+                .map(Written::from),
+            WriteOp::Increment {
+                store,
+                replicated,
+                key,
+                delta,
+            } => {
+                let written = self.read_modify_write(store, *replicated, key, |current| {
+                    let now = match current {
+                        None => 0,
+                        Some(bytes) => parse_integer(bytes).ok_or(Rejection::NotANumber)?,
+                    };
+                    let next = now.checked_add(*delta).ok_or(Rejection::NotANumber)?;
+                    Ok(Some(Some(next.to_string().into_bytes())))
+                })?;
+                Ok(match written {
+                    Applied::Wrote(Some(bytes)) => {
+                        Written::Number(parse_integer(&bytes).expect("just written"))
+                    }
+                    other => other.into(),
+                })
+            }
+            WriteOp::CompareAndSwap {
+                store,
+                replicated,
+                key,
+                expected,
+                new,
+            } => self
+                .read_modify_write(store, *replicated, key, |current| {
+                    if current == expected.as_deref() {
+                        Ok(Some(Some(new.clone())))
+                    } else {
+                        Err(Rejection::Conflict)
+                    }
+                })
+                .map(Written::from),
+            WriteOp::Enqueue {
+                topic,
+                payload,
+                idempotency_key,
+            } => self.enqueue(topic, payload, idempotency_key.as_deref()),
+            WriteOp::ApplyRemote { changes, cursor } => self.apply_remote(changes, *cursor),
+        }
+    }
+
+    /// Reads `key`'s live value, asks `decide` what to do (`None`: nothing;
+    /// `Some(None)`: delete; `Some(Some(v))`: set), and commits the result
+    /// together with its outbox record, in one transaction.
+    fn read_modify_write(
+        &mut self,
+        store: &str,
+        replicated: bool,
+        key: &str,
+        decide: impl Fn(Option<&[u8]>) -> Result<Option<Option<Vec<u8>>>, Rejection>,
+    ) -> Result<Applied, StorageError> {
+        let tree = self.db.open_tree(tree_name(store))?;
+        let version = Version {
+            hlc: self.hlc.tick(),
+            node: self.node_id.clone(),
+        };
+        let seq = self.next_seq;
+        let outcome = (&tree, &self.outbox, &self.meta).transaction(
+            |(tree, outbox, meta)| -> TxResult<Option<Option<Vec<u8>>>> {
+                let current = match tree.get(key)? {
+                    Some(bytes) => Some(envelope::decode(&bytes).ok_or_else(|| {
+                        ConflictableTransactionError::Storage(sled::Error::Unsupported(format!(
+                            "corrupt value at {store}/{key}"
+                        )))
+                    })?),
+                    None => None,
+                };
+                let live = current.as_ref().and_then(|c| c.value.as_deref());
+                let new = decide(live).map_err(ConflictableTransactionError::Abort)?;
+                let Some(new) = new else { return Ok(None) };
+                if replicated {
+                    tree.insert(key, envelope::encode(&version, new.as_deref()))?;
+                    let record = Record::Kv {
+                        store: store.to_owned(),
+                        key: key.to_owned(),
+                        value: new.clone(),
+                        version: version.clone(),
+                        seen: current.map(|c: Stored| c.version),
+                    };
+                    let json = serde_json::to_vec(&record).expect("records serialize");
+                    outbox.insert(&be(seq), json)?;
+                    meta.insert(META_NEXT_SEQ, &be(seq + 1))?;
+                } else {
+                    match &new {
+                        Some(value) => tree.insert(key, envelope::encode(&version, Some(value)))?,
+                        None => tree.remove(key)?,
+                    };
+                }
+                meta.insert(META_HLC, &be(version.hlc))?;
+                Ok(Some(new))
+            },
+        );
+        match outcome {
+            Ok(Some(new)) => {
+                if replicated {
+                    self.next_seq += 1;
+                }
+                Ok(Applied::Wrote(new))
+            }
+            Ok(None) => Ok(Applied::Unchanged),
+            Err(TransactionError::Abort(rejection)) => Ok(Applied::Rejected(rejection)),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+        }
+    }
+
+    fn enqueue(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        idempotency_key: Option<&str>,
+    ) -> Result<Written, StorageError> {
+        let seq = self.next_seq;
+        let hlc = self.hlc.tick();
+        let dedup_key = idempotency_key.map(|k| [topic.as_bytes(), b"\0", k.as_bytes()].concat());
+        let record = Record::Event {
+            topic: topic.to_owned(),
+            payload: payload.to_vec(),
+            idempotency_key: idempotency_key.map(str::to_owned),
+            hlc,
+        };
+        let json = serde_json::to_vec(&record).expect("records serialize");
+        let outcome = (&self.outbox, &self.meta, &self.idempotency).transaction(
+            |(outbox, meta, idempotency)| -> TxResult<u64> {
+                if let Some(dedup_key) = &dedup_key {
+                    if let Some(first) = idempotency.get(dedup_key)? {
+                        return Ok(u64_value(Some(first)));
+                    }
+                    idempotency.insert(dedup_key.as_slice(), &be(seq))?;
+                }
+                outbox.insert(&be(seq), json.as_slice())?;
+                meta.insert(META_NEXT_SEQ, &be(seq + 1))?;
+                meta.insert(META_HLC, &be(hlc))?;
+                Ok(seq)
+            },
+        );
+        match outcome {
+            Ok(id) => {
+                if id == seq {
+                    self.next_seq += 1;
+                }
+                Ok(Written::Id(id))
+            }
+            Err(TransactionError::Abort(rejection)) => Ok(Written::Rejected(rejection)),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+        }
+    }
+
+    fn apply_remote(&mut self, changes: &[Change], cursor: u64) -> Result<Written, StorageError> {
+        for change in changes {
+            self.hlc.observe(change.version.hlc);
+            let tree = self.db.open_tree(tree_name(&change.store))?;
+            let result = (&tree, &self.meta).transaction(|(tree, meta)| -> TxResult<()> {
+                let newer_here = tree
+                    .get(&change.key)?
+                    .and_then(|bytes| envelope::decode(&bytes))
+                    .is_some_and(|current| current.version >= change.version);
+                if !newer_here {
+                    tree.insert(
+                        change.key.as_bytes(),
+                        envelope::encode(&change.version, change.value.as_deref()),
+                    )?;
+                }
+                meta.insert(META_HLC, &be(self.hlc.last()))?;
+                Ok(())
+            });
+            if let Err(TransactionError::Storage(e)) = result {
+                return Err(e.into());
+            }
+        }
+        self.meta.insert(META_PULL_CURSOR, &be(cursor))?;
+        Ok(Written::Done)
+    }
+}

@@ -1,0 +1,236 @@
+//! The node's database: one sled db under `DATA/db` holding every KV store,
+//! the outbox of records waiting for the cloud, and node metadata.
+//!
+//! Reads go straight to sled from the caller's thread. Every write goes
+//! through the [`committer`], the node's single writer, which applies a
+//! group of writes and makes them durable with one flush.
+
+pub mod committer;
+pub mod envelope;
+pub mod hlc;
+
+pub use committer::{Rejection, WriteOp, Written};
+
+use sled::IVec;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// Metadata keys.
+pub(crate) const META_NODE_ID: &[u8] = b"node_id";
+pub(crate) const META_EPOCH: &[u8] = b"epoch";
+pub(crate) const META_NEXT_SEQ: &[u8] = b"next_seq";
+pub(crate) const META_HLC: &[u8] = b"hlc";
+pub(crate) const META_PULL_CURSOR: &[u8] = b"pull_cursor";
+
+/// Failures of the node's database.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database error: {0}")]
+    Db(#[from] sled::Error),
+    #[error("corrupt data in the database: {0}")]
+    Corrupt(String),
+    #[error("the database writer has stopped")]
+    Stopped,
+}
+
+/// The sled tree holding store `id`. Store ids are `@NAME` for a function's
+/// own `default` store and the plain name for a shared store.
+pub fn tree_name(store: &str) -> String {
+    format!("kv:{store}")
+}
+
+pub(crate) fn u64_value(bytes: Option<IVec>) -> u64 {
+    bytes
+        .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+/// One page of keys.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct KeyPage {
+    pub keys: Vec<String>,
+    pub cursor: Option<String>,
+}
+
+pub struct Storage {
+    db: sled::Db,
+    meta: sled::Tree,
+    outbox: sled::Tree,
+    node_id: String,
+    /// Random id fixed when the database was created (see [`crate::wire::Batch`]).
+    epoch: u64,
+    writer: committer::Handle,
+    /// Signalled when the outbox gains records, to wake the shipper.
+    outbox_grew: Arc<Notify>,
+}
+
+impl Storage {
+    /// Opens (creating if needed) the database in `data_dir/db` and starts
+    /// its writer. `node_id` overrides the stored id; without either, a new
+    /// id is generated and stored.
+    pub fn open(data_dir: &Path, node_id: Option<&str>) -> Result<Arc<Self>, StorageError> {
+        let db = sled::Config::new()
+            .path(data_dir.join("db"))
+            .cache_capacity(128 * 1024 * 1024)
+            .open()?;
+        let meta = db.open_tree("meta")?;
+        let outbox = db.open_tree("outbox")?;
+        let stored = meta
+            .get(META_NODE_ID)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned());
+        let node_id = match (node_id, stored) {
+            (Some(given), Some(stored)) if given != stored => {
+                tracing::warn!(old = %stored, new = %given, "node id changed by configuration");
+                given.to_owned()
+            }
+            (Some(given), _) => given.to_owned(),
+            (None, Some(stored)) => stored,
+            (None, None) => format!("edge-{:08x}", fastrand::u32(..)),
+        };
+        meta.insert(META_NODE_ID, node_id.as_bytes())?;
+        let epoch = match meta.get(META_EPOCH)? {
+            Some(epoch) => u64_value(Some(epoch)),
+            None => {
+                let epoch = fastrand::u64(1..);
+                meta.insert(META_EPOCH, &epoch.to_be_bytes())?;
+                epoch
+            }
+        };
+        db.flush()?;
+        let outbox_grew = Arc::new(Notify::new());
+        let writer = committer::start(
+            db.clone(),
+            meta.clone(),
+            outbox.clone(),
+            node_id.clone(),
+            outbox_grew.clone(),
+        )?;
+        Ok(Arc::new(Self {
+            db,
+            meta,
+            outbox,
+            node_id,
+            epoch,
+            writer,
+            outbox_grew,
+        }))
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    fn tree(&self, store: &str) -> Result<sled::Tree, StorageError> {
+        Ok(self.db.open_tree(tree_name(store))?)
+    }
+
+    /// The live value of `key` in `store`.
+    pub fn get(&self, store: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let Some(bytes) = self.tree(store)?.get(key)? else {
+            return Ok(None);
+        };
+        match envelope::decode(&bytes) {
+            Some(stored) => Ok(stored.value),
+            None => Err(StorageError::Corrupt(format!("{store}/{key}"))),
+        }
+    }
+
+    pub fn exists(&self, store: &str, key: &str) -> Result<bool, StorageError> {
+        Ok(self
+            .tree(store)?
+            .get(key)?
+            .is_some_and(|b| envelope::live_value(&b).is_some()))
+    }
+
+    /// Up to `limit` live keys starting with `prefix`, after `cursor`.
+    pub fn list_keys(
+        &self,
+        store: &str,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<KeyPage, StorageError> {
+        use std::ops::Bound;
+        let tree = self.tree(store)?;
+        let start = match cursor {
+            Some(cursor) if cursor.as_bytes() >= prefix.as_bytes() => {
+                Bound::Excluded(cursor.as_bytes().to_vec())
+            }
+            _ => Bound::Included(prefix.as_bytes().to_vec()),
+        };
+        let mut page = KeyPage::default();
+        for item in tree.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
+            let (key, value) = item?;
+            if !key.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            if envelope::live_value(&value).is_none() {
+                continue;
+            }
+            if page.keys.len() == limit {
+                page.cursor = page.keys.last().cloned();
+                break;
+            }
+            page.keys.push(String::from_utf8_lossy(&key).into_owned());
+        }
+        Ok(page)
+    }
+
+    /// Applies `op` durably: returns once it is on disk.
+    pub async fn write(&self, op: WriteOp) -> Result<Written, StorageError> {
+        self.writer.submit(op).await
+    }
+
+    /// The oldest outbox records, in sequence order: at most `max` of them
+    /// and, past the first, at most `max_bytes` in total.
+    pub fn outbox_batch(
+        &self,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, IVec)>, StorageError> {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for item in self.outbox.iter() {
+            let (key, value) = item?;
+            let seq = u64_value(Some(key));
+            if !batch.is_empty() && (batch.len() == max || bytes + value.len() > max_bytes) {
+                break;
+            }
+            bytes += value.len();
+            batch.push((seq, value));
+        }
+        Ok(batch)
+    }
+
+    /// Drops outbox records up to and including `through`, which the cloud
+    /// has acknowledged. Not flushed: if the drop is lost in a crash the
+    /// records are sent again and the cloud ignores them.
+    pub fn outbox_ack(&self, through: u64) -> Result<usize, StorageError> {
+        let mut removed = 0;
+        for item in self.outbox.range(..=through.to_be_bytes()) {
+            let (key, _) = item?;
+            self.outbox.remove(key)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Resolves when records may have been added to the outbox.
+    pub fn outbox_grew(&self) -> &Notify {
+        &self.outbox_grew
+    }
+
+    /// Position in the cloud's change feed up to which this node has applied.
+    pub fn pull_cursor(&self) -> Result<u64, StorageError> {
+        Ok(u64_value(self.meta.get(META_PULL_CURSOR)?))
+    }
+}

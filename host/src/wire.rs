@@ -1,0 +1,216 @@
+//! The edge <-> cloud protocol: outbox records, ingest batches and acks,
+//! the change feed, events and conflicts. JSON, with bytes as base64.
+
+use serde::{Deserialize, Serialize};
+
+/// The version of a key's value: when (HLC) and by whom. Ordered by HLC,
+/// then node id, which is the last-writer-wins order everywhere.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Version {
+    pub hlc: u64,
+    pub node: String,
+}
+
+/// One change made on an edge, as it travels in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Record {
+    /// A write to a replicated store.
+    Kv {
+        store: String,
+        key: String,
+        /// `None` is a delete (a tombstone, so it can win or lose like a write).
+        #[serde(with = "b64_opt")]
+        value: Option<Vec<u8>>,
+        version: Version,
+        /// The version of the key the writer saw before writing; a write that
+        /// did not see the cloud's current version is a conflict.
+        seen: Option<Version>,
+    },
+    /// A queue event.
+    Event {
+        topic: String,
+        #[serde(with = "b64")]
+        payload: Vec<u8>,
+        idempotency_key: Option<String>,
+        hlc: u64,
+    },
+}
+
+/// A record with its per-node sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub seq: u64,
+    pub record: Record,
+}
+
+/// What an edge POSTs to `/v1/ingest`: entries in increasing `seq` order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Batch {
+    pub node: String,
+    /// Random id of the edge's database, fixed at its creation: an edge
+    /// whose data dir was wiped restarts its sequence numbers under a new
+    /// epoch instead of having them mistaken for duplicates.
+    pub epoch: u64,
+    pub entries: Vec<Entry>,
+}
+
+/// The cloud's answer to a batch, sent only once the batch is durable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// Entries applied for the first time.
+    pub applied: u64,
+    /// Entries already applied by an earlier delivery (ignored).
+    pub duplicates: u64,
+    /// Highest sequence number in the batch: everything up to it may go.
+    pub through: u64,
+}
+
+/// One accepted KV write, as served by the change feed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// Position in the feed; pass the last one seen as `since`.
+    pub cursor: u64,
+    pub store: String,
+    pub key: String,
+    #[serde(with = "b64_opt")]
+    pub value: Option<Vec<u8>>,
+    pub version: Version,
+}
+
+/// A page of the change feed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FeedPage {
+    pub changes: Vec<Change>,
+    /// Cursor to ask from next time (the last change's, or `since` if none).
+    pub next: u64,
+}
+
+/// A queue event as stored by the cloud.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Cloud-wide position of the event.
+    pub id: u64,
+    pub topic: String,
+    pub node: String,
+    /// The event's id on its node (what `enqueue` returned there).
+    pub seq: u64,
+    #[serde(with = "b64")]
+    pub payload: Vec<u8>,
+    pub idempotency_key: Option<String>,
+    pub hlc: u64,
+}
+
+/// A write that was made without seeing the cloud's current version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    pub id: u64,
+    pub store: String,
+    pub key: String,
+    /// The version that is now current.
+    pub winner: Version,
+    #[serde(with = "b64_opt")]
+    pub winner_value: Option<Vec<u8>>,
+    pub loser: Version,
+    #[serde(with = "b64_opt")]
+    pub loser_value: Option<Vec<u8>>,
+}
+
+/// A page of events or conflicts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: u64,
+}
+
+mod b64 {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        STANDARD
+            .decode(text.as_bytes())
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+mod b64_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(bytes) => super::b64::serialize(bytes, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrapped(#[serde(with = "super::b64")] Vec<u8>);
+        Ok(Option::<Wrapped>::deserialize(d)?.map(|w| w.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_as_json() {
+        let records = [
+            Record::Kv {
+                store: "@profile".into(),
+                key: "user/1".into(),
+                value: Some(vec![0, 159, 255]),
+                version: Version {
+                    hlc: 7,
+                    node: "a".into(),
+                },
+                seen: None,
+            },
+            Record::Kv {
+                store: "s".into(),
+                key: "k".into(),
+                value: None,
+                version: Version {
+                    hlc: 8,
+                    node: "a".into(),
+                },
+                seen: Some(Version {
+                    hlc: 7,
+                    node: "b".into(),
+                }),
+            },
+            Record::Event {
+                topic: "orders".into(),
+                payload: b"{}".to_vec(),
+                idempotency_key: Some("k1".into()),
+                hlc: 9,
+            },
+        ];
+        for record in records {
+            let json = serde_json::to_string(&record).unwrap();
+            assert_eq!(
+                serde_json::from_str::<Record>(&json).unwrap(),
+                record,
+                "{json}"
+            );
+        }
+    }
+
+    #[test]
+    fn versions_order_by_hlc_then_node() {
+        let v = |hlc, node: &str| Version {
+            hlc,
+            node: node.into(),
+        };
+        assert!(v(2, "a") > v(1, "z"));
+        assert!(v(1, "b") > v(1, "a"));
+    }
+}
