@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod examples;
 mod failures;
 mod kv;
 mod lifecycle;

@@ -249,3 +249,40 @@ fn the_cloud_refuses_requests_without_the_token() {
     assert_eq!(get(&node, "k").as_deref(), Some("v"));
     assert_eq!(cloud.value("@kv", "k"), None);
 }
+
+#[test]
+fn a_cloud_that_is_down_is_retried_with_backoff_not_hammered() {
+    // A "cloud" that accepts connections and drops them at once.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let attempts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let attempts = attempts.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+    }
+    let node = edge("edge-down", port, &[]);
+    set(&node, "k", "v");
+    node.wait_log(r"cannot ship to the cloud");
+    let before = attempts.load(std::sync::atomic::Ordering::SeqCst);
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let during = attempts.load(std::sync::atomic::Ordering::SeqCst) - before;
+    // Shipper and puller each back off from 200 ms, doubling: about five
+    // attempts each in five seconds. A retry loop without backoff would
+    // make thousands.
+    assert!(during < 40, "{during} connection attempts in 5 s");
+    assert_eq!(
+        node.log_matches(r"cannot ship to the cloud").len(),
+        1,
+        "one warning per outage, not one per retry"
+    );
+    assert_eq!(
+        get(&node, "k").as_deref(),
+        Some("v"),
+        "the node keeps serving"
+    );
+}
