@@ -15,53 +15,14 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use http_body_util::{BodyExt, Empty};
 use outpost::function::Function;
 use outpost::storage::{Storage, WriteOp};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::scratch_dir;
+
+mod support;
 
 /// Requests in flight at once in the write benchmarks.
 const IN_FLIGHT: usize = 64;
-
-fn guest(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/wasm32-wasip2/guest")
-        .join(format!("{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; build the guests with `cargo xtask guests`",
-            path.display()
-        )
-    })
-}
-
-fn scratch_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "outpost-bench-{tag}-{}-{}",
-        std::process::id(),
-        fastrand::u32(..)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// The kvtest guest loaded as function `kv`, on a fresh node database.
-fn kvtest() -> (Arc<Function>, Arc<Storage>) {
-    let data = scratch_dir("kv");
-    let config = outpost::config::ServeConfig::default();
-    let (engine, _) = outpost::engine::build(&config).expect("engine");
-    let cache = outpost::cache::CodeCache::open(&data, &engine).expect("cache");
-    let storage = Storage::open(&data, Some("bench")).expect("storage");
-    let services = Arc::new(outpost::kv::KvServices {
-        storage: storage.clone(),
-        catalog: Arc::new(outpost::stores::Catalog::new(Default::default())),
-    });
-    let loader =
-        outpost::loader::Loader::new(engine, cache, services, Default::default()).expect("loader");
-    let function = loader
-        .load("kv", &guest("kvtest"), &Default::default())
-        .expect("load kvtest");
-    (Arc::new(function), storage)
-}
 
 async fn call(function: &Arc<Function>, path: &str) {
     let req = http::Request::builder()
@@ -100,7 +61,7 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let (function, storage) = kvtest();
+    let (function, storage, _) = support::load("kvtest", "kv");
     runtime.block_on(call(&function, "/kv/default/set?key=hot"));
 
     let mut group = c.benchmark_group("kv");

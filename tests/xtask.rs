@@ -221,6 +221,9 @@ fn test(args: &[String]) -> Result<(), String> {
         }
         run(guests.args(["--", "-D", "warnings"]))?;
     }
+    // The e2e suite runs the `outpost` binary itself; `cargo test` alone
+    // builds only its test harness variant.
+    run(cargo().args(["build", "-p", "outpost", "--bin", "outpost"]))?;
     // The default members: host, SDK (with its doc test) and the e2e suite.
     run(cargo().args(["test"]).args(rest))
 }

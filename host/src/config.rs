@@ -202,62 +202,87 @@ impl ServeConfig {
     ) -> Result<Self, ConfigError> {
         let d = Self::default();
         let ms = Duration::from_millis;
+        for (key, value, cap) in [
+            (
+                "kv.max-value-bytes",
+                file.kv.max_value_bytes,
+                crate::kv::MAX_VALUE_BYTES_CAP,
+            ),
+            (
+                "kv.max-key-bytes",
+                file.kv.max_key_bytes,
+                crate::kv::MAX_KEY_BYTES_CAP,
+            ),
+        ] {
+            if let Some(value) = value.filter(|v| *v > cap) {
+                return Err(ConfigError::Value {
+                    key,
+                    value: value.to_string(),
+                    message: format!("the cap is {cap}"),
+                });
+            }
+        }
+        // The first of flag, file and `OUTPOST_<KEY>` that is set; the
+        // environment is parsed only when it is consulted.
+        fn pick<T: FromStr>(
+            flag: Option<T>,
+            file: Option<T>,
+            env: &dyn Fn(&str) -> Option<String>,
+            key: &'static str,
+        ) -> Result<Option<T>, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            match flag.or(file) {
+                Some(value) => Ok(Some(value)),
+                None => env_value(env, key),
+            }
+        }
+        let node_id = pick(flags.node_id, file.node_id, env, "OUTPOST_NODE_ID")?;
         Ok(Self {
-            listen: flags
-                .listen
-                .or(file.listen)
-                .or(env_value(env, "OUTPOST_LISTEN")?)
-                .unwrap_or(d.listen),
-            modules_dir: flags
-                .modules
-                .or(file.modules)
-                .or(env_value(env, "OUTPOST_MODULES")?)
+            listen: pick(flags.listen, file.listen, env, "OUTPOST_LISTEN")?.unwrap_or(d.listen),
+            modules_dir: pick(flags.modules, file.modules, env, "OUTPOST_MODULES")?
                 .unwrap_or(d.modules_dir),
-            data_dir: flags
-                .data
-                .or(file.data)
-                .or(env_value(env, "OUTPOST_DATA")?)
-                .unwrap_or(d.data_dir),
-            shutdown_grace: flags
-                .shutdown_grace_ms
-                .or(file.shutdown_grace_ms)
-                .or(env_value(env, "OUTPOST_SHUTDOWN_GRACE_MS")?)
-                .map_or(d.shutdown_grace, ms),
-            reload_debounce: flags
-                .reload_debounce_ms
-                .or(file.reload_debounce_ms)
-                .or(env_value(env, "OUTPOST_RELOAD_DEBOUNCE_MS")?)
-                .map_or(d.reload_debounce, ms),
-            reload_max_wait: file
-                .reload_max_wait_ms
-                .or(env_value(env, "OUTPOST_RELOAD_MAX_WAIT_MS")?)
-                .map_or(d.reload_max_wait, ms),
-            allocator: flags
-                .allocator
-                .or(file.allocator)
-                .or(env_value(env, "OUTPOST_ALLOCATOR")?)
+            data_dir: pick(flags.data, file.data, env, "OUTPOST_DATA")?.unwrap_or(d.data_dir),
+            shutdown_grace: pick(
+                flags.shutdown_grace_ms,
+                file.shutdown_grace_ms,
+                env,
+                "OUTPOST_SHUTDOWN_GRACE_MS",
+            )?
+            .map_or(d.shutdown_grace, ms),
+            reload_debounce: pick(
+                flags.reload_debounce_ms,
+                file.reload_debounce_ms,
+                env,
+                "OUTPOST_RELOAD_DEBOUNCE_MS",
+            )?
+            .map_or(d.reload_debounce, ms),
+            reload_max_wait: pick(
+                None,
+                file.reload_max_wait_ms,
+                env,
+                "OUTPOST_RELOAD_MAX_WAIT_MS",
+            )?
+            .map_or(d.reload_max_wait, ms),
+            allocator: pick(flags.allocator, file.allocator, env, "OUTPOST_ALLOCATOR")?
                 .unwrap_or(d.allocator),
-            max_instances: flags
-                .max_instances
-                .or(file.max_instances)
-                .or(env_value(env, "OUTPOST_MAX_INSTANCES")?)
-                .unwrap_or(d.max_instances),
-            node_id: flags
-                .node_id
-                .or(file.node_id)
-                .or(env_value(env, "OUTPOST_NODE_ID")?),
-            cloud: flags
-                .cloud
-                .or(file.cloud)
-                .or(env_value(env, "OUTPOST_CLOUD")?),
-            cloud_token: flags
-                .cloud_token
-                .or(file.cloud_token)
-                .or(env_value(env, "OUTPOST_CLOUD_TOKEN")?),
-            ship_batch: flags
-                .ship_batch
-                .or(file.ship_batch)
-                .or(env_value(env, "OUTPOST_SHIP_BATCH")?)
+            max_instances: pick(
+                flags.max_instances,
+                file.max_instances,
+                env,
+                "OUTPOST_MAX_INSTANCES",
+            )?
+            .unwrap_or(d.max_instances),
+
+            cloud: pick(flags.cloud, file.cloud, env, "OUTPOST_CLOUD")?,
+            cloud_token: pick(
+                flags.cloud_token,
+                file.cloud_token,
+                env,
+                "OUTPOST_CLOUD_TOKEN",
+            )?,
+            ship_batch: pick(flags.ship_batch, file.ship_batch, env, "OUTPOST_SHIP_BATCH")?
                 .unwrap_or(d.ship_batch)
                 .max(1),
             kv_limits: KvLimits {
@@ -268,6 +293,16 @@ impl ServeConfig {
                     .unwrap_or(d.kv_limits.max_value_bytes),
             },
             stores: validate_stores(file.stores)?,
+            node_id: match node_id {
+                Some(id) if !crate::storage::is_valid_node_id(&id) => {
+                    return Err(ConfigError::Value {
+                        key: "node-id",
+                        value: id,
+                        message: "use 1 to 64 of [A-Za-z0-9._-]".into(),
+                    });
+                }
+                other => other,
+            },
         })
     }
 }

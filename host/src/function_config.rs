@@ -40,6 +40,12 @@ pub enum FunctionConfigError {
     BadStoreName(String),
     #[error("replicated store {0:?} is neither \"default\" nor listed in [kv] stores")]
     NotGranted(String),
+    #[error("{key} = {value} is over the cap of {cap}")]
+    OverCap {
+        key: &'static str,
+        value: usize,
+        cap: usize,
+    },
 }
 
 impl FunctionConfig {
@@ -56,7 +62,29 @@ impl FunctionConfig {
                 return Err(FunctionConfigError::NotGranted(store.clone()));
             }
         }
+        check_cap(
+            "max-value-bytes",
+            config.kv.max_value_bytes,
+            crate::kv::MAX_VALUE_BYTES_CAP,
+        )?;
+        check_cap(
+            "max-key-bytes",
+            config.kv.max_key_bytes,
+            crate::kv::MAX_KEY_BYTES_CAP,
+        )?;
         Ok(config)
+    }
+}
+
+/// Refuses a limit above what the system can carry.
+pub fn check_cap(
+    key: &'static str,
+    value: Option<usize>,
+    cap: usize,
+) -> Result<(), FunctionConfigError> {
+    match value {
+        Some(value) if value > cap => Err(FunctionConfigError::OverCap { key, value, cap }),
+        _ => Ok(()),
     }
 }
 
@@ -102,5 +130,9 @@ mod tests {
             FunctionConfig::parse("[kv]\nreplicated = [\"other\"]"),
             Err(FunctionConfigError::NotGranted("other".into()))
         );
+        assert!(matches!(
+            FunctionConfig::parse("[kv]\nmax-value-bytes = 99999999999"),
+            Err(FunctionConfigError::OverCap { .. })
+        ));
     }
 }

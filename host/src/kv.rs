@@ -18,6 +18,13 @@ use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 /// Most keys one `list-keys` call returns, whatever the guest asks for.
 pub const MAX_PAGE: u32 = 1000;
 
+/// Highest value limit a config may set: a record of this size, base64 in
+/// JSON, still fits the cloud's batch limit alone.
+pub const MAX_VALUE_BYTES_CAP: usize = 16 * 1024 * 1024;
+
+/// Highest key limit a config may set.
+pub const MAX_KEY_BYTES_CAP: usize = 64 * 1024;
+
 /// Size limits on keys and values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -186,15 +193,10 @@ impl kv::HostStore for KvView<'_> {
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
         let id = self.store_id(&store)?;
-        if let Err(e) = self.check_key(&key) {
-            return Ok(Err(e));
-        }
-        Ok(self
-            .ctx
-            .services
-            .storage
-            .get(&id, &key)
-            .map_err(|e| self.io(e)))
+        Ok(self.check_key(&key).and_then(|()| {
+            let storage = &self.ctx.services.storage;
+            storage.get(&id, &key).map_err(|e| self.io(e))
+        }))
     }
 
     async fn set(
@@ -203,17 +205,20 @@ impl kv::HostStore for KvView<'_> {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let id = self.store_id(&store)?;
-        if let Err(e) = self.check_key(&key).and_then(|()| self.check_value(&value)) {
-            return Ok(Err(e));
+        let store = self.store_id(&store)?;
+        Ok(async {
+            self.check_key(&key)?;
+            self.check_value(&value)?;
+            let replicated = self.replicated(&store);
+            let op = WriteOp::Set {
+                store,
+                replicated,
+                key,
+                value,
+            };
+            self.write(op).await.map(drop)
         }
-        let op = WriteOp::Set {
-            replicated: self.replicated(&id),
-            store: id,
-            key,
-            value,
-        };
-        Ok(self.write(op).await.map(drop))
+        .await)
     }
 
     async fn delete(
@@ -221,16 +226,18 @@ impl kv::HostStore for KvView<'_> {
         store: Resource<OpenStore>,
         key: String,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let id = self.store_id(&store)?;
-        if let Err(e) = self.check_key(&key) {
-            return Ok(Err(e));
+        let store = self.store_id(&store)?;
+        Ok(async {
+            self.check_key(&key)?;
+            let replicated = self.replicated(&store);
+            let op = WriteOp::Delete {
+                store,
+                replicated,
+                key,
+            };
+            self.write(op).await.map(drop)
         }
-        let op = WriteOp::Delete {
-            replicated: self.replicated(&id),
-            store: id,
-            key,
-        };
-        Ok(self.write(op).await.map(drop))
+        .await)
     }
 
     async fn exists(
@@ -239,15 +246,10 @@ impl kv::HostStore for KvView<'_> {
         key: String,
     ) -> wasmtime::Result<Result<bool, Error>> {
         let id = self.store_id(&store)?;
-        if let Err(e) = self.check_key(&key) {
-            return Ok(Err(e));
-        }
-        Ok(self
-            .ctx
-            .services
-            .storage
-            .exists(&id, &key)
-            .map_err(|e| self.io(e)))
+        Ok(self.check_key(&key).and_then(|()| {
+            let storage = &self.ctx.services.storage;
+            storage.exists(&id, &key).map_err(|e| self.io(e))
+        }))
     }
 
     async fn list_keys(
@@ -259,10 +261,8 @@ impl kv::HostStore for KvView<'_> {
     ) -> wasmtime::Result<Result<KeyPage, Error>> {
         let id = self.store_id(&store)?;
         let limit = limit.clamp(1, MAX_PAGE) as usize;
-        Ok(self
-            .ctx
-            .services
-            .storage
+        let storage = &self.ctx.services.storage;
+        Ok(storage
             .list_keys(&id, &prefix, cursor.as_deref(), limit)
             .map(|page| KeyPage {
                 keys: page.keys,
@@ -277,20 +277,22 @@ impl kv::HostStore for KvView<'_> {
         key: String,
         delta: i64,
     ) -> wasmtime::Result<Result<i64, Error>> {
-        let id = self.store_id(&store)?;
-        if let Err(e) = self.check_key(&key) {
-            return Ok(Err(e));
+        let store = self.store_id(&store)?;
+        Ok(async {
+            self.check_key(&key)?;
+            let replicated = self.replicated(&store);
+            let op = WriteOp::Increment {
+                store,
+                replicated,
+                key,
+                delta,
+            };
+            match self.write(op).await? {
+                Written::Number(n) => Ok(n),
+                other => unreachable!("increment answered {other:?}"),
+            }
         }
-        let op = WriteOp::Increment {
-            replicated: self.replicated(&id),
-            store: id,
-            key,
-            delta,
-        };
-        Ok(self.write(op).await.map(|written| match written {
-            Written::Number(n) => n,
-            other => unreachable!("increment answered {other:?}"),
-        }))
+        .await)
     }
 
     async fn compare_and_swap(
@@ -300,18 +302,21 @@ impl kv::HostStore for KvView<'_> {
         expected: Option<Vec<u8>>,
         new: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let id = self.store_id(&store)?;
-        if let Err(e) = self.check_key(&key).and_then(|()| self.check_value(&new)) {
-            return Ok(Err(e));
+        let store = self.store_id(&store)?;
+        Ok(async {
+            self.check_key(&key)?;
+            self.check_value(&new)?;
+            let replicated = self.replicated(&store);
+            let op = WriteOp::CompareAndSwap {
+                store,
+                replicated,
+                key,
+                expected,
+                new,
+            };
+            self.write(op).await.map(drop)
         }
-        let op = WriteOp::CompareAndSwap {
-            replicated: self.replicated(&id),
-            store: id,
-            key,
-            expected,
-            new,
-        };
-        Ok(self.write(op).await.map(drop))
+        .await)
     }
 
     async fn drop(&mut self, store: Resource<OpenStore>) -> wasmtime::Result<()> {

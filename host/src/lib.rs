@@ -53,6 +53,7 @@ pub async fn serve(
             .filter(|(_, decl)| decl.replicated)
             .map(|(name, _)| name.clone())
             .collect(),
+        storage.clone(),
     ));
     let services = Arc::new(kv::KvServices {
         storage: storage.clone(),

@@ -1,11 +1,13 @@
-//! Which KV stores replicate. A store replicates if the host config says so
-//! or if any deployed function declares it replicated: every writer of a
-//! replicated store must ship its writes, or nodes would diverge.
+//! Which KV stores replicate. A store replicates if the host config says
+//! so, if any deployed function declares it replicated, or if it ever did
+//! on this node: every writer of a replicated store must ship its writes
+//! (and keep tombstones), or nodes would diverge.
 
 use crate::function::Function;
+use crate::storage::Storage;
 use arc_swap::ArcSwap;
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The store id of a function's own `default` store. `@` cannot appear in a
 /// store name, so no other function can name it.
@@ -14,17 +16,25 @@ pub fn own_store_id(function: &str) -> String {
 }
 
 pub struct Catalog {
-    /// Shared stores the host config declares replicated.
-    host_replicated: HashSet<String>,
+    /// Where "once replicated" is remembered across restarts.
+    storage: Arc<Storage>,
+    /// Host-declared plus ever-replicated stores: never shrinks.
+    sticky: Mutex<HashSet<String>>,
     /// Every replicated store id, rebuilt whenever the functions change.
     replicated: ArcSwap<HashSet<String>>,
 }
 
 impl Catalog {
-    pub fn new(host_replicated: HashSet<String>) -> Self {
+    pub fn new(host_replicated: HashSet<String>, storage: Arc<Storage>) -> Self {
+        let mut sticky = host_replicated;
+        match storage.replicated_stores() {
+            Ok(stored) => sticky.extend(stored),
+            Err(e) => tracing::error!(error = %e, "cannot read which stores replicated before"),
+        }
         Self {
-            replicated: ArcSwap::from_pointee(host_replicated.clone()),
-            host_replicated,
+            replicated: ArcSwap::from_pointee(sticky.clone()),
+            sticky: Mutex::new(sticky),
+            storage,
         }
     }
 
@@ -32,12 +42,20 @@ impl Catalog {
         self.replicated.load().contains(store)
     }
 
-    /// Recomputes the replicated set from the host config and `functions`.
+    /// Recomputes the replicated set from `functions`, remembering newly
+    /// replicated stores for good.
     pub fn rebuild<'a>(&self, functions: impl Iterator<Item = &'a Arc<Function>>) {
-        let mut replicated = self.host_replicated.clone();
+        let mut sticky = self.sticky.lock().unwrap_or_else(|p| p.into_inner());
         for function in functions {
-            replicated.extend(function.kv.replicated.iter().cloned());
+            for store in &function.kv.replicated {
+                if sticky.insert(store.clone()) {
+                    if let Err(e) = self.storage.mark_replicated(store) {
+                        tracing::error!(store = %store, error = %e, "cannot record that a store replicates");
+                    }
+                    tracing::info!(store = %store, "store now replicates");
+                }
+            }
         }
-        self.replicated.store(Arc::new(replicated));
+        self.replicated.store(Arc::new(sticky.clone()));
     }
 }

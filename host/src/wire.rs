@@ -84,6 +84,9 @@ pub struct FeedPage {
     pub changes: Vec<Change>,
     /// Cursor to ask from next time (the last change's, or `since` if none).
     pub next: u64,
+    /// Random id of the cloud's database: cursors are only meaningful for
+    /// the database that issued them, so a new id means "start over".
+    pub cloud: u64,
 }
 
 /// A queue event as stored by the cloud.

@@ -23,12 +23,40 @@ fn profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// The `outpost` binary built alongside this test.
+/// The newest modification time of any file under `dir`.
+fn newest_under(dir: &Path) -> std::time::SystemTime {
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let modified = if path.is_dir() {
+            newest_under(&path)
+        } else {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(newest)
+        };
+        newest = newest.max(modified);
+    }
+    newest
+}
+
+/// The `outpost` binary, built by `cargo xtask test`; refuses a binary
+/// older than the host's sources, so a test never runs stale code.
 pub fn outpost_bin() -> PathBuf {
     let bin = profile_dir().join("outpost");
+    let built = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} is missing: run the suite with `cargo xtask test`",
+                bin.display()
+            )
+        });
+    let sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/src");
     assert!(
-        bin.exists(),
-        "{} is missing: run the suite with `cargo xtask test`",
+        newest_under(&sources) <= built,
+        "{} is older than host/src: run the suite with `cargo xtask test`",
         bin.display()
     );
     bin

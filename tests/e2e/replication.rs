@@ -286,3 +286,64 @@ fn a_cloud_that_is_down_is_retried_with_backoff_not_hammered() {
         "the node keeps serving"
     );
 }
+
+#[test]
+fn a_delete_beats_an_older_write_it_never_saw() {
+    let port = free_port();
+    let a = edge("edge-a", port, &[]);
+    let b = edge("edge-b", port, &[]);
+    // b writes first; a, which never saw that write, deletes the key later.
+    set(&b, "doomed", "from-b");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    call(&a, "default/delete", "key=doomed", b"");
+
+    let cloud = Cloud::start_at(port);
+    for node in [&a, &b] {
+        eventually("the delete to win everywhere", || {
+            // Wait until b has caught up with the feed, then check.
+            (get(node, "doomed").is_none() && cloud.value("@kv", "doomed").is_none()).then_some(())
+        });
+    }
+    // And it stays deleted once everything has drained.
+    set(&a, "marker", "1");
+    eventually("b caught up", || get(&b, "marker"));
+    assert_eq!(get(&b, "doomed"), None);
+    assert_eq!(get(&a, "doomed"), None);
+}
+
+#[test]
+fn a_wiped_edge_recovers_its_own_writes_from_the_cloud() {
+    let cloud = Cloud::start();
+    let mut a = edge("edge-a", cloud.addr.port(), &[]);
+    set(&a, "mine", "v1");
+    eventually("the write at the cloud", || cloud.value("@kv", "mine"));
+    a.kill();
+    std::fs::remove_dir_all(a.data_dir()).unwrap();
+    let a = a.restart();
+    eventually("its own write back from the feed", || {
+        (get(&a, "mine").as_deref() == Some("v1")).then_some(())
+    });
+}
+
+#[test]
+fn an_edge_follows_a_replaced_cloud_database() {
+    let cloud = Cloud::start();
+    let port = cloud.addr.port();
+    let a = edge("edge-a", port, &[]);
+    let b = edge("edge-b", port, &[]);
+    for i in 0..5 {
+        set(&b, &format!("old{i}"), "x");
+    }
+    eventually("a caught up with the first cloud", || get(&a, "old4"));
+
+    // The cloud's database is replaced by an empty one on the same address:
+    // a's cursor is now past its end.
+    let (port, _old_dir) = cloud.stop();
+    let cloud = Cloud::start_at(port);
+    set(&b, "new", "after-the-swap");
+    eventually("a reads the new cloud's feed", || {
+        (get(&a, "new").as_deref() == Some("after-the-swap")).then_some(())
+    });
+    a.wait_log(r"cloud's database changed");
+    drop(cloud);
+}

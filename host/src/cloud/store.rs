@@ -8,6 +8,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::{Transactional, Tree};
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::Notify;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,9 +27,30 @@ struct Counters {
     conflict: u64,
 }
 
+/// Ids below these are on disk; readers never see past them, so a crash
+/// can never take back (and later reuse) an id someone has already read.
+#[derive(Debug, Default)]
+struct Durable {
+    feed: AtomicU64,
+    event: AtomicU64,
+    conflict: AtomicU64,
+}
+
+impl Durable {
+    fn publish(&self, counters: &Counters) {
+        self.feed.store(counters.feed, Ordering::Release);
+        self.event.store(counters.event, Ordering::Release);
+        self.conflict.store(counters.conflict, Ordering::Release);
+    }
+}
+
 pub struct CloudStore {
     db: sled::Db,
-    /// `node \0 epoch` -> highest sequence applied (edges send in order).
+    /// Random id of this database, sent with every feed page.
+    id: u64,
+    /// Edge database epoch -> highest sequence applied (edges send in
+    /// order). Keyed by epoch, not node id, so renaming a node cannot make
+    /// its unacknowledged records look new.
     applied: Tree,
     /// `store \0 key` -> envelope (version + value or tombstone).
     kv: Tree,
@@ -43,6 +65,7 @@ pub struct CloudStore {
     meta: Tree,
     /// One ingest at a time: ids and watermarks advance in one order.
     ingest_lock: Mutex<Counters>,
+    durable: Durable,
     /// Woken after each ingest, for long-polling feed readers.
     pub feed_grew: Notify,
 }
@@ -89,7 +112,20 @@ impl CloudStore {
             event: u64_of(meta.get("next_event")?).max(1),
             conflict: u64_of(meta.get("next_conflict")?).max(1),
         };
+        let id = match meta.get("id")? {
+            Some(id) => u64_of(Some(id)),
+            None => {
+                let id = fastrand::u64(1..);
+                meta.insert("id", &be(id))?;
+                db.flush()?;
+                id
+            }
+        };
+        let durable = Durable::default();
+        durable.publish(&counters);
         Ok(Self {
+            id,
+            durable,
             applied: db.open_tree("applied")?,
             kv: db.open_tree("kv")?,
             feed: db.open_tree("feed")?,
@@ -113,7 +149,15 @@ impl CloudStore {
             }
         }
         let mut counters = self.ingest_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mark_key = [batch.node.as_bytes(), b"\0", &batch.epoch.to_be_bytes()].concat();
+        let mark_key = be(batch.epoch);
+        let mark = u64_of(self.applied.get(mark_key)?);
+        if let Some(first) = batch.entries.first()
+            && first.seq > mark + 1
+        {
+            // Edges number records without gaps; a gap means records were
+            // lost on the way (or a bug), and they will never be applied.
+            tracing::warn!(node = %batch.node, epoch = batch.epoch, after = mark, next = first.seq, "sequence gap in a batch");
+        }
         let mut ack = Ack {
             applied: 0,
             duplicates: 0,
@@ -133,7 +177,7 @@ impl CloudStore {
             )
                 .transaction(
                     |(applied, kv, feed, conflicts, events, idempotency, meta)| {
-                        if u64_of(applied.get(&mark_key)?) >= entry.seq {
+                        if u64_of(applied.get(mark_key)?) >= entry.seq {
                             return Ok(None);
                         }
                         let mut next = start;
@@ -145,7 +189,7 @@ impl CloudStore {
                             idempotency,
                         };
                         apply_entry(&views, &mut next, &batch.node, entry)?;
-                        applied.insert(mark_key.as_slice(), &be(entry.seq))?;
+                        applied.insert(&mark_key, &be(entry.seq))?;
                         meta.insert("next_feed", &be(next.feed))?;
                         meta.insert("next_event", &be(next.event))?;
                         meta.insert("next_conflict", &be(next.conflict))?;
@@ -163,37 +207,52 @@ impl CloudStore {
             }
         }
         self.db.flush()?;
+        self.durable.publish(&counters);
         drop(counters);
         self.feed_grew.notify_waiters();
         Ok(ack)
     }
 
-    /// Changes after `since`, oldest first.
-    pub fn feed(&self, since: u64, limit: usize) -> Result<FeedPage, CloudStoreError> {
-        let mut changes = Vec::new();
-        for item in self.feed.range(be(since.saturating_add(1))..).take(limit) {
-            let (_, json) = item?;
-            if let Ok(change) = serde_json::from_slice::<Change>(&json) {
-                changes.push(change);
+    /// The values of `tree` keyed `prefix + id` for ids after `since` and
+    /// below `durable`, at most `limit`, with the last id scanned. Entries
+    /// that fail to decode are logged and skipped, never allowed to stall
+    /// a reader.
+    fn scan<T: serde::de::DeserializeOwned>(
+        tree: &Tree,
+        prefix: &[u8],
+        since: u64,
+        durable: u64,
+        limit: usize,
+    ) -> Result<(Vec<T>, u64), CloudStoreError> {
+        let start = [prefix, &be(since.saturating_add(1))].concat();
+        let end = [prefix, &be(durable)].concat();
+        let mut items = Vec::new();
+        let mut last = since;
+        for item in tree.range(start..end).take(limit) {
+            let (key, json) = item?;
+            last = u64_of(Some(key.subslice(prefix.len(), 8)));
+            match serde_json::from_slice(&json) {
+                Ok(value) => items.push(value),
+                Err(e) => tracing::error!(id = last, error = %e, "skipping an undecodable entry"),
             }
         }
-        let next = changes.last().map_or(since, |c| c.cursor);
-        Ok(FeedPage { changes, next })
+        Ok((items, last))
+    }
+
+    /// Changes after `since`, oldest first.
+    pub fn feed(&self, since: u64, limit: usize) -> Result<FeedPage, CloudStoreError> {
+        let durable = self.durable.feed.load(Ordering::Acquire);
+        let (changes, next) = Self::scan(&self.feed, b"", since, durable, limit)?;
+        Ok(FeedPage {
+            changes,
+            next,
+            cloud: self.id,
+        })
     }
 
     pub fn conflicts(&self, since: u64, limit: usize) -> Result<Page<Conflict>, CloudStoreError> {
-        let mut items = Vec::new();
-        for item in self
-            .conflicts
-            .range(be(since.saturating_add(1))..)
-            .take(limit)
-        {
-            let (_, json) = item?;
-            if let Ok(conflict) = serde_json::from_slice::<Conflict>(&json) {
-                items.push(conflict);
-            }
-        }
-        let next = items.last().map_or(since, |c: &Conflict| c.id);
+        let durable = self.durable.conflict.load(Ordering::Acquire);
+        let (items, next) = Self::scan(&self.conflicts, b"", since, durable, limit)?;
         Ok(Page { items, next })
     }
 
@@ -204,16 +263,9 @@ impl CloudStore {
         since: u64,
         limit: usize,
     ) -> Result<Page<Event>, CloudStoreError> {
-        let start = topic_key(topic, &be(since.saturating_add(1)));
-        let end = topic_key(topic, &be(u64::MAX));
-        let mut items = Vec::new();
-        for item in self.events.range(start..=end).take(limit) {
-            let (_, json) = item?;
-            if let Ok(event) = serde_json::from_slice::<Event>(&json) {
-                items.push(event);
-            }
-        }
-        let next = items.last().map_or(since, |e: &Event| e.id);
+        let durable = self.durable.event.load(Ordering::Acquire);
+        let prefix = topic_key(topic, b"");
+        let (items, next) = Self::scan(&self.events, &prefix, since, durable, limit)?;
         Ok(Page { items, next })
     }
 
@@ -339,10 +391,11 @@ mod tests {
         }
     }
 
+    /// Each test node has its own database, so its own epoch.
     fn batch(node: &str, entries: Vec<Entry>) -> Batch {
         Batch {
             node: node.into(),
-            epoch: 1,
+            epoch: u64::from(node.as_bytes()[0]),
             entries,
         }
     }

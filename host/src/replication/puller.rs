@@ -1,5 +1,5 @@
 //! Follows the cloud's change feed from the cursor persisted in the node's
-//! database and applies other nodes' writes, last-writer-wins.
+//! database and applies its writes, last-writer-wins.
 
 use super::backoff::Backoff;
 use super::client::CloudClient;
@@ -14,8 +14,11 @@ pub async fn run(storage: Arc<Storage>, client: Arc<CloudClient>) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     let mut failing = false;
     loop {
-        let cursor = match storage.pull_cursor() {
-            Ok(cursor) => cursor,
+        let (cursor, known_cloud) = match storage
+            .pull_cursor()
+            .and_then(|c| Ok((c, storage.cloud_id()?)))
+        {
+            Ok(position) => position,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the pull cursor");
                 tokio::time::sleep(backoff.next_delay()).await;
@@ -29,22 +32,30 @@ pub async fn run(storage: Arc<Storage>, client: Arc<CloudClient>) {
                     tracing::info!(cursor, "change feed reachable again");
                 }
                 backoff.reset();
-                if page.next <= cursor {
+                let (changes, next) = if known_cloud != 0 && page.cloud != known_cloud {
+                    // A different cloud database (restored or replaced):
+                    // our cursor means nothing there. Read it from the
+                    // start; applying is idempotent.
+                    tracing::warn!(
+                        cursor,
+                        "the cloud's database changed; reading its feed from the start"
+                    );
+                    (Vec::new(), 0)
+                } else if page.next > cursor || known_cloud == 0 {
+                    // Our own writes come back too: applying them is a no-op
+                    // unless this node lost them (a wiped data dir).
+                    (page.changes, page.next)
+                } else {
                     continue;
-                }
-                let me = storage.node_id().to_owned();
-                let changes: Vec<_> = page
-                    .changes
-                    .into_iter()
-                    .filter(|c| c.version.node != me)
-                    .collect();
+                };
                 let count = changes.len();
                 let op = WriteOp::ApplyRemote {
                     changes,
-                    cursor: page.next,
+                    cursor: next,
+                    cloud: page.cloud,
                 };
                 match storage.write(op).await {
-                    Ok(_) => tracing::debug!(count, cursor = page.next, "applied remote changes"),
+                    Ok(_) => tracing::debug!(count, "applied remote changes"),
                     Err(e) => {
                         tracing::error!(error = %e, "cannot apply remote changes");
                         tokio::time::sleep(backoff.next_delay()).await;

@@ -4,9 +4,10 @@
 //! harmless because the cloud deduplicates on (node id, sequence).
 
 use super::backoff::Backoff;
-use super::client::CloudClient;
+use super::client::{CloudClient, CloudError};
 use crate::storage::Storage;
 use bytes::Bytes;
+use http::StatusCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,8 +38,12 @@ fn encode_batch(node: &str, epoch: u64, records: &[(u64, sled::IVec)]) -> Bytes 
 pub async fn run(storage: Arc<Storage>, client: Arc<CloudClient>, batch_max: usize) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     let mut down_since: Option<Instant> = None;
+    // After the cloud refused a batch as malformed or too large, the records
+    // of that batch go one at a time, so the culprit is found and set aside.
+    let mut singles = 0usize;
     loop {
-        let batch = match storage.outbox_batch(batch_max, MAX_BATCH_BYTES) {
+        let max = if singles > 0 { 1 } else { batch_max };
+        let batch = match storage.outbox_batch(max, MAX_BATCH_BYTES) {
             Ok(batch) => batch,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the outbox");
@@ -58,7 +63,26 @@ pub async fn run(storage: Arc<Storage>, client: Arc<CloudClient>, batch_max: usi
             .ingest(encode_batch(storage.node_id(), storage.epoch(), &batch))
             .await
         {
+            Err(CloudError::Status { status, body })
+                if status == StatusCode::BAD_REQUEST || status == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                // Retrying the same bytes cannot succeed. Narrow down to the
+                // record at fault and set it aside (on disk, reported), so
+                // one bad record cannot block every later one.
+                if batch.len() > 1 {
+                    singles = batch.len();
+                    continue;
+                }
+                singles = 0;
+                let reason = format!("cloud answered {status}: {body}");
+                tracing::error!(seq = last, reason = %reason, "the cloud refuses this outbox record; quarantined");
+                if let Err(e) = storage.quarantine(last, &reason) {
+                    tracing::error!(error = %e, "cannot quarantine the record");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
             Ok(ack) => {
+                singles = singles.saturating_sub(1);
                 let through = ack.through.min(last);
                 if let Err(e) = storage.outbox_ack(through) {
                     tracing::error!(error = %e, "cannot drop acknowledged records from the outbox");

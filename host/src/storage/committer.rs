@@ -5,13 +5,33 @@
 
 use super::envelope::{self, Stored};
 use super::hlc::Hlc;
-use super::{META_HLC, META_NEXT_SEQ, META_PULL_CURSOR, StorageError, tree_name, u64_value};
+use super::{
+    META_CLOUD_ID, META_HLC, META_NEXT_SEQ, META_PULL_CURSOR, StorageError, tree_name, u64_value,
+};
 use crate::wire::{Change, Record, Version};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Transactional, Tree};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, oneshot};
+
+/// Remote stamps further ahead of this node's wall clock than this are not
+/// allowed to drag its clock forward (a node with a wild clock would
+/// otherwise push every node's clock with it).
+const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
+
+/// What the writer shares with readers of the outbox.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Signalled when durable records were added to the outbox.
+    pub outbox_grew: Notify,
+    /// Every outbox record below this sequence number is on disk. The
+    /// shipper never reads past it: a record the cloud has seen must
+    /// survive any crash, or its sequence number could be reused.
+    pub durable_seq: AtomicU64,
+}
 
 /// Most writes applied under one flush.
 const MAX_GROUP: usize = 1024;
@@ -48,9 +68,14 @@ pub enum WriteOp {
         payload: Vec<u8>,
         idempotency_key: Option<String>,
     },
-    /// Other nodes' writes from the cloud's feed, applied last-writer-wins,
-    /// and the feed position they bring this node up to.
-    ApplyRemote { changes: Vec<Change>, cursor: u64 },
+    /// Writes from the cloud's feed, applied last-writer-wins, the feed
+    /// position they bring this node up to, and the id of the cloud
+    /// database that cursor belongs to.
+    ApplyRemote {
+        changes: Vec<Change>,
+        cursor: u64,
+        cloud: u64,
+    },
 }
 
 /// A write's outcome.
@@ -102,7 +127,10 @@ struct Committer {
     node_id: String,
     hlc: Hlc,
     next_seq: u64,
-    outbox_grew: Arc<Notify>,
+    progress: Arc<Progress>,
+    /// Set when a flush failed: the disk can no longer be trusted, so every
+    /// later write is refused rather than acknowledged.
+    poisoned: Option<String>,
 }
 
 pub fn start(
@@ -110,7 +138,7 @@ pub fn start(
     meta: Tree,
     outbox: Tree,
     node_id: String,
-    outbox_grew: Arc<Notify>,
+    progress: Arc<Progress>,
 ) -> Result<Handle, StorageError> {
     let idempotency = db.open_tree("idempotency")?;
     // Never reuse a sequence number, even if the counter in meta were lost.
@@ -121,6 +149,8 @@ pub fn start(
         .max(last_in_outbox)
         .max(1);
     let hlc = Hlc::resume(u64_value(meta.get(META_HLC)?));
+    // Whatever the database holds at open time has survived: it is durable.
+    progress.durable_seq.store(next_seq, Ordering::Release);
     let mut committer = Committer {
         db,
         meta,
@@ -129,7 +159,8 @@ pub fn start(
         node_id,
         hlc,
         next_seq,
-        outbox_grew,
+        progress,
+        poisoned: None,
     };
     let (jobs, queue) = mpsc::channel::<Job>();
     std::thread::Builder::new()
@@ -177,19 +208,38 @@ impl Committer {
                     Err(_) => break,
                 }
             }
+            if let Some(reason) = &self.poisoned {
+                for job in group {
+                    let _ = job.reply.send(Err(StorageError::Poisoned(reason.clone())));
+                }
+                continue;
+            }
             let seq_before = self.next_seq;
             let results: Vec<_> = group.iter().map(|job| self.apply(&job.op)).collect();
             // One fsync for the whole group; nobody hears "done" before it.
-            let flushed = self.db.flush();
-            if self.next_seq != seq_before {
-                self.outbox_grew.notify_one();
-            }
-            for (job, result) in group.into_iter().zip(results) {
-                let result = match &flushed {
-                    Ok(_) => result,
-                    Err(e) => Err(StorageError::Db(e.clone())),
-                };
-                let _ = job.reply.send(result);
+            match self.db.flush() {
+                Ok(_) => {
+                    self.progress
+                        .durable_seq
+                        .store(self.next_seq, Ordering::Release);
+                    if self.next_seq != seq_before {
+                        self.progress.outbox_grew.notify_one();
+                    }
+                    for (job, result) in group.into_iter().zip(results) {
+                        let _ = job.reply.send(result);
+                    }
+                }
+                Err(e) => {
+                    // The group's writes may or may not reach the disk later;
+                    // their writers learn the outcome is unknown, and nothing
+                    // more is accepted.
+                    let reason = format!("flush failed: {e}");
+                    tracing::error!(error = %e, "database flush failed; refusing further writes");
+                    for job in group {
+                        let _ = job.reply.send(Err(StorageError::Poisoned(reason.clone())));
+                    }
+                    self.poisoned = Some(reason);
+                }
             }
         }
     }
@@ -209,7 +259,11 @@ impl Committer {
                 replicated,
                 key,
             } => self
-                .read_modify_write(store, *replicated, key, |current| Ok(current.map(|_| None)))
+                .read_modify_write(store, *replicated, key, |current| {
+                    // A replicated delete is always recorded, present or not:
+                    // it must beat any older write still on its way here.
+                    Ok((*replicated || current.is_some()).then_some(None))
+                })
                 .map(Written::from),
             WriteOp::Increment {
                 store,
@@ -252,7 +306,11 @@ impl Committer {
                 payload,
                 idempotency_key,
             } => self.enqueue(topic, payload, idempotency_key.as_deref()),
-            WriteOp::ApplyRemote { changes, cursor } => self.apply_remote(changes, *cursor),
+            WriteOp::ApplyRemote {
+                changes,
+                cursor,
+                cloud,
+            } => self.apply_remote(changes, *cursor, *cloud),
         }
     }
 
@@ -362,9 +420,22 @@ impl Committer {
         }
     }
 
-    fn apply_remote(&mut self, changes: &[Change], cursor: u64) -> Result<Written, StorageError> {
+    fn apply_remote(
+        &mut self,
+        changes: &[Change],
+        cursor: u64,
+        cloud: u64,
+    ) -> Result<Written, StorageError> {
+        let wall_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let horizon = (wall_ms + MAX_CLOCK_SKEW_MS) << 16;
         for change in changes {
-            self.hlc.observe(change.version.hlc);
+            if change.version.hlc <= horizon {
+                self.hlc.observe(change.version.hlc);
+            } else {
+                tracing::warn!(node = %change.version.node, store = %change.store, key = %change.key, "remote write stamped far in the future; its clock is ignored");
+            }
             let tree = self.db.open_tree(tree_name(&change.store))?;
             let result = (&tree, &self.meta).transaction(|(tree, meta)| -> TxResult<()> {
                 let newer_here = tree
@@ -385,6 +456,7 @@ impl Committer {
             }
         }
         self.meta.insert(META_PULL_CURSOR, &be(cursor))?;
+        self.meta.insert(META_CLOUD_ID, &be(cloud))?;
         Ok(Written::Done)
     }
 }

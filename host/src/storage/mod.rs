@@ -11,9 +11,11 @@ pub mod hlc;
 
 pub use committer::{Rejection, WriteOp, Written};
 
+use committer::Progress;
 use sled::IVec;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use tokio::sync::Notify;
 
 /// Metadata keys.
@@ -22,6 +24,19 @@ pub(crate) const META_EPOCH: &[u8] = b"epoch";
 pub(crate) const META_NEXT_SEQ: &[u8] = b"next_seq";
 pub(crate) const META_HLC: &[u8] = b"hlc";
 pub(crate) const META_PULL_CURSOR: &[u8] = b"pull_cursor";
+pub(crate) const META_CLOUD_ID: &[u8] = b"cloud_id";
+
+/// Longest node id accepted; ids travel in every version.
+pub const MAX_NODE_ID_BYTES: usize = 64;
+
+/// Node ids: `[A-Za-z0-9._-]`, 1 to [`MAX_NODE_ID_BYTES`] bytes.
+pub fn is_valid_node_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_NODE_ID_BYTES
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
 
 /// Failures of the node's database.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +47,12 @@ pub enum StorageError {
     Corrupt(String),
     #[error("the database writer has stopped")]
     Stopped,
+    #[error(
+        "the database refuses writes after a failure ({0}); the outcome of the last writes is unknown"
+    )]
+    Poisoned(String),
+    #[error("invalid node id {0:?}: use 1 to 64 of [A-Za-z0-9._-]")]
+    BadNodeId(String),
 }
 
 /// The sled tree holding store `id`. Store ids are `@NAME` for a function's
@@ -61,8 +82,12 @@ pub struct Storage {
     /// Random id fixed when the database was created (see [`crate::wire::Batch`]).
     epoch: u64,
     writer: committer::Handle,
-    /// Signalled when the outbox gains records, to wake the shipper.
-    outbox_grew: Arc<Notify>,
+    /// The writer's progress: how far the outbox is durable, and its signal.
+    progress: Arc<Progress>,
+    /// Outbox records the cloud refused for good, kept for operators.
+    quarantine: sled::Tree,
+    /// Stores ever declared replicated on this node (sticky).
+    replicated: sled::Tree,
 }
 
 impl Storage {
@@ -79,6 +104,11 @@ impl Storage {
         let stored = meta
             .get(META_NODE_ID)?
             .map(|v| String::from_utf8_lossy(&v).into_owned());
+        if let Some(given) = node_id
+            && !is_valid_node_id(given)
+        {
+            return Err(StorageError::BadNodeId(given.to_owned()));
+        }
         let node_id = match (node_id, stored) {
             (Some(given), Some(stored)) if given != stored => {
                 tracing::warn!(old = %stored, new = %given, "node id changed by configuration");
@@ -98,22 +128,24 @@ impl Storage {
             }
         };
         db.flush()?;
-        let outbox_grew = Arc::new(Notify::new());
+        let progress = Arc::new(Progress::default());
         let writer = committer::start(
             db.clone(),
             meta.clone(),
             outbox.clone(),
             node_id.clone(),
-            outbox_grew.clone(),
+            progress.clone(),
         )?;
         Ok(Arc::new(Self {
+            quarantine: db.open_tree("quarantine")?,
+            replicated: db.open_tree("replicated")?,
             db,
             meta,
             outbox,
             node_id,
             epoch,
             writer,
-            outbox_grew,
+            progress,
         }))
     }
 
@@ -195,7 +227,8 @@ impl Storage {
     ) -> Result<Vec<(u64, IVec)>, StorageError> {
         let mut batch = Vec::new();
         let mut bytes = 0;
-        for item in self.outbox.iter() {
+        let durable = self.progress.durable_seq.load(Ordering::Acquire);
+        for item in self.outbox.range(..durable.to_be_bytes()) {
             let (key, value) = item?;
             let seq = u64_value(Some(key));
             if !batch.is_empty() && (batch.len() == max || bytes + value.len() > max_bytes) {
@@ -226,11 +259,60 @@ impl Storage {
 
     /// Resolves when records may have been added to the outbox.
     pub fn outbox_grew(&self) -> &Notify {
-        &self.outbox_grew
+        &self.progress.outbox_grew
+    }
+
+    /// Moves an outbox record the cloud will never accept (it answered 400
+    /// or 413 to it alone) out of the way, keeping it on disk.
+    pub fn quarantine(&self, seq: u64, reason: &str) -> Result<(), StorageError> {
+        use sled::Transactional;
+        let key = seq.to_be_bytes();
+        (&self.outbox, &self.quarantine)
+            .transaction(|(outbox, quarantine)| {
+                if let Some(record) = outbox.remove(&key)? {
+                    let mut kept = reason.as_bytes().to_vec();
+                    kept.push(b'\n');
+                    kept.extend_from_slice(&record);
+                    quarantine.insert(&key, kept)?;
+                }
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(e) => StorageError::Db(e),
+                sled::transaction::TransactionError::Abort(()) => unreachable!(),
+            })?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn quarantined(&self) -> usize {
+        self.quarantine.len()
     }
 
     /// Position in the cloud's change feed up to which this node has applied.
     pub fn pull_cursor(&self) -> Result<u64, StorageError> {
         Ok(u64_value(self.meta.get(META_PULL_CURSOR)?))
+    }
+
+    /// Id of the cloud database the pull cursor belongs to (0: none yet).
+    pub fn cloud_id(&self) -> Result<u64, StorageError> {
+        Ok(u64_value(self.meta.get(META_CLOUD_ID)?))
+    }
+
+    /// Stores ever declared replicated on this node.
+    pub fn replicated_stores(&self) -> Result<Vec<String>, StorageError> {
+        self.replicated
+            .iter()
+            .keys()
+            .map(|k| Ok(String::from_utf8_lossy(&k?).into_owned()))
+            .collect()
+    }
+
+    /// Remembers that `store` replicates, for good: a store whose writes
+    /// once left the node must keep shipping (and keep its tombstones),
+    /// even if the function that declared it goes away.
+    pub fn mark_replicated(&self, store: &str) -> Result<(), StorageError> {
+        self.replicated.insert(store, &[])?;
+        Ok(())
     }
 }

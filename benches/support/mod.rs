@@ -1,0 +1,58 @@
+//! Shared by the benchmarks: guest bytes and scratch folders.
+
+use std::path::PathBuf;
+
+/// A guest built by `cargo xtask guests`.
+pub fn guest(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/wasm32-wasip2/guest")
+        .join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; build the guests with `cargo xtask guests`",
+            path.display()
+        )
+    })
+}
+
+/// A fresh folder under the system temp dir.
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "outpost-bench-{tag}-{}-{}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Loads guest `guest_name` as function `name` on a fresh node database,
+/// the way `outpost serve` does: pooled engine, code cache, linker.
+pub fn load(
+    guest_name: &str,
+    name: &str,
+) -> (
+    std::sync::Arc<outpost::function::Function>,
+    std::sync::Arc<outpost::storage::Storage>,
+    outpost::engine::Allocator,
+) {
+    use std::sync::Arc;
+    let data = scratch_dir(name);
+    let config = outpost::config::ServeConfig::default();
+    let (engine, allocator) = outpost::engine::build(&config).expect("engine");
+    let cache = outpost::cache::CodeCache::open(&data, &engine).expect("cache");
+    let storage = outpost::storage::Storage::open(&data, Some("bench")).expect("storage");
+    let services = Arc::new(outpost::kv::KvServices {
+        storage: storage.clone(),
+        catalog: Arc::new(outpost::stores::Catalog::new(
+            Default::default(),
+            storage.clone(),
+        )),
+    });
+    let loader =
+        outpost::loader::Loader::new(engine, cache, services, Default::default()).expect("loader");
+    let function = loader
+        .load(name, &guest(guest_name), &Default::default())
+        .expect("load guest");
+    (Arc::new(function), storage, allocator)
+}
