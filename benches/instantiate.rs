@@ -12,6 +12,7 @@ mod support;
 
 fn bench(c: &mut Criterion) {
     let (hello, _storage, allocator) = support::load("hello", "hello");
+    let admission = support::admission();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -30,7 +31,7 @@ fn bench(c: &mut Criterion) {
                                 .map_err(|never| -> wasmtime_wasi_http::Error { match never {} }),
                         )
                         .unwrap();
-                    let response = outpost::invoke::invoke(hello.clone(), req).await;
+                    let response = outpost::invoke::invoke(hello.clone(), &admission, req).await;
                     assert_eq!(response.status(), 200);
                     response.into_body().collect().await.unwrap().to_bytes()
                 })

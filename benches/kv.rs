@@ -24,6 +24,9 @@ mod support;
 /// Requests in flight at once in the write benchmarks.
 const IN_FLIGHT: usize = 64;
 
+static ADMISSION: std::sync::LazyLock<outpost::invoke::Admission> =
+    std::sync::LazyLock::new(support::admission);
+
 async fn call(function: &Arc<Function>, path: &str) {
     let req = http::Request::builder()
         .method("POST")
@@ -33,7 +36,7 @@ async fn call(function: &Arc<Function>, path: &str) {
             Empty::<Bytes>::new().map_err(|never| -> wasmtime_wasi_http::Error { match never {} }),
         )
         .unwrap();
-    let response = outpost::invoke::invoke(function.clone(), req).await;
+    let response = outpost::invoke::invoke(function.clone(), &ADMISSION, req).await;
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert!(
         body.starts_with(b"{\"ok\""),

@@ -18,7 +18,14 @@ const GUEST_PROFILE: &str = "guest";
 /// Example functions: built by `serve` into `modules/`.
 const EXAMPLES: &[&str] = &["hello", "echo", "counter", "profile", "orders"];
 /// Test-only guests, built for `test` beside the examples.
-const TEST_GUESTS: &[&str] = &["stateful", "trap", "slow", "bad-import", "kvtest"];
+const TEST_GUESTS: &[&str] = &[
+    "stateful",
+    "trap",
+    "slow",
+    "bad-import",
+    "kvtest",
+    "hostile",
+];
 /// Pinned versions of the other toolchains the suite builds guests with.
 const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 const COMPONENTIZE_JS: &str = "@bytecodealliance/componentize-js@0.23.0";

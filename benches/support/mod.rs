@@ -15,6 +15,12 @@ pub fn guest(name: &str) -> Vec<u8> {
     })
 }
 
+/// Admission for in-process benchmarks: as many slots as the pool.
+pub fn admission() -> outpost::invoke::Admission {
+    let config = outpost::config::ServeConfig::default();
+    outpost::invoke::Admission::new(config.max_instances as usize, config.queue_timeout)
+}
+
 /// A fresh folder under the system temp dir.
 pub fn scratch_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
@@ -49,8 +55,14 @@ pub fn load(
             storage.clone(),
         )),
     });
-    let loader =
-        outpost::loader::Loader::new(engine, cache, services, Default::default()).expect("loader");
+    let loader = outpost::loader::Loader::new(
+        engine,
+        cache,
+        services,
+        Default::default(),
+        Default::default(),
+    )
+    .expect("loader");
     let function = loader
         .load(name, &guest(guest_name), &Default::default())
         .expect("load guest");

@@ -11,4 +11,4 @@ wasmtime::component::bindgen!({
     require_store_data_send: true,
 });
 
-pub use outpost::edge::{kv, queue};
+pub use self::outpost::edge::{kv, queue};

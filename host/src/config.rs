@@ -2,6 +2,7 @@
 //! `outpost.toml`, then `OUTPOST_*` environment variables, then defaults.
 
 use crate::kv::KvLimits;
+use crate::limits::{Limits, LimitsSection};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -76,6 +77,20 @@ pub struct ServeConfig {
     pub kv_limits: KvLimits,
     /// Shared stores declared by the host, by name.
     pub stores: BTreeMap<String, StoreDecl>,
+    /// Per-request limits every function gets (functions may only lower them).
+    pub limits: Limits,
+    /// Open client connections at most; more are closed on accept.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers; also how
+    /// long an idle keep-alive connection stays open.
+    pub header_read_timeout: Duration,
+    /// Largest request header section.
+    pub max_header_bytes: usize,
+    /// How long a request may wait for a free instance before 503.
+    pub queue_timeout: Duration,
+    /// Most bytes of records the outbox holds while the cloud is away;
+    /// beyond it, replicated writes and events are refused.
+    pub max_outbox_bytes: u64,
 }
 
 /// A shared store declared in `outpost.toml`.
@@ -111,6 +126,12 @@ impl Default for ServeConfig {
             ship_batch: 256,
             kv_limits: KvLimits::default(),
             stores: BTreeMap::new(),
+            limits: Limits::default(),
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            queue_timeout: Duration::from_millis(250),
+            max_outbox_bytes: crate::storage::DEFAULT_MAX_OUTBOX_BYTES,
         }
     }
 }
@@ -135,6 +156,13 @@ pub struct FileConfig {
     pub kv: KvFileConfig,
     #[serde(default)]
     pub stores: BTreeMap<String, StoreDecl>,
+    #[serde(default)]
+    pub limits: LimitsSection,
+    pub max_connections: Option<usize>,
+    pub header_read_timeout_ms: Option<u64>,
+    pub max_header_bytes: Option<usize>,
+    pub queue_timeout_ms: Option<u64>,
+    pub max_outbox_bytes: Option<u64>,
 }
 
 impl FileConfig {
@@ -293,6 +321,24 @@ impl ServeConfig {
                     .unwrap_or(d.kv_limits.max_value_bytes),
             },
             stores: validate_stores(file.stores)?,
+            limits: d.limits.with(&file.limits),
+            max_connections: pick(None, file.max_connections, env, "OUTPOST_MAX_CONNECTIONS")?
+                .unwrap_or(d.max_connections)
+                .max(1),
+            header_read_timeout: pick(
+                None,
+                file.header_read_timeout_ms,
+                env,
+                "OUTPOST_HEADER_READ_TIMEOUT_MS",
+            )?
+            .map_or(d.header_read_timeout, ms),
+            max_header_bytes: pick(None, file.max_header_bytes, env, "OUTPOST_MAX_HEADER_BYTES")?
+                .unwrap_or(d.max_header_bytes)
+                .max(8192),
+            queue_timeout: pick(None, file.queue_timeout_ms, env, "OUTPOST_QUEUE_TIMEOUT_MS")?
+                .map_or(d.queue_timeout, ms),
+            max_outbox_bytes: pick(None, file.max_outbox_bytes, env, "OUTPOST_MAX_OUTBOX_BYTES")?
+                .unwrap_or(d.max_outbox_bytes),
             node_id: match node_id {
                 Some(id) if !crate::storage::is_valid_node_id(&id) => {
                     return Err(ConfigError::Value {

@@ -160,10 +160,10 @@ impl Deployer {
         }
         let loaded = match current.as_ref().filter(|f| f.sha256 == sha256) {
             // Only the settings changed: same code, new policy.
-            Some(current) => Ok(current.with_settings(
-                settings.sha256.clone(),
-                self.loader.kv_policy(name, &settings),
-            )),
+            Some(current) => self
+                .loader
+                .policy(name, &settings)
+                .map(|policy| current.with_settings(settings.sha256.clone(), policy)),
             None => self.loader.load(name, &bytes, &settings),
         };
         match loaded {

@@ -3,6 +3,7 @@
 
 use crate::config::{AllocatorChoice, ServeConfig};
 use std::hash::{Hash, Hasher};
+use std::time::Duration;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// The allocator the engine ended up with.
@@ -21,6 +22,10 @@ impl Allocator {
     }
 }
 
+/// How often the epoch advances: the granularity of request deadlines, and
+/// how long a CPU-bound guest runs before it yields to other requests.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
 /// Settings shared by both allocators. Compiled code depends on these, so
 /// they must not differ between the two (the code cache is shared).
 fn base_config() -> Config {
@@ -29,10 +34,29 @@ fn base_config() -> Config {
     // Copy-on-write images make instantiation a few mmaps instead of copying
     // every data segment.
     config.memory_init_cow(true);
+    // Guests check the epoch in loops and calls: a spinning guest yields
+    // every tick and is cut off at its deadline.
+    config.epoch_interruption(true);
     config
 }
 
-fn pooling_config(max_instances: u32) -> PoolingAllocationConfig {
+/// Advances `engine`'s epoch every [`EPOCH_TICK`] on one thread for the
+/// whole process; the thread ends when the engine is dropped.
+pub fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("outpost-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("start the epoch thread");
+}
+
+fn pooling_config(max_instances: u32, max_memory_bytes: usize) -> PoolingAllocationConfig {
     let n = max_instances.max(1);
     let mut pool = PoolingAllocationConfig::new();
     // One slot per concurrent request. A component built from a language's
@@ -46,7 +70,8 @@ fn pooling_config(max_instances: u32) -> PoolingAllocationConfig {
         .total_core_instances(n.saturating_mul(16))
         .total_tables(n.saturating_mul(8))
         .max_memories_per_module(1)
-        .max_tables_per_module(4);
+        .max_tables_per_module(4)
+        .max_memory_size(max_memory_bytes);
     pool
 }
 
@@ -63,6 +88,7 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<(Engine, Allocator)> {
         let mut config = base_config();
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(
             cfg.max_instances,
+            cfg.limits.max_memory_bytes,
         )));
         Ok(Engine::new(&config)?)
     };
@@ -86,6 +112,7 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<(Engine, Allocator)> {
         max_instances = cfg.max_instances,
         "engine ready"
     );
+    start_epoch_ticker(&engine);
     Ok((engine, allocator))
 }
 

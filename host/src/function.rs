@@ -1,6 +1,8 @@
 //! A loaded, validated function version: what the router hands a request.
 
 use crate::kv::{KvPolicy, KvServices};
+use crate::limits::Limits;
+use crate::outbound::HostPattern;
 use crate::state::RequestState;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -22,6 +24,15 @@ impl Origin {
     }
 }
 
+/// What a function version may do, from its settings and the host's.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub kv: Arc<KvPolicy>,
+    pub limits: Limits,
+    /// Hosts outbound HTTP may reach; empty denies all.
+    pub allowed_hosts: Arc<[HostPattern]>,
+}
+
 /// One immutable version of a function. Requests hold an `Arc` to the
 /// version they started on, so a reload never disturbs them; the version is
 /// freed when its last request ends.
@@ -31,8 +42,8 @@ pub struct Function {
     pub sha256: String,
     /// Hex SHA-256 of the settings file (`NAME.toml`), or of nothing.
     pub settings_sha256: String,
-    /// What this version may do with KV, from its settings.
-    pub kv: Arc<KvPolicy>,
+    /// What this version's settings allow it.
+    pub policy: Policy,
     /// The node's database and store catalog, shared by every function.
     pub services: Arc<KvServices>,
     /// Linked and type-checked once per version; each request only
@@ -46,12 +57,12 @@ pub struct Function {
 
 impl Function {
     /// The same code under new settings: no recompile, no relink.
-    pub fn with_settings(&self, settings_sha256: String, kv: KvPolicy) -> Function {
+    pub fn with_settings(&self, settings_sha256: String, policy: Policy) -> Function {
         Function {
             name: self.name.clone(),
             sha256: self.sha256.clone(),
             settings_sha256,
-            kv: Arc::new(kv),
+            policy,
             services: self.services.clone(),
             pre: self.pre.clone(),
             origin: self.origin,

@@ -6,9 +6,18 @@
 //! stores = ["sessions"]              # shared stores this function may open
 //! replicated = ["default", "sessions"] # which of its stores replicate
 //! max-value-bytes = 65536            # tighter than the host's limit
+//!
+//! [http]
+//! allowed-hosts = ["api.example.com", "*.example.org:443"]
+//!
+//! [limits]                           # each may only be lower than the host's
+//! timeout-ms = 5000
+//! max-memory-bytes = 33554432
 //! ```
 
+use crate::limits::LimitsSection;
 use crate::names;
+use crate::outbound::HostPattern;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -16,6 +25,19 @@ use serde::Deserialize;
 pub struct FunctionConfig {
     #[serde(default)]
     pub kv: KvSection,
+    #[serde(default)]
+    pub http: HttpSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// `[http]`: outbound requests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HttpSection {
+    /// Hosts the function may call; none by default.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -40,6 +62,8 @@ pub enum FunctionConfigError {
     BadStoreName(String),
     #[error("replicated store {0:?} is neither \"default\" nor listed in [kv] stores")]
     NotGranted(String),
+    #[error("[http] allowed-hosts: {0}")]
+    BadHost(String),
     #[error("{key} = {value} is over the cap of {cap}")]
     OverCap {
         key: &'static str,
@@ -62,6 +86,9 @@ impl FunctionConfig {
                 return Err(FunctionConfigError::NotGranted(store.clone()));
             }
         }
+        for host in &config.http.allowed_hosts {
+            HostPattern::parse(host).map_err(FunctionConfigError::BadHost)?;
+        }
         check_cap(
             "max-value-bytes",
             config.kv.max_value_bytes,
@@ -73,6 +100,15 @@ impl FunctionConfig {
             crate::kv::MAX_KEY_BYTES_CAP,
         )?;
         Ok(config)
+    }
+
+    /// The parsed `[http] allowed-hosts` (validated by [`Self::parse`]).
+    pub fn allowed_hosts(&self) -> Vec<HostPattern> {
+        self.http
+            .allowed_hosts
+            .iter()
+            .filter_map(|h| HostPattern::parse(h).ok())
+            .collect()
     }
 }
 
@@ -134,5 +170,74 @@ mod tests {
             FunctionConfig::parse("[kv]\nmax-value-bytes = 99999999999"),
             Err(FunctionConfigError::OverCap { .. })
         ));
+        assert!(matches!(
+            FunctionConfig::parse("[http]\nallowed-hosts = [\"http://x\"]"),
+            Err(FunctionConfigError::BadHost(_))
+        ));
+        assert!(matches!(
+            FunctionConfig::parse("[limits]\ntimeout = 5"),
+            Err(FunctionConfigError::Parse(_))
+        ));
+    }
+}
+
+/// Fuzzing of the settings parser (proptest as the fuzzer, so it runs
+/// bounded in the normal test suite).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,400}") {
+            let _ = FunctionConfig::parse(&text);
+        }
+
+        #[test]
+        fn toml_shaped_text_never_panics(
+            lines in prop::collection::vec(
+                prop_oneof![
+                    Just("[kv]".to_string()),
+                    Just("[http]".to_string()),
+                    Just("[limits]".to_string()),
+                    "[a-z-]{1,20} = [0-9]{1,25}",
+                    "[a-z-]{1,20} = \"[^\"\\\\]{0,20}\"",
+                    "[a-z-]{1,20} = \\[(\"[a-z0-9*.:@-]{0,12}\", ?){0,3}\\]",
+                ],
+                0..12,
+            )
+        ) {
+            let text = lines.join("\n");
+            if let Ok(config) = FunctionConfig::parse(&text) {
+                // Whatever parses is valid by construction.
+                for store in &config.kv.stores {
+                    prop_assert!(is_shared_store_name(store));
+                }
+                prop_assert_eq!(config.allowed_hosts().len(), config.http.allowed_hosts.len());
+            }
+        }
+
+        #[test]
+        fn valid_settings_round_trip(
+            stores in prop::collection::btree_set("[a-z][a-z0-9_-]{0,10}", 0..4),
+            replicate_default in any::<bool>(),
+            max_value in prop::option::of(1usize..crate::kv::MAX_VALUE_BYTES_CAP),
+        ) {
+            let stores: Vec<_> = stores.into_iter().filter(|s| s != "default").collect();
+            let mut replicated: Vec<String> = stores.iter().take(1).cloned().collect();
+            if replicate_default {
+                replicated.push("default".into());
+            }
+            let quote = |v: &[String]| v.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
+            let mut text = format!("[kv]\nstores = [{}]\nreplicated = [{}]\n", quote(&stores), quote(&replicated));
+            if let Some(max) = max_value {
+                text.push_str(&format!("max-value-bytes = {max}\n"));
+            }
+            let config = FunctionConfig::parse(&text).unwrap();
+            prop_assert_eq!(config.kv.stores, stores);
+            prop_assert_eq!(config.kv.replicated, replicated);
+            prop_assert_eq!(config.kv.max_value_bytes, max_value);
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! A guest's response body, which also drives the guest's still-running
-//! `handle` call, so streaming needs no extra task per request.
+//! `handle` call, so streaming needs no extra task per request. It enforces
+//! the request deadline and the response size limit while it streams.
 
 use crate::reply::{self, BoxError};
 use bytes::Bytes;
@@ -7,10 +8,18 @@ use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use tokio::time::Sleep;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+/// How a guest's `handle` call ended.
+pub struct GuestOutcome {
+    pub result: wasmtime::Result<()>,
+    /// The guest asked for more memory than its limit allows.
+    pub memory_limit_hit: bool,
+}
+
 /// The rest of a guest's `handle` call: instantiate, run, drop the store.
-pub type GuestCall = Pin<Box<dyn Future<Output = wasmtime::Result<()>> + Send>>;
+pub type GuestCall = Pin<Box<dyn Future<Output = GuestOutcome> + Send>>;
 
 /// Streams what the guest writes while polling the guest itself.
 ///
@@ -23,15 +32,39 @@ pub struct GuestBody {
     /// `None` once the guest returned from `handle`.
     guest: Option<GuestCall>,
     function: Arc<str>,
+    /// The request's deadline; streaming stops when it fires.
+    deadline: Pin<Box<Sleep>>,
+    /// Bytes the body may still carry.
+    remaining: u64,
+    /// The size limit, for messages.
+    limit: u64,
 }
 
 impl GuestBody {
-    pub fn new(inner: HyperOutgoingBody, guest: Option<GuestCall>, function: Arc<str>) -> Self {
+    pub fn new(
+        inner: HyperOutgoingBody,
+        guest: Option<GuestCall>,
+        function: Arc<str>,
+        deadline: Pin<Box<Sleep>>,
+        limit: u64,
+    ) -> Self {
         Self {
             inner,
             guest,
             function,
+            deadline,
+            remaining: limit,
+            limit,
         }
+    }
+
+    /// Ends the body with an error (the client sees a cut-off response) and
+    /// logs why under a fresh error id.
+    fn abort(&mut self, code: &str, detail: &str) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let id = reply::error_id();
+        tracing::error!(function = %self.function, error_id = %id, code = %code, detail = %detail, "response cut off");
+        self.guest = None;
+        Poll::Ready(Some(Err(format!("{code} (error id {id})").into())))
     }
 }
 
@@ -45,37 +78,57 @@ impl Body for GuestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         if let Some(guest) = this.guest.as_mut()
-            && let Poll::Ready(result) = guest.as_mut().poll(cx)
+            && let Poll::Ready(outcome) = guest.as_mut().poll(cx)
         {
             this.guest = None;
-            if let Err(e) = result {
+            if let Err(e) = outcome.result {
                 // Headers are gone already; the honest signal left is to
                 // abort the body so the client sees an incomplete response.
-                let id = reply::error_id();
-                tracing::error!(function = %this.function, error_id = %id, detail = %reply::one_line(&format!("{e:?}")), "guest failed while streaming its response");
-                return Poll::Ready(Some(Err(format!(
-                    "guest failed mid-response (error id {id})"
-                )
-                .into())));
+                let code = if outcome.memory_limit_hit {
+                    "memory-limit"
+                } else {
+                    "guest-trap"
+                };
+                return this.abort(code, &reply::one_line(&format!("{e:?}")));
             }
         }
         match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+                if len > this.remaining {
+                    let detail = format!("body over the {}-byte limit", this.limit);
+                    return this.abort("response-too-large", &detail);
+                }
+                this.remaining -= len;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
             Poll::Ready(None) => {
                 if let Some(guest) = this.guest.take() {
                     // The body is complete but `handle` has not returned
-                    // (work after the response). Let it finish on its own
-                    // rather than cancel it; rare, so a task is fine here.
-                    let function = this.function.clone();
+                    // (work after the response). Let it finish on its own,
+                    // still under the deadline; rare, so a task is fine.
+                    let (function, deadline) = (this.function.clone(), this.deadline.deadline());
                     tokio::spawn(async move {
-                        if let Err(e) = guest.await {
-                            tracing::error!(function = %function, detail = %reply::one_line(&format!("{e:?}")), "guest failed after sending its response");
+                        match tokio::time::timeout_at(deadline, guest).await {
+                            Ok(GuestOutcome { result: Ok(()), .. }) => {}
+                            Ok(GuestOutcome { result: Err(e), .. }) => {
+                                tracing::error!(function = %function, detail = %reply::one_line(&format!("{e:?}")), "guest failed after sending its response");
+                            }
+                            Err(_) => {
+                                tracing::error!(function = %function, "guest still running at its deadline after sending its response; stopped");
+                            }
                         }
                     });
                 }
                 Poll::Ready(None)
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-            other => other.map_err(|e| -> BoxError { Box::new(e) }),
+            Poll::Pending => {
+                if this.deadline.as_mut().poll(cx).is_ready() {
+                    return this.abort("deadline", "request deadline reached while streaming");
+                }
+                Poll::Pending
+            }
         }
     }
 

@@ -1,8 +1,10 @@
 //! Runs one request in a brand-new instance of a function and turns the
-//! outcome into a response: the guest's, or a 5xx with an error id.
+//! outcome into a response: the guest's, or an error status with an id.
+//! Every per-request limit is enforced here or in [`GuestBody`].
 
 use crate::function::Function;
-use crate::guest_body::{GuestBody, GuestCall};
+use crate::guest_body::{GuestBody, GuestCall, GuestOutcome};
+use crate::limits::MeteredBody;
 use crate::reply::{self, OutBody};
 use crate::state::RequestState;
 use bytes::Bytes;
@@ -11,8 +13,11 @@ use http_body::Body;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::Poll;
-use tokio::sync::oneshot;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::time::Instant;
 use wasmtime::Store;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
@@ -20,10 +25,39 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 type GuestResponse = Result<Response<HyperOutgoingBody>, ErrorCode>;
 
-/// What settled first: the guest's response, or the guest's call.
+/// Admission control: at most as many requests run as there are instance
+/// slots; a request waits briefly for one, then gets 503.
+pub struct Admission {
+    slots: Arc<Semaphore>,
+    /// How long a request may wait for a slot.
+    queue_timeout: Duration,
+}
+
+impl Admission {
+    pub fn new(slots: usize, queue_timeout: Duration) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(slots)),
+            queue_timeout,
+        }
+    }
+
+    async fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        // The fast path takes no timer.
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
+    }
+}
+
+/// What settled first.
 enum First {
     Response(Result<GuestResponse, oneshot::error::RecvError>),
-    Returned(wasmtime::Result<()>),
+    Returned(GuestOutcome),
+    Deadline,
 }
 
 /// Serves `req` with a fresh instance of `function`.
@@ -31,17 +65,42 @@ enum First {
 /// No task is spawned: the guest call is polled here until it sets its
 /// response, then handed to the response body, which keeps polling it while
 /// the body streams.
-pub async fn invoke<B>(function: Arc<Function>, mut req: Request<B>) -> Response<OutBody>
+pub async fn invoke<B>(
+    function: Arc<Function>,
+    admission: &Admission,
+    mut req: Request<B>,
+) -> Response<OutBody>
 where
-    B: Body<Data = Bytes> + Send + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<wasmtime_wasi_http::Error>,
 {
+    let limits = function.policy.limits;
+    let deadline = Instant::now() + limits.timeout;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limits.max_request_body_bytes) {
+        return too_large(&function, declared);
+    }
+    let Some(permit) = admission.admit().await else {
+        return overloaded(&function, &"no free instance slot within the queue timeout");
+    };
     // HTTP/1.0 clients may omit Host; wasi:http requires an authority.
     if req.uri().authority().is_none() && !req.headers().contains_key(header::HOST) {
         req.headers_mut()
             .insert(header::HOST, HeaderValue::from_static("localhost"));
     }
+    let (parts, body) = req.into_parts();
+    let (body, body_exceeded) = MeteredBody::new(body, limits.max_request_body_bytes);
+    let req = Request::from_parts(parts, body);
+
     let mut store = Store::new(function.pre.engine(), RequestState::new(&function));
+    store.limiter(|state| &mut state.memory);
+    // Check in at every epoch tick: yield to other requests, and let the
+    // deadline below cut off a guest that never returns.
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_async_yield_and_update(1);
     let (sender, mut receiver) = oneshot::channel();
     let resources = {
         let mut http = store.data_mut().http();
@@ -63,13 +122,23 @@ where
 
     let pre = function.pre.clone();
     let mut guest: GuestCall = Box::pin(async move {
-        let proxy = pre.instantiate_async(&mut store).await?;
-        proxy
-            .wasi_http_incoming_handler()
-            .call_handle(&mut store, guest_req, outparam)
-            .await
-        // `store` drops here: the instance's pool slot is free again.
+        let _slot = permit;
+        let result = match pre.instantiate_async(&mut store).await {
+            Ok(proxy) => {
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, guest_req, outparam)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        GuestOutcome {
+            result,
+            memory_limit_hit: store.data().memory.hit,
+        }
+        // `store` drops here and `_slot` with it: the instance slot is free.
     });
+    let mut timer = Box::pin(tokio::time::sleep_until(deadline));
 
     let first = poll_fn(|cx| {
         if let Poll::Ready(r) = Pin::new(&mut receiver).poll(cx) {
@@ -78,69 +147,97 @@ where
         if let Poll::Ready(r) = guest.as_mut().poll(cx) {
             return Poll::Ready(First::Returned(r));
         }
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(First::Deadline);
+        }
         Poll::Pending
     })
     .await;
 
-    match first {
-        First::Response(Ok(Ok(response))) => {
-            let name = function.name.clone();
-            response.map(|body| OutBody::Guest(GuestBody::new(body, Some(guest), name)))
-        }
-        First::Response(Ok(Err(code))) => fail(
-            &function,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "guest-error",
-            "the function answered with an error",
-            &format!("guest set an error response: {code:?}"),
-        ),
+    let over_body_limit = || body_exceeded.load(Ordering::Acquire);
+    let response = match first {
+        // The guest read past the body limit: whatever it made of that, the
+        // client's request was too large.
+        _ if over_body_limit() => return too_large(&function, None),
+        First::Response(Ok(Ok(response))) => response,
+        First::Response(Ok(Err(code))) => return guest_error(&function, code),
         // The outparam was dropped unset; the call's result says why.
-        First::Response(Err(_)) => guest_returned(&function, guest.await, None),
-        First::Returned(result) => guest_returned(&function, result, receiver.try_recv().ok()),
+        First::Response(Err(_)) => {
+            let outcome = tokio::select! {
+                outcome = guest.as_mut() => outcome,
+                () = timer.as_mut() => return deadline_exceeded(&function),
+            };
+            return guest_failed(&function, outcome, over_body_limit());
+        }
+        First::Returned(outcome) => match receiver.try_recv() {
+            Ok(Ok(response)) if outcome.result.is_ok() => {
+                return respond(&function, response, None, timer);
+            }
+            Ok(Err(code)) if outcome.result.is_ok() => return guest_error(&function, code),
+            _ => return guest_failed(&function, outcome, over_body_limit()),
+        },
+        First::Deadline => return deadline_exceeded(&function),
+    };
+    respond(&function, response, Some(guest), timer)
+}
+
+/// Hands the guest's response to the client, its body still driving the
+/// guest (if it is still running) under the deadline and size limit.
+fn respond(
+    function: &Function,
+    response: Response<HyperOutgoingBody>,
+    guest: Option<GuestCall>,
+    timer: Pin<Box<tokio::time::Sleep>>,
+) -> Response<OutBody> {
+    let limit = function.policy.limits.max_response_body_bytes;
+    let declared = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return fail(
+            function,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "response-too-large",
+            "the function's response is over the size limit",
+            &format!("content-length {declared:?} over the {limit}-byte limit"),
+        );
     }
+    let name = function.name.clone();
+    response.map(|body| OutBody::Guest(GuestBody::new(body, guest, name, timer, limit)))
 }
 
 /// The guest's call ended before (or without) handing over a response.
-fn guest_returned(
+fn guest_failed(
     function: &Function,
-    result: wasmtime::Result<()>,
-    response: Option<GuestResponse>,
+    outcome: GuestOutcome,
+    over_body_limit: bool,
 ) -> Response<OutBody> {
-    match (result, response) {
-        (Ok(()), Some(Ok(response))) => {
-            response.map(|body| OutBody::Guest(GuestBody::new(body, None, function.name.clone())))
-        }
-        (Ok(()), Some(Err(code))) => fail(
-            function,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "guest-error",
-            "the function answered with an error",
-            &format!("guest set an error response: {code:?}"),
-        ),
-        (Ok(()), None) => fail(
+    if over_body_limit {
+        return too_large(function, None);
+    }
+    match outcome.result {
+        Ok(()) => fail(
             function,
             StatusCode::INTERNAL_SERVER_ERROR,
             "no-response",
             "the function returned without sending a response",
-            &"handler returned without calling response-outparam.set" as &dyn std::fmt::Debug,
+            &"handler returned without calling response-outparam.set",
         ),
-        (Err(e), _)
+        Err(e)
             if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
                 .is_some() =>
         {
-            let mut response = fail(
-                function,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "overloaded",
-                "too many requests in flight; retry shortly",
-                &e,
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            response
+            overloaded(function, &e)
         }
-        (Err(e), _) => fail(
+        Err(e) if outcome.memory_limit_hit => fail(
+            function,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "memory-limit",
+            "the function ran out of memory (it is over its memory limit)",
+            &e,
+        ),
+        Err(e) => fail(
             function,
             StatusCode::INTERNAL_SERVER_ERROR,
             "guest-trap",
@@ -148,6 +245,55 @@ fn guest_returned(
             &e,
         ),
     }
+}
+
+fn guest_error(function: &Function, code: ErrorCode) -> Response<OutBody> {
+    fail(
+        function,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "guest-error",
+        "the function answered with an error",
+        &format!("guest set an error response: {code:?}"),
+    )
+}
+
+fn too_large(function: &Function, declared: Option<u64>) -> Response<OutBody> {
+    let limit = function.policy.limits.max_request_body_bytes;
+    fail(
+        function,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body-too-large",
+        &format!("request bodies are limited to {limit} bytes"),
+        &format!("request body over the limit (content-length {declared:?})"),
+    )
+}
+
+fn overloaded(function: &Function, detail: &dyn std::fmt::Debug) -> Response<OutBody> {
+    let mut response = fail(
+        function,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        "too many requests in flight; retry shortly",
+        detail,
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+fn deadline_exceeded(function: &Function) -> Response<OutBody> {
+    let timeout = function.policy.limits.timeout;
+    fail(
+        function,
+        StatusCode::GATEWAY_TIMEOUT,
+        "deadline",
+        &format!(
+            "the function did not answer within {} ms",
+            timeout.as_millis()
+        ),
+        &"request deadline reached; the instance was stopped",
+    )
 }
 
 /// Logs `detail` under a new error id and answers with that id.

@@ -163,6 +163,7 @@ impl KvView<'_> {
         match self.ctx.services.storage.write(op).await {
             Ok(Written::Rejected(Rejection::Conflict)) => Err(Error::Conflict),
             Ok(Written::Rejected(Rejection::NotANumber)) => Err(Error::NotANumber),
+            Ok(Written::Rejected(Rejection::OutboxFull)) => Err(Error::OutboxFull),
             Ok(written) => Ok(written),
             Err(e) => Err(self.io(e)),
         }

@@ -13,10 +13,12 @@ pub mod guest_body;
 pub mod guest_log;
 pub mod invoke;
 pub mod kv;
+pub mod limits;
 pub mod linker;
 pub mod loader;
 pub mod modules;
 pub mod names;
+pub mod outbound;
 pub mod queue;
 pub mod registry;
 pub mod replication;
@@ -44,8 +46,12 @@ pub async fn serve(
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let cache = cache::CodeCache::open(&config.data_dir, &engine)
         .with_context(|| format!("cannot open code cache in {}", config.data_dir.display()))?;
-    let storage = storage::Storage::open(&config.data_dir, config.node_id.as_deref())
-        .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
+    let storage = storage::Storage::open_with_limit(
+        &config.data_dir,
+        config.node_id.as_deref(),
+        config.max_outbox_bytes,
+    )
+    .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
     let catalog = Arc::new(stores::Catalog::new(
         config
             .stores
@@ -64,6 +70,7 @@ pub async fn serve(
         cache,
         services,
         config.kv_limits,
+        config.limits,
     )?);
     let registry = Arc::new(registry::Registry::default());
     let modules = modules::ModulesDir::open(&config.modules_dir).with_context(|| {
@@ -118,12 +125,20 @@ pub async fn serve(
         "ready"
     );
     tracing::info!(addr = %local, "listening on http://{local}");
-    server::run(
-        listener,
-        server::Edge { registry },
-        shutdown,
-        config.shutdown_grace,
-    )
-    .await;
+    let edge = server::Edge {
+        registry,
+        storage: storage.clone(),
+        admission: Arc::new(invoke::Admission::new(
+            config.max_instances as usize,
+            config.queue_timeout,
+        )),
+    };
+    let limits = server::ConnectionLimits {
+        max_connections: config.max_connections,
+        header_read_timeout: config.header_read_timeout,
+        max_header_bytes: config.max_header_bytes,
+        grace: config.shutdown_grace,
+    };
+    server::run(listener, edge, shutdown, limits).await;
     Ok(())
 }

@@ -2,9 +2,10 @@
 //! compile, then validate against the host's linker.
 
 use crate::cache::CodeCache;
-use crate::function::{Function, Origin};
+use crate::function::{Function, Origin, Policy};
 use crate::function_config::FunctionConfig;
 use crate::kv::{KvLimits, KvPolicy, KvServices};
+use crate::limits::Limits;
 use crate::state::RequestState;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub enum LoadError {
     UnknownImport(String),
     #[error("does not export wasi:http/incoming-handler@0.2.x: {0}")]
     NoHandler(String),
+    #[error(transparent)]
+    Limits(#[from] crate::limits::AboveHostLimit),
 }
 
 /// Everything needed to load modules; shared by the initial scan and the
@@ -42,6 +45,8 @@ pub struct Loader {
     services: Arc<KvServices>,
     /// Host-wide KV limits; a function's settings may override them.
     kv_limits: KvLimits,
+    /// Host-wide request limits; a function's settings may only lower them.
+    limits: Limits,
 }
 
 /// A function's parsed settings file and its hash.
@@ -79,6 +84,7 @@ impl Loader {
         cache: CodeCache,
         services: Arc<KvServices>,
         kv_limits: KvLimits,
+        limits: Limits,
     ) -> anyhow::Result<Self> {
         let linker = Arc::new(crate::linker::build(&engine)?);
         Ok(Self {
@@ -87,12 +93,17 @@ impl Loader {
             cache,
             services,
             kv_limits,
+            limits,
         })
     }
 
-    /// The KV policy `settings` give function `name`.
-    pub fn kv_policy(&self, name: &str, settings: &Settings) -> KvPolicy {
-        KvPolicy::new(name, &settings.config.kv, self.kv_limits)
+    /// What `settings` allow function `name`, within the host's limits.
+    pub fn policy(&self, name: &str, settings: &Settings) -> Result<Policy, LoadError> {
+        Ok(Policy {
+            kv: Arc::new(KvPolicy::new(name, &settings.config.kv, self.kv_limits)),
+            limits: self.limits.narrowed(&settings.config.limits)?,
+            allowed_hosts: settings.config.allowed_hosts().into(),
+        })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -108,6 +119,7 @@ impl Loader {
         settings: &Settings,
     ) -> Result<Function, LoadError> {
         let started = Instant::now();
+        let policy = self.policy(name, settings)?;
         check_header(bytes)?;
         let sha256 = sha256_hex(bytes);
         let (component, origin) = match self.cache.get(&self.engine, &sha256) {
@@ -139,7 +151,7 @@ impl Loader {
             name: Arc::from(name),
             sha256,
             settings_sha256: settings.sha256.clone(),
-            kv: Arc::new(self.kv_policy(name, settings)),
+            policy,
             services: self.services.clone(),
             pre,
             origin,

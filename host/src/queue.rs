@@ -5,7 +5,7 @@
 use crate::bindings::queue::{self, Error};
 use crate::kv::KvCtx;
 use crate::state::RequestState;
-use crate::storage::{StorageError, WriteOp, Written};
+use crate::storage::{Rejection, StorageError, WriteOp, Written};
 use wasmtime::component::{HasData, Linker};
 
 /// Longest topic name.
@@ -75,6 +75,7 @@ impl queue::Host for QueueView<'_> {
         };
         Ok(match self.ctx.services.storage.write(op).await {
             Ok(Written::Id(id)) => Ok(id),
+            Ok(Written::Rejected(Rejection::OutboxFull)) => Err(Error::OutboxFull),
             Ok(other) => unreachable!("enqueue answered {other:?}"),
             Err(e) => Err(self.io(e)),
         })

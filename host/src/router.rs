@@ -63,3 +63,37 @@ mod tests {
         assert_eq!(route("/_outpost/functions"), Route::Reserved);
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_path_routes_without_panicking_and_never_shadows_the_host(path in ".{0,200}") {
+            match route(&path) {
+                Route::Function(name) => {
+                    prop_assert!(names::is_valid(name));
+                    prop_assert!(!path.starts_with(RESERVED_PREFIX));
+                    let first = path.trim_start_matches('/').split('/').next().unwrap();
+                    prop_assert_eq!(name, first);
+                }
+                Route::Health => prop_assert_eq!(path.as_str(), "/_outpost/health"),
+                Route::Reserved => prop_assert!(path.starts_with(RESERVED_PREFIX)),
+                Route::NoFunction => {}
+            }
+        }
+
+        #[test]
+        fn every_valid_name_routes_to_itself(
+            name in "[a-z0-9][a-z0-9_-]{0,40}",
+            rest in "(/[a-zA-Z0-9._~%-]{0,10}){0,4}",
+            query in "(\\?[a-z=&0-9]{0,20})?",
+        ) {
+            let path = format!("/{name}{rest}{query}");
+            let path_only = path.split('?').next().unwrap();
+            prop_assert_eq!(route(path_only), Route::Function(&name));
+        }
+    }
+}

@@ -1,10 +1,11 @@
 //! The HTTP listener (accept, HTTP/1 and HTTP/2 with keep-alive, graceful
 //! drain on shutdown) and the edge's routing of each request.
 
-use crate::invoke;
+use crate::invoke::{self, Admission};
 use crate::registry::Registry;
 use crate::reply::{self, OutBody};
 use crate::router::{self, Route};
+use crate::storage::Storage;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -15,19 +16,44 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+/// Limits on clients, enforced before any request reaches a handler.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Open connections at most; more are closed as soon as accepted.
+    pub max_connections: usize,
+    /// Time to send a request's headers; also the idle keep-alive timeout.
+    pub header_read_timeout: Duration,
+    /// Largest header section: HTTP/1 reads headers into a buffer of this
+    /// size and answers 431 when they do not fit.
+    pub max_header_bytes: usize,
+    /// Time in-flight requests get after shutdown starts.
+    pub grace: Duration,
+}
+
 /// Accepts connections on `listener` and answers each request with
 /// `handler` until `shutdown` resolves, then stops accepting and gives
-/// in-flight requests up to `grace` to finish. Used by both `serve` (edge)
-/// and `cloud`.
+/// in-flight requests up to `limits.grace` to finish. Used by both `serve`
+/// (edge) and `cloud`.
 pub async fn run(
     listener: TcpListener,
     handler: impl Handler,
     shutdown: impl Future<Output = ()>,
-    grace: Duration,
+    limits: ConnectionLimits,
 ) {
+    let grace = limits.grace;
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let mut refused = 0u64;
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -44,18 +70,40 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
+        let Ok(slot) = connections.clone().try_acquire_owned() else {
+            // At the limit: close at once rather than queue unbounded
+            // sockets. Logged once per thousand to keep the log usable.
+            if refused.is_multiple_of(1000) {
+                tracing::warn!(peer = %peer, max = limits.max_connections, refused = refused + 1, "connection limit reached; closing new connections");
+            }
+            refused += 1;
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let service = hyper::service::service_fn(move |req| {
             let response = handler.call(req);
             async move { Ok::<_, Infallible>(response.await) }
         });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let first_byte_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let _slot = slot;
+            // hyper's header timeout starts once it knows the protocol,
+            // which takes a first byte: a client that never sends one is
+            // closed here instead of holding its slot forever.
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(first_byte_timeout, stream.peek(&mut first)).await,
+                Ok(Ok(1))
+            ) {
+                tracing::debug!(peer = %peer, "closed a connection that sent nothing");
+                return;
+            }
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
             }
         });
@@ -84,6 +132,9 @@ pub trait Handler: Clone + Send + Sync + 'static {
 #[derive(Clone)]
 pub struct Edge {
     pub registry: Arc<Registry>,
+    pub admission: Arc<Admission>,
+    /// For the health report (outbox backlog).
+    pub storage: Arc<Storage>,
 }
 
 impl Handler for Edge {
@@ -91,25 +142,36 @@ impl Handler for Edge {
         &self,
         req: Request<Incoming>,
     ) -> impl Future<Output = Response<OutBody>> + Send + 'static + use<> {
-        let registry = self.registry.clone();
-        async move { handle(&registry, req).await }
+        let edge = self.clone();
+        async move { handle(&edge, req).await }
     }
 }
 
 /// Routes one request.
-pub async fn handle(registry: &Registry, req: Request<Incoming>) -> Response<OutBody> {
+pub async fn handle(edge: &Edge, req: Request<Incoming>) -> Response<OutBody> {
+    let registry = &edge.registry;
     match router::route(req.uri().path()) {
         Route::Function(name) => match registry.get(name) {
-            Some(function) => invoke::invoke(function, req).await,
+            Some(function) => invoke::invoke(function, &edge.admission, req).await,
             None => {
                 let message = format!("no function named '{name}' is deployed");
                 not_found(&message)
             }
         },
         Route::Health if req.method() == Method::GET || req.method() == Method::HEAD => {
+            let storage = &edge.storage;
             reply::json(
                 StatusCode::OK,
-                serde_json::json!({ "status": "ok", "functions": registry.len() }),
+                serde_json::json!({
+                    "status": "ok",
+                    "functions": registry.len(),
+                    "node": storage.node_id(),
+                    "outbox": {
+                        "records": storage.outbox_len(),
+                        "bytes": storage.outbox_bytes(),
+                        "quarantined": storage.quarantined(),
+                    },
+                }),
             )
         }
         Route::Health => {

@@ -1,12 +1,56 @@
 //! What a `Store` holds for one request: WASI and wasi:http contexts, the
-//! resource table, and the host's wasi:http policy hooks.
+//! resource table, the outbound HTTP policy, KV context and memory limiter.
 
 use crate::function::Function;
 use crate::guest_log::{self, GuestLog};
 use crate::kv::KvCtx;
+use crate::outbound::Outbound;
+use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// Most elements a table may grow to; far above what real guests use.
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+/// Caps linear memory at the function's limit, and remembers whether the
+/// guest ran into it, so a failure can be reported as a memory limit.
+pub struct MemoryLimiter {
+    max_bytes: usize,
+    /// The guest asked for more memory than it may have.
+    pub hit: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Refuse like a full machine would (`memory.grow` returns -1), so a
+        // guest that handles allocation failure still can.
+        if desired > self.max_bytes {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.hit = true;
+        Ok(())
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
 
 /// Store data for one request; created fresh per request and dropped with
 /// the instance, so nothing survives from one request to the next.
@@ -14,8 +58,9 @@ pub struct RequestState {
     table: ResourceTable,
     wasi: WasiCtx,
     http: WasiHttpCtx,
-    hooks: OutboundPolicy,
+    outbound: Outbound,
     kv: KvCtx,
+    pub memory: MemoryLimiter,
 }
 
 impl RequestState {
@@ -28,9 +73,17 @@ impl RequestState {
             table: ResourceTable::new(),
             wasi,
             http: WasiHttpCtx::new(),
-            hooks: OutboundPolicy,
+            outbound: Outbound {
+                function: function.name.clone(),
+                allowed: function.policy.allowed_hosts.clone(),
+                remaining: function.policy.limits.max_outbound_requests,
+            },
+            memory: MemoryLimiter {
+                max_bytes: function.policy.limits.max_memory_bytes,
+                hit: false,
+            },
             kv: KvCtx {
-                policy: function.kv.clone(),
+                policy: function.policy.kv.clone(),
                 services: function.services.clone(),
                 function: function.name.clone(),
             },
@@ -57,33 +110,7 @@ impl WasiHttpView for RequestState {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: &mut self.hooks,
+            hooks: &mut self.outbound,
         }
-    }
-}
-
-/// Outbound `wasi:http/outgoing-handler` policy: deny by default. Per-function
-/// allow lists come with function configuration.
-struct OutboundPolicy;
-
-impl WasiHttpHooks for OutboundPolicy {
-    fn send_request(
-        &mut self,
-        request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (
-                        http::Response<wasmtime_wasi_http::WasiBody>,
-                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                    ),
-                    wasmtime_wasi_http::Error,
-                >,
-            > + Send,
-    > {
-        tracing::warn!(uri = %request.uri(), "outbound HTTP denied: no hosts are allowed");
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }

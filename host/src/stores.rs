@@ -47,7 +47,7 @@ impl Catalog {
     pub fn rebuild<'a>(&self, functions: impl Iterator<Item = &'a Arc<Function>>) {
         let mut sticky = self.sticky.lock().unwrap_or_else(|p| p.into_inner());
         for function in functions {
-            for store in &function.kv.replicated {
+            for store in &function.policy.kv.replicated {
                 if sticky.insert(store.clone()) {
                     if let Err(e) = self.storage.mark_replicated(store) {
                         tracing::error!(store = %store, error = %e, "cannot record that a store replicates");

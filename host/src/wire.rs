@@ -217,3 +217,74 @@ mod tests {
         assert!(v(1, "b") > v(1, "a"));
     }
 }
+
+/// Fuzzing of the cloud's batch decoder (proptest as the fuzzer, so it
+/// runs bounded in the normal test suite).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn version() -> impl Strategy<Value = Version> {
+        (any::<u64>(), "[a-z0-9.-]{1,16}").prop_map(|(hlc, node)| Version { hlc, node })
+    }
+
+    fn record() -> impl Strategy<Value = Record> {
+        prop_oneof![
+            (
+                "@?[a-z]{1,8}",
+                "\\PC{0,16}",
+                prop::option::of(prop::collection::vec(any::<u8>(), 0..64)),
+                version(),
+                prop::option::of(version()),
+            )
+                .prop_map(|(store, key, value, version, seen)| Record::Kv {
+                    store,
+                    key,
+                    value,
+                    version,
+                    seen,
+                }),
+            (
+                "[a-z.]{1,8}",
+                prop::collection::vec(any::<u8>(), 0..64),
+                prop::option::of("\\PC{1,16}"),
+                any::<u64>(),
+            )
+                .prop_map(|(topic, payload, idempotency_key, hlc)| Record::Event {
+                    topic,
+                    payload,
+                    idempotency_key,
+                    hlc,
+                }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_the_decoder(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = serde_json::from_slice::<Batch>(&bytes);
+        }
+
+        #[test]
+        fn mangled_batches_never_panic_the_decoder(
+            entries in prop::collection::vec((any::<u64>(), record()), 0..6),
+            cut in any::<prop::sample::Index>(),
+            flip in any::<prop::sample::Index>(),
+        ) {
+            let batch = Batch {
+                node: "n".into(),
+                epoch: 1,
+                entries: entries.into_iter().map(|(seq, record)| Entry { seq, record }).collect(),
+            };
+            let mut json = serde_json::to_vec(&batch).unwrap();
+            let decoded: Batch = serde_json::from_slice(&json).unwrap();
+            prop_assert_eq!(decoded.entries, batch.entries);
+            let i = flip.index(json.len());
+            json[i] ^= 0x20;
+            let _ = serde_json::from_slice::<Batch>(&json);
+            json.truncate(cut.index(json.len()));
+            let _ = serde_json::from_slice::<Batch>(&json);
+        }
+    }
+}

@@ -148,6 +148,21 @@ pub fn prepare(functions: &[(&str, &str)]) -> Arc<tempfile::TempDir> {
     dir
 }
 
+/// Writes the host config, `outpost.toml`, in the node's working folder.
+pub fn write_host_config(dir: &tempfile::TempDir, toml: &str) {
+    std::fs::write(dir.path().join("outpost.toml"), toml).unwrap();
+}
+
+/// Resident memory of process `pid`, in bytes (from /proc).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
 /// A child process whose stdout and stderr are captured line by line.
 pub struct Process {
     child: Child,
@@ -226,6 +241,10 @@ impl Process {
     /// Number of log lines so far: a marker for [`Process::wait_log_after`].
     pub fn log_len(&self) -> usize {
         self.log.lines.lock().unwrap().len()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends SIGTERM.

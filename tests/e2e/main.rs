@@ -6,8 +6,14 @@ mod harness;
 
 mod examples;
 mod failures;
+mod hostile_clients;
+mod hostile_files;
+mod hostile_guests;
+mod isolation;
 mod kv;
 mod lifecycle;
+mod mixed;
+mod outbound;
 mod reload;
 mod replication;
 mod routing;

@@ -76,6 +76,12 @@ pub async fn serve(config: CloudConfig, shutdown: impl Future<Output = ()>) -> a
         store,
         token: Arc::from(token),
     };
-    crate::server::run(listener, handler, shutdown, Duration::from_secs(10)).await;
+    let limits = crate::server::ConnectionLimits {
+        max_connections: 10_000,
+        header_read_timeout: Duration::from_secs(30),
+        max_header_bytes: 64 * 1024,
+        grace: Duration::from_secs(10),
+    };
+    crate::server::run(listener, handler, shutdown, limits).await;
     Ok(())
 }

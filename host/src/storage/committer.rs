@@ -31,6 +31,9 @@ pub struct Progress {
     /// shipper never reads past it: a record the cloud has seen must
     /// survive any crash, or its sequence number could be reused.
     pub durable_seq: AtomicU64,
+    /// Bytes of records in the outbox (approximate between a crash and the
+    /// next start, when it is recounted).
+    pub outbox_bytes: AtomicU64,
 }
 
 /// Most writes applied under one flush.
@@ -96,6 +99,8 @@ pub enum Rejection {
     Conflict,
     /// `Increment` found a non-integer, or would overflow.
     NotANumber,
+    /// A replicated write or an event would take the outbox over its limit.
+    OutboxFull,
 }
 
 struct Job {
@@ -131,6 +136,10 @@ struct Committer {
     /// Set when a flush failed: the disk can no longer be trusted, so every
     /// later write is refused rather than acknowledged.
     poisoned: Option<String>,
+    /// Most bytes of records the outbox may hold.
+    max_outbox_bytes: u64,
+    /// Writes refused for a full outbox, for throttled reporting.
+    outbox_full_refusals: u64,
 }
 
 pub fn start(
@@ -139,6 +148,7 @@ pub fn start(
     outbox: Tree,
     node_id: String,
     progress: Arc<Progress>,
+    max_outbox_bytes: u64,
 ) -> Result<Handle, StorageError> {
     let idempotency = db.open_tree("idempotency")?;
     // Never reuse a sequence number, even if the counter in meta were lost.
@@ -161,6 +171,8 @@ pub fn start(
         next_seq,
         progress,
         poisoned: None,
+        max_outbox_bytes,
+        outbox_full_refusals: 0,
     };
     let (jobs, queue) = mpsc::channel::<Job>();
     std::thread::Builder::new()
@@ -215,7 +227,16 @@ impl Committer {
                 continue;
             }
             let seq_before = self.next_seq;
-            let results: Vec<_> = group.iter().map(|job| self.apply(&job.op)).collect();
+            let results: Vec<_> = group
+                .iter()
+                .map(|job| {
+                    let result = self.apply(&job.op);
+                    if matches!(result, Ok(Written::Rejected(Rejection::OutboxFull))) {
+                        self.report_full_outbox();
+                    }
+                    result
+                })
+                .collect();
             // One fsync for the whole group; nobody hears "done" before it.
             match self.db.flush() {
                 Ok(_) => {
@@ -314,6 +335,33 @@ impl Committer {
         }
     }
 
+    /// Says (once per thousand refusals) that the outbox is full.
+    fn report_full_outbox(&mut self) {
+        if self.outbox_full_refusals.is_multiple_of(1000) {
+            tracing::warn!(
+                used = self.progress.outbox_bytes.load(Ordering::Acquire),
+                max = self.max_outbox_bytes,
+                refused = self.outbox_full_refusals + 1,
+                "the outbox is full: replicated writes and events are refused until it drains"
+            );
+        }
+        self.outbox_full_refusals += 1;
+    }
+
+    /// Bytes the outbox may still take.
+    fn outbox_room(&self) -> u64 {
+        let used = self.progress.outbox_bytes.load(Ordering::Acquire);
+        let room = self.max_outbox_bytes.saturating_sub(used);
+        if room == 0 {
+            tracing::warn!(
+                used,
+                max = self.max_outbox_bytes,
+                "the outbox is full: replicated writes and events are refused until it drains"
+            );
+        }
+        room
+    }
+
     /// Reads `key`'s live value, asks `decide` what to do (`None`: nothing;
     /// `Some(None)`: delete; `Some(Some(v))`: set), and commits the result
     /// together with its outbox record, in one transaction.
@@ -330,8 +378,9 @@ impl Committer {
             node: self.node_id.clone(),
         };
         let seq = self.next_seq;
+        let room = self.outbox_room();
         let outcome = (&tree, &self.outbox, &self.meta).transaction(
-            |(tree, outbox, meta)| -> TxResult<Option<Option<Vec<u8>>>> {
+            |(tree, outbox, meta)| -> TxResult<Option<(Option<Vec<u8>>, u64)>> {
                 let current = match tree.get(key)? {
                     Some(bytes) => Some(envelope::decode(&bytes).ok_or_else(|| {
                         ConflictableTransactionError::Storage(sled::Error::Unsupported(format!(
@@ -343,6 +392,7 @@ impl Committer {
                 let live = current.as_ref().and_then(|c| c.value.as_deref());
                 let new = decide(live).map_err(ConflictableTransactionError::Abort)?;
                 let Some(new) = new else { return Ok(None) };
+                let mut record_bytes = 0;
                 if replicated {
                     tree.insert(key, envelope::encode(&version, new.as_deref()))?;
                     let record = Record::Kv {
@@ -353,6 +403,10 @@ impl Committer {
                         seen: current.map(|c: Stored| c.version),
                     };
                     let json = serde_json::to_vec(&record).expect("records serialize");
+                    record_bytes = json.len() as u64;
+                    if record_bytes > room {
+                        return Err(ConflictableTransactionError::Abort(Rejection::OutboxFull));
+                    }
                     outbox.insert(&be(seq), json)?;
                     meta.insert(META_NEXT_SEQ, &be(seq + 1))?;
                 } else {
@@ -362,13 +416,16 @@ impl Committer {
                     };
                 }
                 meta.insert(META_HLC, &be(version.hlc))?;
-                Ok(Some(new))
+                Ok(Some((new, record_bytes)))
             },
         );
         match outcome {
-            Ok(Some(new)) => {
+            Ok(Some((new, record_bytes))) => {
                 if replicated {
                     self.next_seq += 1;
+                    self.progress
+                        .outbox_bytes
+                        .fetch_add(record_bytes, Ordering::AcqRel);
                 }
                 Ok(Applied::Wrote(new))
             }
@@ -394,6 +451,7 @@ impl Committer {
             hlc,
         };
         let json = serde_json::to_vec(&record).expect("records serialize");
+        let room = self.outbox_room();
         let outcome = (&self.outbox, &self.meta, &self.idempotency).transaction(
             |(outbox, meta, idempotency)| -> TxResult<u64> {
                 if let Some(dedup_key) = &dedup_key {
@@ -401,6 +459,9 @@ impl Committer {
                         return Ok(u64_value(Some(first)));
                     }
                     idempotency.insert(dedup_key.as_slice(), &be(seq))?;
+                }
+                if json.len() as u64 > room {
+                    return Err(ConflictableTransactionError::Abort(Rejection::OutboxFull));
                 }
                 outbox.insert(&be(seq), json.as_slice())?;
                 meta.insert(META_NEXT_SEQ, &be(seq + 1))?;
@@ -412,6 +473,9 @@ impl Committer {
             Ok(id) => {
                 if id == seq {
                     self.next_seq += 1;
+                    self.progress
+                        .outbox_bytes
+                        .fetch_add(json.len() as u64, Ordering::AcqRel);
                 }
                 Ok(Written::Id(id))
             }

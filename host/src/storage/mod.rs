@@ -26,6 +26,9 @@ pub(crate) const META_HLC: &[u8] = b"hlc";
 pub(crate) const META_PULL_CURSOR: &[u8] = b"pull_cursor";
 pub(crate) const META_CLOUD_ID: &[u8] = b"cloud_id";
 
+/// Default cap on the outbox: how much a cut-off node buffers for the cloud.
+pub const DEFAULT_MAX_OUTBOX_BYTES: u64 = 1024 * 1024 * 1024;
+
 /// Longest node id accepted; ids travel in every version.
 pub const MAX_NODE_ID_BYTES: usize = 64;
 
@@ -92,9 +95,14 @@ pub struct Storage {
 
 impl Storage {
     /// Opens (creating if needed) the database in `data_dir/db` and starts
-    /// its writer. `node_id` overrides the stored id; without either, a new
-    /// id is generated and stored.
-    pub fn open(data_dir: &Path, node_id: Option<&str>) -> Result<Arc<Self>, StorageError> {
+    /// its writer, which keeps the outbox under `max_outbox_bytes`.
+    /// `node_id` overrides the stored id; without either, a new id is
+    /// generated and stored.
+    pub fn open_with_limit(
+        data_dir: &Path,
+        node_id: Option<&str>,
+        max_outbox_bytes: u64,
+    ) -> Result<Arc<Self>, StorageError> {
         let db = sled::Config::new()
             .path(data_dir.join("db"))
             .cache_capacity(128 * 1024 * 1024)
@@ -129,12 +137,18 @@ impl Storage {
         };
         db.flush()?;
         let progress = Arc::new(Progress::default());
+        let mut backlog = 0u64;
+        for item in outbox.iter() {
+            backlog += item?.1.len() as u64;
+        }
+        progress.outbox_bytes.store(backlog, Ordering::Release);
         let writer = committer::start(
             db.clone(),
             meta.clone(),
             outbox.clone(),
             node_id.clone(),
             progress.clone(),
+            max_outbox_bytes,
         )?;
         Ok(Arc::new(Self {
             quarantine: db.open_tree("quarantine")?,
@@ -247,7 +261,11 @@ impl Storage {
         let mut removed = 0;
         for item in self.outbox.range(..=through.to_be_bytes()) {
             let (key, _) = item?;
-            self.outbox.remove(key)?;
+            if let Some(record) = self.outbox.remove(key)? {
+                self.progress
+                    .outbox_bytes
+                    .fetch_sub(record.len() as u64, Ordering::AcqRel);
+            }
             removed += 1;
         }
         Ok(removed)
@@ -255,6 +273,17 @@ impl Storage {
 
     pub fn outbox_len(&self) -> usize {
         self.outbox.len()
+    }
+
+    /// Bytes of records waiting in the outbox.
+    pub fn outbox_bytes(&self) -> u64 {
+        self.progress.outbox_bytes.load(Ordering::Acquire)
+    }
+
+    /// Opens the database with the default outbox limit (see
+    /// [`Storage::open_with_limit`]).
+    pub fn open(data_dir: &Path, node_id: Option<&str>) -> Result<Arc<Self>, StorageError> {
+        Self::open_with_limit(data_dir, node_id, DEFAULT_MAX_OUTBOX_BYTES)
     }
 
     /// Resolves when records may have been added to the outbox.
@@ -267,20 +296,24 @@ impl Storage {
     pub fn quarantine(&self, seq: u64, reason: &str) -> Result<(), StorageError> {
         use sled::Transactional;
         let key = seq.to_be_bytes();
-        (&self.outbox, &self.quarantine)
+        let moved = (&self.outbox, &self.quarantine)
             .transaction(|(outbox, quarantine)| {
-                if let Some(record) = outbox.remove(&key)? {
-                    let mut kept = reason.as_bytes().to_vec();
-                    kept.push(b'\n');
-                    kept.extend_from_slice(&record);
-                    quarantine.insert(&key, kept)?;
-                }
-                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+                let Some(record) = outbox.remove(&key)? else {
+                    return Ok(0);
+                };
+                let mut kept = reason.as_bytes().to_vec();
+                kept.push(b'\n');
+                kept.extend_from_slice(&record);
+                quarantine.insert(&key, kept)?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(record.len() as u64)
             })
             .map_err(|e| match e {
                 sled::transaction::TransactionError::Storage(e) => StorageError::Db(e),
                 sled::transaction::TransactionError::Abort(()) => unreachable!(),
             })?;
+        self.progress
+            .outbox_bytes
+            .fetch_sub(moved, Ordering::AcqRel);
         self.db.flush()?;
         Ok(())
     }

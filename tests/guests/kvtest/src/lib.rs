@@ -25,6 +25,7 @@ fn kv_error(e: kv::Error) -> Value {
         kv::Error::ValueTooLarge => "value-too-large".to_string(),
         kv::Error::Conflict => "conflict".to_string(),
         kv::Error::NotANumber => "not-a-number".to_string(),
+        kv::Error::OutboxFull => "outbox-full".to_string(),
         kv::Error::Io(detail) => format!("io: {detail}"),
     };
     json!({ "error": name })
@@ -56,6 +57,7 @@ fn handle(req: Request) -> Response {
                 Err(queue::Error::InvalidIdempotencyKey) => {
                     json!({ "error": "invalid-idempotency-key" })
                 }
+                Err(queue::Error::OutboxFull) => json!({ "error": "outbox-full" }),
                 Err(queue::Error::Io(detail)) => json!({ "error": format!("io: {detail}") }),
             },
         );

@@ -1,0 +1,131 @@
+//! Clients that misbehave, over raw TCP: each gets a clear outcome and
+//! none can starve the others.
+
+use crate::harness::{Node, prepare, write_host_config};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// A node with short client timeouts and a small connection limit.
+fn node() -> Node {
+    let dir = prepare(&[("hello", "hello"), ("hostile", "hostile")]);
+    write_host_config(
+        &dir,
+        "header-read-timeout-ms = 1000\nmax-connections = 40\n[limits]\nmax-request-body-bytes = 1048576\n",
+    );
+    Node::spawn(dir, Vec::new(), None)
+}
+
+fn connect(node: &Node) -> TcpStream {
+    let stream = TcpStream::connect(node.addr).unwrap();
+    stream.set_read_timeout(Some(crate::harness::WAIT)).unwrap();
+    stream
+}
+
+/// Sends `raw` and reads until the server closes; returns what came back.
+fn exchange(node: &Node, raw: &[u8]) -> String {
+    let mut stream = connect(node);
+    stream.write_all(raw).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn slowloris_is_cut_off_by_the_header_timeout() {
+    let node = node();
+    let mut stream = connect(&node);
+    stream
+        .write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    // Never finish the headers: the server closes the connection.
+    let mut rest = Vec::new();
+    let read = stream.read_to_end(&mut rest);
+    assert!(read.is_ok(), "the server closed the connection: {read:?}");
+    assert_eq!(node.get("/hello").status, 200);
+}
+
+#[test]
+fn malformed_http_gets_400() {
+    let node = node();
+    let answer = exchange(&node, b"THIS IS NOT HTTP\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    let answer = exchange(
+        &node,
+        b"GET /hello HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    assert_eq!(node.get("/hello").status, 200);
+}
+
+#[test]
+fn thousands_of_headers_or_huge_ones_get_431() {
+    let node = node();
+    let mut many = String::from("GET /hello HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..3000 {
+        many.push_str(&format!("x-h{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    let answer = exchange(&node, many.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.80}");
+
+    let huge = format!(
+        "GET /hello HTTP/1.1\r\nHost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    let answer = exchange(&node, huge.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.80}");
+    assert_eq!(node.get("/hello").status, 200);
+}
+
+#[test]
+fn oversized_bodies_get_413_declared_or_chunked() {
+    let node = node();
+    let body = vec![b'x'; 1024 * 1024 + 1];
+    let reply = node.request("POST", "/hostile/read-body", &[], &body);
+    assert_eq!(reply.status, 413, "{}", reply.body);
+    assert_eq!(reply.json()["error"], "body-too-large");
+
+    // Without a length up front: the host counts as the guest reads.
+    let mut raw = b"POST /hostile/read-body HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    for _ in 0..20 {
+        raw.extend_from_slice(format!("{:x}\r\n", 64 * 1024).as_bytes());
+        raw.extend_from_slice(&[b'y'; 64 * 1024]);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    let answer = exchange(&node, &raw);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer:.80}");
+
+    // Within the limit, the guest gets every byte.
+    let reply = node.request("POST", "/hostile/read-body", &[], &vec![b'z'; 1024 * 1024]);
+    assert_eq!(reply.body, "1048576 false");
+}
+
+#[test]
+fn idle_connections_are_limited_and_timed_out() {
+    let node = node();
+    // Fill every connection slot with idle sockets.
+    let idle: Vec<TcpStream> = (0..40).map(|_| connect(&node)).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // One more is closed at once.
+    let mut extra = connect(&node);
+    let _ = extra.write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut answer = Vec::new();
+    let _ = extra.read_to_end(&mut answer);
+    assert!(answer.is_empty(), "served past the connection limit");
+    node.wait_log(r"connection limit reached");
+    // The idle ones are closed by the header timeout, which frees the slots.
+    for mut socket in idle {
+        let mut rest = Vec::new();
+        let read = socket.read_to_end(&mut rest);
+        assert!(read.is_ok(), "{read:?}");
+    }
+    let url = node.url("/hello");
+    crate::harness::eventually("a free slot", || {
+        ureq::get(&url)
+            .call()
+            .is_ok_and(|r| r.status() == 200)
+            .then_some(())
+    });
+}

@@ -1,0 +1,45 @@
+//! Module files that are hostile or odd: each is logged clearly, and the
+//! version already serving keeps serving.
+
+use crate::harness::{Node, eventually};
+
+const HELLO: &str = "Hello from Outpost!\n";
+
+#[test]
+fn a_huge_file_is_refused_without_being_read() {
+    let node = Node::start(&[("app", "hello")]);
+    // Sparse: 300 MiB on paper, nothing on disk.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(node.module_path("app"))
+        .unwrap();
+    file.set_len(300 * 1024 * 1024).unwrap();
+    drop(file);
+    let line = node.wait_log(r"load failed.*over the 268435456-byte limit");
+    assert!(line.contains("keeps serving"), "{line}");
+    assert_eq!(node.get("/app").body, HELLO);
+}
+
+#[test]
+fn odd_file_names_are_skipped_not_served() {
+    let node = Node::start(&[("hello", "hello")]);
+    let bytes = std::fs::read(node.module_path("hello")).unwrap();
+    for name in [
+        "...wasm",
+        "UPPER.wasm",
+        "sp ace.wasm",
+        "tab\there.wasm",
+        "-dash.wasm",
+        "ünï.wasm",
+    ] {
+        std::fs::write(node.modules_dir().join(name), &bytes).unwrap();
+    }
+    for name in ["UPPER", "sp%20ace", "-dash", "..", "%C3%BCn%C3%AF"] {
+        eventually("the warnings", || {
+            (node.log_matches("skipping").len() >= 6).then_some(())
+        });
+        assert_eq!(node.get(&format!("/{name}")).status, 404, "{name}");
+    }
+    assert_eq!(node.get("/_outpost/health").json()["functions"], 1);
+}
