@@ -129,3 +129,43 @@ fn idle_connections_are_limited_and_timed_out() {
             .then_some(())
     });
 }
+
+#[test]
+fn a_keep_alive_connection_left_idle_is_closed() {
+    let node = node();
+    let mut stream = connect(&node);
+    stream
+        .write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = stream.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Keep-alive, then silence: the header timeout closes it.
+    let mut rest = Vec::new();
+    let read = stream.read_to_end(&mut rest);
+    assert!(read.is_ok(), "{read:?}");
+}
+
+#[test]
+fn more_requests_than_instance_slots_get_503_with_retry_after() {
+    let dir = prepare(&[("slow", "slow"), ("hello", "hello")]);
+    write_host_config(&dir, "max-instances = 2\nqueue-timeout-ms = 200\n");
+    let node = Node::spawn(dir, Vec::new(), None);
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let url = node.url("/slow?ms=3000");
+            std::thread::spawn(move || ureq::get(&url).call().map(|r| r.status()).ok())
+        })
+        .collect();
+    // Both slots are taken: the next request waits its queue time, then 503.
+    let reply = crate::harness::eventually("a 503", || {
+        let reply = node.get("/hello");
+        (reply.status == 503).then_some(reply)
+    });
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    assert_eq!(reply.json()["error"], "overloaded");
+    for request in busy {
+        assert_eq!(request.join().unwrap(), Some(200));
+    }
+    assert_eq!(node.get("/hello").status, 200, "slots free again");
+}

@@ -45,3 +45,22 @@ fn outbound_calls_reach_only_allowed_hosts() {
     assert!(three[2].contains("HttpRequestDenied"), "{three:?}");
     node.wait_log(r"over the per-request limit of outbound requests");
 }
+
+#[test]
+fn a_slow_upstream_is_bounded_by_the_callers_deadline() {
+    let upstream = Node::start(&[("slow", "slow")]);
+    let dir = prepare(&[("hostile", "hostile")]);
+    write_settings(
+        &dir,
+        "hostile",
+        &format!(
+            "[http]\nallowed-hosts = [\"127.0.0.1:{}\"]\n[limits]\ntimeout-ms = 1000\n",
+            upstream.addr.port()
+        ),
+    );
+    let node = Node::spawn(dir, Vec::new(), None);
+    let url = upstream.url("/slow?ms=60000");
+    let reply = node.get(&format!("/hostile/fetch?url={}", encode(&url)));
+    assert_eq!(reply.status, 504, "{}", reply.body);
+    assert_eq!(reply.json()["error"], "deadline");
+}

@@ -31,6 +31,28 @@ fn param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
         .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
 }
 
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn write_all(stream: &OutputStream, mut bytes: &[u8]) -> Result<(), StreamError> {
     while !bytes.is_empty() {
         let n = bytes.len().min(4096);
@@ -177,10 +199,7 @@ impl wasip2::exports::http::incoming_handler::Guest for Hostile {
                 answer(out, b"flooded");
             }
             "fetch" => {
-                let url = param(query, "url")
-                    .unwrap_or("")
-                    .replace("%3A", ":")
-                    .replace("%2F", "/");
+                let url = percent_decode(param(query, "url").unwrap_or(""));
                 let results: Vec<String> = (0..number("times", 1)).map(|_| fetch(&url)).collect();
                 answer(out, results.join("\n").as_bytes());
             }
