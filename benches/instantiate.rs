@@ -18,6 +18,7 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
 
+    let request_id = http::HeaderValue::from_static("bench");
     c.bench_function(
         &format!("hello/instantiate+handle ({})", allocator.as_str()),
         |b| {
@@ -31,7 +32,8 @@ fn bench(c: &mut Criterion) {
                                 .map_err(|never| -> wasmtime_wasi_http::Error { match never {} }),
                         )
                         .unwrap();
-                    let response = outpost::invoke::invoke(hello.clone(), &admission, req).await;
+                    let response =
+                        outpost::invoke::invoke(hello.clone(), &admission, req, &request_id).await;
                     assert_eq!(response.status(), 200);
                     response.into_body().collect().await.unwrap().to_bytes()
                 })

@@ -36,7 +36,13 @@ async fn call(function: &Arc<Function>, path: &str) {
             Empty::<Bytes>::new().map_err(|never| -> wasmtime_wasi_http::Error { match never {} }),
         )
         .unwrap();
-    let response = outpost::invoke::invoke(function.clone(), &ADMISSION, req).await;
+    let response = outpost::invoke::invoke(
+        function.clone(),
+        &ADMISSION,
+        req,
+        &http::HeaderValue::from_static("bench"),
+    )
+    .await;
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert!(
         body.starts_with(b"{\"ok\""),
@@ -141,8 +147,14 @@ fn bench_drain(c: &mut Criterion, runtime: &tokio::runtime::Runtime) {
                 });
                 let started = Instant::now();
                 let replication = runtime.block_on(async {
-                    outpost::replication::start(storage.clone(), &url, Some("bench".into()), 256)
-                        .unwrap()
+                    outpost::replication::start(
+                        storage.clone(),
+                        &url,
+                        Some("bench".into()),
+                        256,
+                        outpost::metrics::Metrics::new(),
+                    )
+                    .unwrap()
                 });
                 while storage.outbox_len() > 0 {
                     std::thread::sleep(Duration::from_millis(1));

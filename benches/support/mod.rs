@@ -18,7 +18,11 @@ pub fn guest(name: &str) -> Vec<u8> {
 /// Admission for in-process benchmarks: as many slots as the pool.
 pub fn admission() -> outpost::invoke::Admission {
     let config = outpost::config::ServeConfig::default();
-    outpost::invoke::Admission::new(config.max_instances as usize, config.queue_timeout)
+    outpost::invoke::Admission::new(
+        config.max_instances as usize,
+        config.queue_timeout,
+        outpost::metrics::Metrics::new(),
+    )
 }
 
 /// A fresh folder under the system temp dir.
@@ -54,6 +58,7 @@ pub fn load(
             Default::default(),
             storage.clone(),
         )),
+        metrics: outpost::metrics::Metrics::new(),
     });
     let loader = outpost::loader::Loader::new(
         engine,
@@ -61,10 +66,16 @@ pub fn load(
         services,
         Default::default(),
         Default::default(),
+        outpost::metrics::Metrics::new(),
     )
     .expect("loader");
     let function = loader
-        .load(name, &guest(guest_name), &Default::default())
+        .load(
+            name,
+            &guest(guest_name),
+            &Default::default(),
+            outpost::activity::FunctionStats::detached(),
+        )
         .expect("load guest");
     (Arc::new(function), storage, allocator)
 }

@@ -91,6 +91,11 @@ pub struct ServeConfig {
     /// Most bytes of records the outbox holds while the cloud is away;
     /// beyond it, replicated writes and events are refused.
     pub max_outbox_bytes: u64,
+    /// The admin listener: metrics, admin API, dashboard.
+    pub admin_listen: SocketAddr,
+    /// Bearer token the admin listener requires; `None`: open (it listens
+    /// on loopback by default).
+    pub admin_token: Option<String>,
 }
 
 /// A shared store declared in `outpost.toml`.
@@ -132,6 +137,8 @@ impl Default for ServeConfig {
             max_header_bytes: 64 * 1024,
             queue_timeout: Duration::from_millis(250),
             max_outbox_bytes: crate::storage::DEFAULT_MAX_OUTBOX_BYTES,
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            admin_token: None,
         }
     }
 }
@@ -163,6 +170,8 @@ pub struct FileConfig {
     pub max_header_bytes: Option<usize>,
     pub queue_timeout_ms: Option<u64>,
     pub max_outbox_bytes: Option<u64>,
+    pub admin_listen: Option<SocketAddr>,
+    pub admin_token: Option<String>,
 }
 
 impl FileConfig {
@@ -200,6 +209,8 @@ pub struct FlagConfig {
     pub cloud: Option<String>,
     pub cloud_token: Option<String>,
     pub ship_batch: Option<usize>,
+    pub admin_listen: Option<SocketAddr>,
+    pub admin_token: Option<String>,
 }
 
 /// Reads `OUTPOST_<KEY>` and parses it, naming the variable on failure.
@@ -339,6 +350,20 @@ impl ServeConfig {
                 .map_or(d.queue_timeout, ms),
             max_outbox_bytes: pick(None, file.max_outbox_bytes, env, "OUTPOST_MAX_OUTBOX_BYTES")?
                 .unwrap_or(d.max_outbox_bytes),
+            admin_listen: pick(
+                flags.admin_listen,
+                file.admin_listen,
+                env,
+                "OUTPOST_ADMIN_LISTEN",
+            )?
+            .unwrap_or(d.admin_listen),
+            admin_token: pick(
+                flags.admin_token,
+                file.admin_token,
+                env,
+                "OUTPOST_ADMIN_TOKEN",
+            )?
+            .filter(|t| !t.is_empty()),
             node_id: match node_id {
                 Some(id) if !crate::storage::is_valid_node_id(&id) => {
                     return Err(ConfigError::Value {

@@ -2,8 +2,10 @@
 //! at a time: load new or changed files, drop deleted ones, keep the last
 //! good version when a file is bad.
 
+use crate::activity::{Activity, EventKind};
 use crate::function_config::{FunctionConfig, FunctionConfigError};
 use crate::loader::{self, LoadError, Loader, Settings};
+use crate::metrics::{Metrics, SourceLabels};
 use crate::modules::{ModulesDir, ReadError};
 use crate::registry::Registry;
 use crate::stores::Catalog;
@@ -43,6 +45,9 @@ pub struct Deployer {
     /// Recomputed from the registry after every change.
     catalog: Arc<Catalog>,
     modules: ModulesDir,
+    /// Where loads, reloads and failures are reported for the admin API.
+    activity: Arc<Activity>,
+    metrics: Arc<Metrics>,
     /// Per name: the identity (module and settings hashes) and error of the
     /// last version that failed to load, so an unchanged bad file is not
     /// retried (and re-logged) on every event.
@@ -59,12 +64,16 @@ impl Deployer {
         registry: Arc<Registry>,
         catalog: Arc<Catalog>,
         modules: ModulesDir,
+        activity: Arc<Activity>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             loader,
             registry,
             catalog,
             modules,
+            activity,
+            metrics,
             failed: Mutex::new(HashMap::new()),
             busy: tokio::sync::Mutex::new(HashSet::new()),
             busy_changed: tokio::sync::Notify::new(),
@@ -129,6 +138,9 @@ impl Deployer {
                 return match removed {
                     Some(old) => {
                         tracing::info!(function = %name, version = %old.short_hash(), "removed: file deleted, route now answers 404");
+                        let mut event = Activity::event(name, EventKind::Removed);
+                        event.version = Some(old.short_hash().to_owned());
+                        self.activity.record(event);
                         Outcome::Removed
                     }
                     None => Outcome::Absent,
@@ -164,7 +176,9 @@ impl Deployer {
                 .loader
                 .policy(name, &settings)
                 .map(|policy| current.with_settings(settings.sha256.clone(), policy)),
-            None => self.loader.load(name, &bytes, &settings),
+            None => self
+                .loader
+                .load(name, &bytes, &settings, self.activity.stats(name)),
         };
         match loaded {
             Ok(function) => {
@@ -182,6 +196,26 @@ impl Deployer {
                     "{}",
                     if previous.is_some() { "reloaded" } else { "loaded" }
                 );
+                let code_changed = previous
+                    .as_ref()
+                    .is_none_or(|p| p.sha256 != function.sha256);
+                let kind = match &previous {
+                    None => EventKind::Loaded,
+                    Some(_) if code_changed => EventKind::Reloaded,
+                    Some(_) => EventKind::Settings,
+                };
+                let mut event = Activity::event(name, kind);
+                event.version = Some(function.short_hash().to_owned());
+                if code_changed {
+                    let source = function.origin.as_str();
+                    self.metrics
+                        .loads
+                        .get_or_create(&SourceLabels { source })
+                        .inc();
+                    event.source = Some(source);
+                    event.ms = Some(function.load_time.as_millis() as u64);
+                }
+                self.activity.record(event);
                 if previous.is_some() {
                     Outcome::Reloaded
                 } else {
@@ -223,6 +257,11 @@ impl Deployer {
                 "load failed; function not served"
             ),
         }
+        self.metrics.load_failures.inc();
+        let mut event = Activity::event(name, EventKind::Failed);
+        event.version = identity.as_deref().map(|s| s[..12].to_owned());
+        event.message = Some(message.clone());
+        self.activity.record(event);
         if let Some(identity) = identity {
             self.failed
                 .lock()

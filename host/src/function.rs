@@ -1,5 +1,6 @@
 //! A loaded, validated function version: what the router hands a request.
 
+use crate::activity::FunctionStats;
 use crate::kv::{KvPolicy, KvServices};
 use crate::limits::Limits;
 use crate::outbound::HostPattern;
@@ -53,6 +54,8 @@ pub struct Function {
     pub loaded_at: SystemTime,
     /// Wall time from reading the file's bytes to a ready `ProxyPre`.
     pub load_time: Duration,
+    /// The name's request counters, shared by all its versions.
+    pub stats: Arc<FunctionStats>,
 }
 
 impl Function {
@@ -68,6 +71,7 @@ impl Function {
             origin: self.origin,
             loaded_at: SystemTime::now(),
             load_time: Duration::ZERO,
+            stats: self.stats.clone(),
         }
     }
 

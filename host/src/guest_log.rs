@@ -22,6 +22,7 @@ const MAX_LINE: usize = 4096;
 #[derive(Debug)]
 struct Shared {
     function: Arc<str>,
+    request_id: http::HeaderValue,
     /// Bytes still allowed into the log for this request.
     budget: AtomicUsize,
     /// Bytes dropped after the budget ran out, reported once at the end.
@@ -32,7 +33,7 @@ impl Drop for Shared {
     fn drop(&mut self) {
         let dropped = *self.dropped.get_mut();
         if dropped > 0 {
-            tracing::warn!(target: "outpost::guest", function = %self.function, dropped_bytes = dropped, "guest output over the per-request budget was dropped");
+            tracing::warn!(target: "outpost::guest", function = %self.function, request_id = %crate::request_id::as_str(&self.request_id), dropped_bytes = dropped, "guest output over the per-request budget was dropped");
         }
     }
 }
@@ -46,9 +47,14 @@ pub struct GuestLog {
 
 impl GuestLog {
     /// The stdout and stderr pair for one request.
-    pub fn pair(function: Arc<str>, budget: usize) -> (GuestLog, GuestLog) {
+    pub fn pair(
+        function: Arc<str>,
+        request_id: http::HeaderValue,
+        budget: usize,
+    ) -> (GuestLog, GuestLog) {
         let shared = Arc::new(Shared {
             function,
+            request_id,
             budget: AtomicUsize::new(budget),
             dropped: AtomicUsize::new(0),
         });
@@ -126,7 +132,8 @@ impl LineWriter {
         let line = String::from_utf8_lossy(&self.partial);
         let line = line.trim_end_matches(['\n', '\r']);
         if !line.is_empty() {
-            tracing::info!(target: "outpost::guest", function = %self.log.shared.function, stream = %self.log.stream, "{line}");
+            let shared = &self.log.shared;
+            tracing::info!(target: "outpost::guest", function = %shared.function, request_id = %crate::request_id::as_str(&shared.request_id), stream = %self.log.stream, "{line}");
         }
         self.partial.clear();
     }

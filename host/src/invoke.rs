@@ -5,7 +5,9 @@
 use crate::function::Function;
 use crate::guest_body::{GuestBody, GuestCall, GuestOutcome};
 use crate::limits::MeteredBody;
+use crate::metrics::{FunctionLabels, Metrics, Name};
 use crate::reply::{self, OutBody};
+use crate::request_id;
 use crate::state::RequestState;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -13,7 +15,7 @@ use http_body::Body;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
@@ -29,16 +31,37 @@ type GuestResponse = Result<Response<HyperOutgoingBody>, ErrorCode>;
 /// slots; a request waits briefly for one, then gets 503.
 pub struct Admission {
     slots: Arc<Semaphore>,
+    capacity: usize,
     /// How long a request may wait for a slot.
     queue_timeout: Duration,
+    /// Requests waiting for a slot now.
+    waiting: AtomicI64,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Admission {
-    pub fn new(slots: usize, queue_timeout: Duration) -> Self {
+    pub fn new(slots: usize, queue_timeout: Duration, metrics: Arc<Metrics>) -> Self {
+        metrics.instance_slots.set(slots as i64);
         Self {
             slots: Arc::new(Semaphore::new(slots)),
+            capacity: slots,
             queue_timeout,
+            waiting: AtomicI64::new(0),
+            metrics,
         }
+    }
+
+    /// Instances running (or being created) now.
+    pub fn in_flight(&self) -> usize {
+        self.capacity - self.slots.available_permits()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn waiting(&self) -> i64 {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     async fn admit(&self) -> Option<OwnedSemaphorePermit> {
@@ -46,11 +69,21 @@ impl Admission {
         if let Ok(permit) = self.slots.clone().try_acquire_owned() {
             return Some(permit);
         }
-        tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned())
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let permit = tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned())
             .await
-            .ok()?
             .ok()
+            .and_then(Result::ok);
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        permit
     }
+}
+
+/// One request's identity, for its responses, logs and metrics.
+struct Call<'a> {
+    function: &'a Function,
+    request_id: &'a HeaderValue,
+    metrics: &'a Metrics,
 }
 
 /// What settled first.
@@ -69,11 +102,17 @@ pub async fn invoke<B>(
     function: Arc<Function>,
     admission: &Admission,
     mut req: Request<B>,
+    request_id: &HeaderValue,
 ) -> Response<OutBody>
 where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<wasmtime_wasi_http::Error>,
 {
+    let call = Call {
+        function: &function,
+        request_id,
+        metrics: &admission.metrics,
+    };
     let limits = function.policy.limits;
     let deadline = Instant::now() + limits.timeout;
     let declared = req
@@ -81,10 +120,10 @@ where
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limits.max_request_body_bytes) {
-        return too_large(&function, declared);
+        return too_large(&call, declared);
     }
     let Some(permit) = admission.admit().await else {
-        return overloaded(&function, &"no free instance slot within the queue timeout");
+        return overloaded(&call, &"no free instance slot within the queue timeout");
     };
     // HTTP/1.0 clients may omit Host; wasi:http requires an authority.
     if req.uri().authority().is_none() && !req.headers().contains_key(header::HOST) {
@@ -95,7 +134,10 @@ where
     let (body, body_exceeded) = MeteredBody::new(body, limits.max_request_body_bytes);
     let req = Request::from_parts(parts, body);
 
-    let mut store = Store::new(function.pre.engine(), RequestState::new(&function));
+    let mut store = Store::new(
+        function.pre.engine(),
+        RequestState::new(&function, request_id.clone()),
+    );
     store.limiter(|state| &mut state.memory);
     // Check in at every epoch tick: yield to other requests, and let the
     // deadline below cut off a guest that never returns.
@@ -111,7 +153,7 @@ where
         Ok(pair) => pair,
         Err(e) => {
             return fail(
-                &function,
+                &call,
                 StatusCode::BAD_REQUEST,
                 "bad-request",
                 "the request cannot be given to a function",
@@ -121,9 +163,13 @@ where
     };
 
     let pre = function.pre.clone();
+    let instantiate_duration = admission.metrics.instantiate_duration.clone();
     let mut guest: GuestCall = Box::pin(async move {
         let _slot = permit;
-        let result = match pre.instantiate_async(&mut store).await {
+        let started = std::time::Instant::now();
+        let instance = pre.instantiate_async(&mut store).await;
+        instantiate_duration.observe(started.elapsed());
+        let result = match instance {
             Ok(proxy) => {
                 proxy
                     .wasi_http_incoming_handler()
@@ -158,67 +204,67 @@ where
     let response = match first {
         // The guest read past the body limit: whatever it made of that, the
         // client's request was too large.
-        _ if over_body_limit() => return too_large(&function, None),
+        _ if over_body_limit() => return too_large(&call, None),
         First::Response(Ok(Ok(response))) => response,
-        First::Response(Ok(Err(code))) => return guest_error(&function, code),
+        First::Response(Ok(Err(code))) => return guest_error(&call, code),
         // The outparam was dropped unset; the call's result says why.
         First::Response(Err(_)) => {
             let outcome = tokio::select! {
                 outcome = guest.as_mut() => outcome,
-                () = timer.as_mut() => return deadline_exceeded(&function),
+                () = timer.as_mut() => return deadline_exceeded(&call),
             };
-            return guest_failed(&function, outcome, over_body_limit());
+            return guest_failed(&call, outcome, over_body_limit());
         }
         First::Returned(outcome) => match receiver.try_recv() {
             Ok(Ok(response)) if outcome.result.is_ok() => {
-                return respond(&function, response, None, timer);
+                return respond(&call, response, None, timer);
             }
-            Ok(Err(code)) if outcome.result.is_ok() => return guest_error(&function, code),
-            _ => return guest_failed(&function, outcome, over_body_limit()),
+            Ok(Err(code)) if outcome.result.is_ok() => return guest_error(&call, code),
+            _ => return guest_failed(&call, outcome, over_body_limit()),
         },
-        First::Deadline => return deadline_exceeded(&function),
+        First::Deadline => return deadline_exceeded(&call),
     };
-    respond(&function, response, Some(guest), timer)
+    respond(&call, response, Some(guest), timer)
 }
 
 /// Hands the guest's response to the client, its body still driving the
 /// guest (if it is still running) under the deadline and size limit.
 fn respond(
-    function: &Function,
+    call: &Call<'_>,
     response: Response<HyperOutgoingBody>,
     guest: Option<GuestCall>,
     timer: Pin<Box<tokio::time::Sleep>>,
 ) -> Response<OutBody> {
-    let limit = function.policy.limits.max_response_body_bytes;
+    let limit = call.function.policy.limits.max_response_body_bytes;
     let declared = response
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit) {
         return fail(
-            function,
+            call,
             StatusCode::INTERNAL_SERVER_ERROR,
             "response-too-large",
             "the function's response is over the size limit",
             &format!("content-length {declared:?} over the {limit}-byte limit"),
         );
     }
-    let name = function.name.clone();
+    let name = call.function.name.clone();
     response.map(|body| OutBody::Guest(GuestBody::new(body, guest, name, timer, limit)))
 }
 
 /// The guest's call ended before (or without) handing over a response.
 fn guest_failed(
-    function: &Function,
+    call: &Call<'_>,
     outcome: GuestOutcome,
     over_body_limit: bool,
 ) -> Response<OutBody> {
     if over_body_limit {
-        return too_large(function, None);
+        return too_large(call, None);
     }
     match outcome.result {
         Ok(()) => fail(
-            function,
+            call,
             StatusCode::INTERNAL_SERVER_ERROR,
             "no-response",
             "the function returned without sending a response",
@@ -228,17 +274,17 @@ fn guest_failed(
             if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
                 .is_some() =>
         {
-            overloaded(function, &e)
+            overloaded(call, &e)
         }
         Err(e) if outcome.memory_limit_hit => fail(
-            function,
+            call,
             StatusCode::INTERNAL_SERVER_ERROR,
             "memory-limit",
             "the function ran out of memory (it is over its memory limit)",
             &e,
         ),
         Err(e) => fail(
-            function,
+            call,
             StatusCode::INTERNAL_SERVER_ERROR,
             "guest-trap",
             "the function failed",
@@ -247,9 +293,9 @@ fn guest_failed(
     }
 }
 
-fn guest_error(function: &Function, code: ErrorCode) -> Response<OutBody> {
+fn guest_error(call: &Call<'_>, code: ErrorCode) -> Response<OutBody> {
     fail(
-        function,
+        call,
         StatusCode::INTERNAL_SERVER_ERROR,
         "guest-error",
         "the function answered with an error",
@@ -257,10 +303,10 @@ fn guest_error(function: &Function, code: ErrorCode) -> Response<OutBody> {
     )
 }
 
-fn too_large(function: &Function, declared: Option<u64>) -> Response<OutBody> {
-    let limit = function.policy.limits.max_request_body_bytes;
+fn too_large(call: &Call<'_>, declared: Option<u64>) -> Response<OutBody> {
+    let limit = call.function.policy.limits.max_request_body_bytes;
     fail(
-        function,
+        call,
         StatusCode::PAYLOAD_TOO_LARGE,
         "body-too-large",
         &format!("request bodies are limited to {limit} bytes"),
@@ -268,9 +314,15 @@ fn too_large(function: &Function, declared: Option<u64>) -> Response<OutBody> {
     )
 }
 
-fn overloaded(function: &Function, detail: &dyn std::fmt::Debug) -> Response<OutBody> {
+fn overloaded(call: &Call<'_>, detail: &dyn std::fmt::Debug) -> Response<OutBody> {
+    call.metrics
+        .overloaded
+        .get_or_create(&FunctionLabels {
+            function: Name(call.function.name.clone()),
+        })
+        .inc();
     let mut response = fail(
-        function,
+        call,
         StatusCode::SERVICE_UNAVAILABLE,
         "overloaded",
         "too many requests in flight; retry shortly",
@@ -282,10 +334,10 @@ fn overloaded(function: &Function, detail: &dyn std::fmt::Debug) -> Response<Out
     response
 }
 
-fn deadline_exceeded(function: &Function) -> Response<OutBody> {
-    let timeout = function.policy.limits.timeout;
+fn deadline_exceeded(call: &Call<'_>) -> Response<OutBody> {
+    let timeout = call.function.policy.limits.timeout;
     fail(
-        function,
+        call,
         StatusCode::GATEWAY_TIMEOUT,
         "deadline",
         &format!(
@@ -298,7 +350,7 @@ fn deadline_exceeded(function: &Function) -> Response<OutBody> {
 
 /// Logs `detail` under a new error id and answers with that id.
 fn fail(
-    function: &Function,
+    call: &Call<'_>,
     status: StatusCode,
     code: &str,
     message: &str,
@@ -306,8 +358,9 @@ fn fail(
 ) -> Response<OutBody> {
     let id = reply::error_id();
     tracing::error!(
-        function = %function.name,
-        version = %function.short_hash(),
+        function = %call.function.name,
+        version = %call.function.short_hash(),
+        request_id = %request_id::as_str(call.request_id),
         error_id = %id,
         status = status.as_u16(),
         code = %code,

@@ -99,6 +99,7 @@ impl KvPolicy {
 pub struct KvServices {
     pub storage: Arc<Storage>,
     pub catalog: Arc<Catalog>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Per-request KV state: which function is asking, and the node's database.
@@ -169,6 +170,23 @@ impl KvView<'_> {
         }
     }
 
+    /// Counts the call in `outpost_kv_operations_total{op, result}`.
+    fn counted<T>(&self, op: &'static str, result: Result<T, Error>) -> Result<T, Error> {
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(Error::AccessDenied) => "access-denied",
+            Err(Error::NoSuchStore) => "no-such-store",
+            Err(Error::InvalidKey) => "invalid-key",
+            Err(Error::ValueTooLarge) => "value-too-large",
+            Err(Error::Conflict) => "conflict",
+            Err(Error::NotANumber) => "not-a-number",
+            Err(Error::OutboxFull) => "outbox-full",
+            Err(Error::Io(_)) => "io",
+        };
+        self.ctx.services.metrics.kv_op(op, outcome);
+        result
+    }
+
     fn replicated(&self, store: &str) -> bool {
         self.ctx.services.catalog.is_replicated(store)
     }
@@ -182,10 +200,11 @@ impl kv::HostStore for KvView<'_> {
             Ok(id) => id,
             Err(e) => {
                 tracing::debug!(function = %self.ctx.function, store = %name, error = ?e, "kv open refused");
-                return Ok(Err(e));
+                return Ok(self.counted("open", Err(e)));
             }
         };
-        Ok(Ok(self.table.push(OpenStore { id })?))
+        let store = self.table.push(OpenStore { id })?;
+        Ok(self.counted("open", Ok(store)))
     }
 
     async fn get(
@@ -194,10 +213,11 @@ impl kv::HostStore for KvView<'_> {
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
         let id = self.store_id(&store)?;
-        Ok(self.check_key(&key).and_then(|()| {
+        let result = self.check_key(&key).and_then(|()| {
             let storage = &self.ctx.services.storage;
             storage.get(&id, &key).map_err(|e| self.io(e))
-        }))
+        });
+        Ok(self.counted("get", result))
     }
 
     async fn set(
@@ -207,7 +227,7 @@ impl kv::HostStore for KvView<'_> {
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
         let store = self.store_id(&store)?;
-        Ok(async {
+        let result = async {
             self.check_key(&key)?;
             self.check_value(&value)?;
             let replicated = self.replicated(&store);
@@ -219,7 +239,8 @@ impl kv::HostStore for KvView<'_> {
             };
             self.write(op).await.map(drop)
         }
-        .await)
+        .await;
+        Ok(self.counted("set", result))
     }
 
     async fn delete(
@@ -228,7 +249,7 @@ impl kv::HostStore for KvView<'_> {
         key: String,
     ) -> wasmtime::Result<Result<(), Error>> {
         let store = self.store_id(&store)?;
-        Ok(async {
+        let result = async {
             self.check_key(&key)?;
             let replicated = self.replicated(&store);
             let op = WriteOp::Delete {
@@ -238,7 +259,8 @@ impl kv::HostStore for KvView<'_> {
             };
             self.write(op).await.map(drop)
         }
-        .await)
+        .await;
+        Ok(self.counted("delete", result))
     }
 
     async fn exists(
@@ -247,10 +269,11 @@ impl kv::HostStore for KvView<'_> {
         key: String,
     ) -> wasmtime::Result<Result<bool, Error>> {
         let id = self.store_id(&store)?;
-        Ok(self.check_key(&key).and_then(|()| {
+        let result = self.check_key(&key).and_then(|()| {
             let storage = &self.ctx.services.storage;
             storage.exists(&id, &key).map_err(|e| self.io(e))
-        }))
+        });
+        Ok(self.counted("exists", result))
     }
 
     async fn list_keys(
@@ -263,13 +286,14 @@ impl kv::HostStore for KvView<'_> {
         let id = self.store_id(&store)?;
         let limit = limit.clamp(1, MAX_PAGE) as usize;
         let storage = &self.ctx.services.storage;
-        Ok(storage
+        let result = storage
             .list_keys(&id, &prefix, cursor.as_deref(), limit)
             .map(|page| KeyPage {
                 keys: page.keys,
                 cursor: page.cursor,
             })
-            .map_err(|e| self.io(e)))
+            .map_err(|e| self.io(e));
+        Ok(self.counted("list-keys", result))
     }
 
     async fn increment(
@@ -279,7 +303,7 @@ impl kv::HostStore for KvView<'_> {
         delta: i64,
     ) -> wasmtime::Result<Result<i64, Error>> {
         let store = self.store_id(&store)?;
-        Ok(async {
+        let result = async {
             self.check_key(&key)?;
             let replicated = self.replicated(&store);
             let op = WriteOp::Increment {
@@ -293,7 +317,8 @@ impl kv::HostStore for KvView<'_> {
                 other => unreachable!("increment answered {other:?}"),
             }
         }
-        .await)
+        .await;
+        Ok(self.counted("increment", result))
     }
 
     async fn compare_and_swap(
@@ -304,7 +329,7 @@ impl kv::HostStore for KvView<'_> {
         new: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
         let store = self.store_id(&store)?;
-        Ok(async {
+        let result = async {
             self.check_key(&key)?;
             self.check_value(&new)?;
             let replicated = self.replicated(&store);
@@ -317,7 +342,8 @@ impl kv::HostStore for KvView<'_> {
             };
             self.write(op).await.map(drop)
         }
-        .await)
+        .await;
+        Ok(self.counted("compare-and-swap", result))
     }
 
     async fn drop(&mut self, store: Resource<OpenStore>) -> wasmtime::Result<()> {

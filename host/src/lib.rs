@@ -1,6 +1,9 @@
 //! Outpost: a WebAssembly edge-function host. `serve` runs a node; the
 //! modules below are its parts, from the modules folder to the response.
 
+pub mod activity;
+pub mod admin;
+pub mod bearer;
 pub mod bindings;
 pub mod cache;
 pub mod cloud;
@@ -16,6 +19,7 @@ pub mod kv;
 pub mod limits;
 pub mod linker;
 pub mod loader;
+pub mod metrics;
 pub mod modules;
 pub mod names;
 pub mod outbound;
@@ -23,6 +27,7 @@ pub mod queue;
 pub mod registry;
 pub mod replication;
 pub mod reply;
+pub mod request_id;
 pub mod router;
 pub mod server;
 pub mod state;
@@ -41,6 +46,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
+    let metrics = metrics::Metrics::new();
+    let activity = Arc::new(activity::Activity::new(metrics.clone()));
     let (engine, _allocator) = engine::build(&config)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
@@ -64,6 +71,7 @@ pub async fn serve(
     let services = Arc::new(kv::KvServices {
         storage: storage.clone(),
         catalog: catalog.clone(),
+        metrics: metrics.clone(),
     });
     let loader = Arc::new(loader::Loader::new(
         engine,
@@ -71,6 +79,7 @@ pub async fn serve(
         services,
         config.kv_limits,
         config.limits,
+        metrics.clone(),
     )?);
     let registry = Arc::new(registry::Registry::default());
     let modules = modules::ModulesDir::open(&config.modules_dir).with_context(|| {
@@ -84,6 +93,8 @@ pub async fn serve(
         registry.clone(),
         catalog,
         modules,
+        activity.clone(),
+        metrics.clone(),
     ));
 
     // Bind first so a busy port fails fast, before any compiling.
@@ -91,6 +102,10 @@ pub async fn serve(
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
+    let admin_listener = tokio::net::TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
+    let admin_local = admin_listener.local_addr()?;
 
     let _watch = watcher::watch(
         deployer.clone(),
@@ -107,6 +122,7 @@ pub async fn serve(
             url,
             config.cloud_token.clone(),
             config.ship_batch,
+            metrics.clone(),
         )?),
         None => {
             tracing::info!(
@@ -124,14 +140,51 @@ pub async fn serve(
         ms = started.elapsed().as_millis() as u64,
         "ready"
     );
+    let admission = Arc::new(invoke::Admission::new(
+        config.max_instances as usize,
+        config.queue_timeout,
+        metrics.clone(),
+    ));
+    let admin = admin::Admin {
+        token: config.admin_token.as_deref().map(Arc::from),
+        metrics,
+        activity,
+        registry: registry.clone(),
+        admission: admission.clone(),
+        storage: storage.clone(),
+        cloud: _replication
+            .as_ref()
+            .map(|r| (r.status.clone(), r.client.clone())),
+    };
+    let (admin_stop, admin_stopped) = tokio::sync::watch::channel(());
+    let admin_server = tokio::spawn(async move {
+        let mut stopped = admin_stopped;
+        let limits = server::ConnectionLimits {
+            max_connections: 256,
+            header_read_timeout: std::time::Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            grace: std::time::Duration::from_secs(1),
+        };
+        server::run(
+            admin_listener,
+            admin,
+            async move {
+                let _ = stopped.changed().await;
+            },
+            limits,
+        )
+        .await;
+    });
+    tracing::info!(
+        addr = %admin_local,
+        token = config.admin_token.is_some(),
+        "admin listening on http://{admin_local}"
+    );
     tracing::info!(addr = %local, "listening on http://{local}");
     let edge = server::Edge {
         registry,
         storage: storage.clone(),
-        admission: Arc::new(invoke::Admission::new(
-            config.max_instances as usize,
-            config.queue_timeout,
-        )),
+        admission,
     };
     let limits = server::ConnectionLimits {
         max_connections: config.max_connections,
@@ -140,5 +193,8 @@ pub async fn serve(
         grace: config.shutdown_grace,
     };
     server::run(listener, edge, shutdown, limits).await;
+    // The admin listener outlives the drain, so it can be watched.
+    drop(admin_stop);
+    let _ = admin_server.await;
     Ok(())
 }

@@ -1,18 +1,24 @@
 //! Turns a module file's bytes into a [`Function`]: hash, code cache or
 //! compile, then validate against the host's linker.
 
+use crate::activity::FunctionStats;
 use crate::cache::CodeCache;
 use crate::function::{Function, Origin, Policy};
 use crate::function_config::FunctionConfig;
 use crate::kv::{KvLimits, KvPolicy, KvServices};
 use crate::limits::Limits;
+use crate::metrics::Metrics;
 use crate::state::RequestState;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant, SystemTime};
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+/// How often a long compile logs that it is still going.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// Why a module file was not (re)deployed. The previous version, if any,
 /// keeps serving.
@@ -47,6 +53,7 @@ pub struct Loader {
     kv_limits: KvLimits,
     /// Host-wide request limits; a function's settings may only lower them.
     limits: Limits,
+    metrics: Arc<Metrics>,
 }
 
 /// A function's parsed settings file and its hash.
@@ -85,6 +92,7 @@ impl Loader {
         services: Arc<KvServices>,
         kv_limits: KvLimits,
         limits: Limits,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let linker = Arc::new(crate::linker::build(&engine)?);
         Ok(Self {
@@ -94,6 +102,7 @@ impl Loader {
             services,
             kv_limits,
             limits,
+            metrics,
         })
     }
 
@@ -117,6 +126,7 @@ impl Loader {
         name: &str,
         bytes: &[u8],
         settings: &Settings,
+        stats: Arc<FunctionStats>,
     ) -> Result<Function, LoadError> {
         let started = Instant::now();
         let policy = self.policy(name, settings)?;
@@ -124,11 +134,7 @@ impl Loader {
         let sha256 = sha256_hex(bytes);
         let (component, origin) = match self.cache.get(&self.engine, &sha256) {
             Some(component) => (component, Origin::Cache),
-            None => {
-                let component = Component::from_binary(&self.engine, bytes)
-                    .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-                (component, Origin::Compiled)
-            }
+            None => (self.compile(name, bytes)?, Origin::Compiled),
         };
         if tracing::enabled!(tracing::Level::DEBUG) {
             let ty = component.component_type();
@@ -157,7 +163,33 @@ impl Loader {
             origin,
             loaded_at: SystemTime::now(),
             load_time: started.elapsed(),
+            stats,
         })
+    }
+
+    /// Compiles a module that is not in the cache. Large components take
+    /// seconds, so the log says when a compile starts and, every
+    /// [`PROGRESS_EVERY`], that it is still going.
+    fn compile(&self, name: &str, bytes: &[u8]) -> Result<Component, LoadError> {
+        let started = Instant::now();
+        tracing::info!(function = %name, bytes = bytes.len(), "compiling: not in the cache");
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let compiled = std::thread::scope(|scope| {
+            scope.spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = finished.recv_timeout(PROGRESS_EVERY) {
+                    tracing::info!(
+                        function = %name,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "still compiling"
+                    );
+                }
+            });
+            let compiled = Component::from_binary(&self.engine, bytes);
+            drop(done);
+            compiled
+        });
+        self.metrics.compile_duration.observe(started.elapsed());
+        compiled.map_err(|e| LoadError::Invalid(format!("{e:#}")))
     }
 }
 

@@ -24,6 +24,8 @@ enum LogFormat {
 }
 
 #[derive(Subcommand)]
+// Parsed once at start-up; boxing the big variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Serve every NAME.wasm in the modules folder at /NAME, reloading on change.
     Serve(ServeArgs),
@@ -85,6 +87,12 @@ struct ServeArgs {
     /// Most outbox records per upload [default: 256].
     #[arg(long)]
     ship_batch: Option<usize>,
+    /// Admin listener: metrics, admin API, dashboard [default: 127.0.0.1:9901; env OUTPOST_ADMIN_LISTEN].
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// Bearer token the admin listener requires [default: none; env OUTPOST_ADMIN_TOKEN].
+    #[arg(long)]
+    admin_token: Option<String>,
 }
 
 fn init_logging(format: LogFormat) {
@@ -129,6 +137,8 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         cloud: args.cloud,
         cloud_token: args.cloud_token,
         ship_batch: args.ship_batch,
+        admin_listen: args.admin_listen,
+        admin_token: args.admin_token,
     };
     Ok(ServeConfig::resolve(flags, file, &|key| {
         std::env::var(key).ok()

@@ -73,12 +73,19 @@ impl queue::Host for QueueView<'_> {
             payload,
             idempotency_key,
         };
-        Ok(match self.ctx.services.storage.write(op).await {
+        let result = match self.ctx.services.storage.write(op).await {
             Ok(Written::Id(id)) => Ok(id),
             Ok(Written::Rejected(Rejection::OutboxFull)) => Err(Error::OutboxFull),
             Ok(other) => unreachable!("enqueue answered {other:?}"),
             Err(e) => Err(self.io(e)),
-        })
+        };
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(Error::OutboxFull) => "outbox-full",
+            Err(_) => "io",
+        };
+        self.ctx.services.metrics.kv_op("enqueue", outcome);
+        Ok(result)
     }
 }
 

@@ -78,6 +78,15 @@ pub fn json(status: StatusCode, value: serde_json::Value) -> Response<OutBody> {
     response
 }
 
+/// A 200 with `body` as `content_type`.
+pub fn ok(content_type: &'static str, body: impl Into<Bytes>) -> Response<OutBody> {
+    let mut response = Response::new(OutBody::Full(Some(body.into())));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
 /// An error response: status, a stable machine-readable `code`, a message
 /// for humans, and the id under which the log line carries the detail.
 pub fn error(status: StatusCode, code: &str, message: &str, id: &str) -> Response<OutBody> {

@@ -4,6 +4,7 @@
 use crate::invoke::{self, Admission};
 use crate::registry::Registry;
 use crate::reply::{self, OutBody};
+use crate::request_id;
 use crate::router::{self, Route};
 use crate::storage::Storage;
 use http::{Method, Request, Response, StatusCode};
@@ -147,12 +148,34 @@ impl Handler for Edge {
     }
 }
 
-/// Routes one request.
-pub async fn handle(edge: &Edge, req: Request<Incoming>) -> Response<OutBody> {
+/// Answers one request, under its request id (the client's or a new one).
+pub async fn handle(edge: &Edge, mut req: Request<Incoming>) -> Response<OutBody> {
+    let request_id = request_id::take_or_make(req.headers_mut());
+    let mut response = route(edge, req, &request_id).await;
+    response
+        .headers_mut()
+        .insert(request_id::HEADER, request_id);
+    response
+}
+
+async fn route(
+    edge: &Edge,
+    req: Request<Incoming>,
+    request_id: &http::HeaderValue,
+) -> Response<OutBody> {
     let registry = &edge.registry;
     match router::route(req.uri().path()) {
         Route::Function(name) => match registry.get(name) {
-            Some(function) => invoke::invoke(function, &edge.admission, req).await,
+            Some(function) => {
+                let started = std::time::Instant::now();
+                let stats = function.stats.clone();
+                let name = function.name.clone();
+                let response = invoke::invoke(function, &edge.admission, req, request_id).await;
+                let status = response.status().as_u16();
+                stats.record(status, started.elapsed());
+                edge.admission.metrics.count_request(&name, status);
+                response
+            }
             None => {
                 let message = format!("no function named '{name}' is deployed");
                 not_found(&message)

@@ -64,8 +64,10 @@ pub struct RequestState {
 }
 
 impl RequestState {
-    pub fn new(function: &Function) -> Self {
-        let (stdout, stderr) = GuestLog::pair(function.name.clone(), guest_log::DEFAULT_BUDGET);
+    /// `request_id` goes on every line of guest output.
+    pub fn new(function: &Function, request_id: http::HeaderValue) -> Self {
+        let (stdout, stderr) =
+            GuestLog::pair(function.name.clone(), request_id, guest_log::DEFAULT_BUDGET);
         // No preopened directories, no network, no inherited environment:
         // a function sees only what Outpost's own interfaces give it.
         let wasi = WasiCtx::builder().stdout(stdout).stderr(stderr).build();

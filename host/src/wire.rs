@@ -87,6 +87,9 @@ pub struct FeedPage {
     /// Random id of the cloud's database: cursors are only meaningful for
     /// the database that issued them, so a new id means "start over".
     pub cloud: u64,
+    /// Conflicts the cloud has recorded so far, for the edge's metrics.
+    #[serde(default)]
+    pub conflicts: u64,
 }
 
 /// A queue event as stored by the cloud.

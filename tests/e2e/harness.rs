@@ -331,6 +331,11 @@ fn send(
     }
 }
 
+/// A GET with its own agent, to any URL.
+pub fn http_get(url: &str, headers: &[(&str, &str)]) -> Reply {
+    send(&http_agent(), "GET", url, headers, b"")
+}
+
 /// A free TCP port on loopback, for a process started later.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -353,6 +358,8 @@ pub fn write_settings(dir: &tempfile::TempDir, name: &str, toml: &str) {
 pub struct Node {
     process: Process,
     pub addr: SocketAddr,
+    /// The admin listener (metrics, admin API, dashboard).
+    pub admin: SocketAddr,
     /// Holds the modules and data folders; both outlive restarts.
     pub dir: Arc<tempfile::TempDir>,
     agent: ureq::Agent,
@@ -394,10 +401,12 @@ impl Node {
         address_limit: Option<u64>,
     ) -> Node {
         let process = Process::spawn(Self::command(&dir, &extra_args, address_limit), "outpost");
-        let addr = process.wait_addr(r"listening on http://(\S+)");
+        let addr = process.wait_addr(r#"(?:: |")listening on http://(\S+?)"?(?:\s|,|$)"#);
+        let admin = process.wait_addr(r"admin listening on http://(\S+)");
         Node {
             process,
             addr,
+            admin,
             dir,
             agent: http_agent(),
             extra_args,
@@ -419,8 +428,12 @@ impl Node {
             .arg("--data")
             .arg(dir.path().join("data"))
             .args(extra_args)
-            .current_dir(dir.path())
-            .env("RUST_LOG", "info,outpost=debug");
+            .current_dir(dir.path());
+        if !extra_args.iter().any(|a| a == "--admin-listen") {
+            // Many nodes run at once: never the fixed default port.
+            cmd.arg("--admin-listen").arg("127.0.0.1:0");
+        }
+        cmd.env("RUST_LOG", "info,outpost=debug");
         if let Some(bytes) = address_limit {
             use std::os::unix::process::CommandExt;
             // SAFETY: setrlimit is async-signal-safe; nothing else runs
@@ -484,6 +497,12 @@ impl Node {
 
     pub fn get(&self, path: &str) -> Reply {
         self.request("GET", path, &[], b"")
+    }
+
+    /// GET on the admin listener.
+    pub fn admin_get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let url = format!("http://{}{}", self.admin, path);
+        send(&self.agent, "GET", &url, headers, b"")
     }
 
     /// Waits until GET `path` answers `status` with `body`.
@@ -571,6 +590,18 @@ impl Cloud {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// POST with the bearer token.
+    pub fn post(&self, path: &str, body: &str) -> Reply {
+        let auth = format!("Bearer {TOKEN}");
+        send(
+            &self.agent,
+            "POST",
+            &format!("{}{path}", self.url()),
+            &[("authorization", &auth)],
+            body.as_bytes(),
+        )
     }
 
     /// GET with the bearer token.

@@ -13,6 +13,7 @@ mod isolation;
 mod kv;
 mod lifecycle;
 mod mixed;
+mod observability;
 mod outbound;
 mod reload;
 mod replication;

@@ -6,7 +6,7 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 
 /// An edge running `kvtest` as `kv` with a replicated default store.
-fn edge(node_id: &str, cloud_port: u16, extra: &[&str]) -> Node {
+pub(crate) fn edge(node_id: &str, cloud_port: u16, extra: &[&str]) -> Node {
     let dir = prepare(&[("kv", "kvtest")]);
     write_settings(&dir, "kv", "[kv]\nreplicated = [\"default\"]\n");
     let mut args = vec![
@@ -29,7 +29,7 @@ fn call(node: &Node, store_op: &str, query: &str, body: &[u8]) -> Value {
     value["ok"].clone()
 }
 
-fn set(node: &Node, key: &str, value: &str) {
+pub(crate) fn set(node: &Node, key: &str, value: &str) {
     call(
         node,
         "default/set",

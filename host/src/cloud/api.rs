@@ -9,7 +9,9 @@
 //! | `GET /v1/conflicts?since=I&limit=N` | recorded conflicts |
 //! | `GET /v1/events/TOPIC?since=I&limit=N` | events of a topic |
 //! | `GET /v1/kv?store=S&key=K` | the cloud's current value of a key |
+//! | `GET /metrics` | Prometheus metrics |
 
+use super::metrics::CloudMetrics;
 use super::store::{CloudStore, CloudStoreError};
 use crate::reply::{self, OutBody};
 use crate::server::Handler;
@@ -35,6 +37,7 @@ pub struct Cloud {
     pub store: Arc<CloudStore>,
     /// The bearer token every edge and reader must present.
     pub token: Arc<str>,
+    pub metrics: Arc<CloudMetrics>,
 }
 
 impl Handler for Cloud {
@@ -108,20 +111,7 @@ fn storage_failure(e: CloudStoreError) -> Response<OutBody> {
 
 impl Cloud {
     fn authorized(&self, req: &Request<Incoming>) -> bool {
-        let Some(value) = req.headers().get(header::AUTHORIZATION) else {
-            return false;
-        };
-        let Some(given) = value.as_bytes().strip_prefix(b"Bearer ") else {
-            return false;
-        };
-        // Constant-time comparison, so the token cannot be guessed byte by byte.
-        let expected = self.token.as_bytes();
-        given.len() == expected.len()
-            && given
-                .iter()
-                .zip(expected)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        crate::bearer::authorized(req.headers(), &self.token)
     }
 
     async fn handle(self, req: Request<Incoming>) -> Response<OutBody> {
@@ -130,6 +120,7 @@ impl Cloud {
             return reply::json(StatusCode::OK, serde_json::json!({ "status": "ok" }));
         }
         if !self.authorized(&req) {
+            self.metrics.unauthorized.inc();
             return error(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -138,7 +129,23 @@ impl Cloud {
             );
         }
         match (req.method(), path.as_str()) {
-            (&Method::POST, "/v1/ingest") => self.ingest(req).await,
+            (&Method::POST, "/v1/ingest") => {
+                let response = self.ingest(req).await;
+                let result = match response.status() {
+                    StatusCode::OK => "accepted",
+                    StatusCode::BAD_REQUEST => "malformed",
+                    StatusCode::PAYLOAD_TOO_LARGE => "too-large",
+                    _ => "failed",
+                };
+                CloudMetrics::count(&self.metrics.batches, result, 1);
+                response
+            }
+            (&Method::GET, "/metrics") => {
+                self.metrics
+                    .conflicts
+                    .set(self.store.conflict_count() as i64);
+                reply::ok(crate::metrics::CONTENT_TYPE, self.metrics.render())
+            }
             (&Method::GET, "/v1/feed") => self.feed(&req).await,
             (&Method::GET, "/v1/conflicts") => match Paging::parse(&query(&req)) {
                 Ok(p) => self
@@ -227,6 +234,8 @@ impl Cloud {
         let node = batch.node.clone();
         match tokio::task::spawn_blocking(move || store.ingest(&batch)).await {
             Ok(Ok(ack)) => {
+                CloudMetrics::count(&self.metrics.entries, "applied", ack.applied);
+                CloudMetrics::count(&self.metrics.entries, "duplicate", ack.duplicates);
                 tracing::debug!(node = %node, applied = ack.applied, duplicates = ack.duplicates, through = ack.through, "batch ingested");
                 json(&ack)
             }
@@ -252,11 +261,15 @@ impl Cloud {
             Err(message) => return error(StatusCode::BAD_REQUEST, "bad-request", &message, ""),
         };
         let deadline = tokio::time::Instant::now() + wait;
+        self.metrics.feed_reads.inc();
         loop {
             // Register for wake-ups before looking, so no ingest is missed.
             let grew = self.store.feed_grew.notified();
             match self.store.feed(since, limit) {
-                Ok(page) if !page.changes.is_empty() => return json(&page),
+                Ok(page) if !page.changes.is_empty() => {
+                    self.metrics.feed_changes.inc_by(page.changes.len() as u64);
+                    return json(&page);
+                }
                 Ok(page) => {
                     if tokio::time::timeout_at(deadline, grew).await.is_err() {
                         return json(&page);

@@ -3,6 +3,7 @@
 //! all edges converge.
 
 pub mod api;
+pub mod metrics;
 pub mod store;
 
 use anyhow::Context as _;
@@ -75,6 +76,7 @@ pub async fn serve(config: CloudConfig, shutdown: impl Future<Output = ()>) -> a
     let handler = api::Cloud {
         store,
         token: Arc::from(token),
+        metrics: Arc::default(),
     };
     let limits = crate::server::ConnectionLimits {
         max_connections: 10_000,

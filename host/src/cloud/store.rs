@@ -247,7 +247,16 @@ impl CloudStore {
             changes,
             next,
             cloud: self.id,
+            conflicts: self.conflict_count(),
         })
+    }
+
+    /// Conflicts recorded and durable so far (ids start at 1).
+    pub fn conflict_count(&self) -> u64 {
+        self.durable
+            .conflict
+            .load(Ordering::Acquire)
+            .saturating_sub(1)
     }
 
     pub fn conflicts(&self, since: u64, limit: usize) -> Result<Page<Conflict>, CloudStoreError> {

@@ -1,4 +1,5 @@
-//! HTTP client for the cloud tier's API (`/v1/ingest`, `/v1/feed`).
+//! HTTP client for the cloud tier's API (`/v1/ingest`, `/v1/feed`,
+//! `/v1/conflicts`).
 
 use crate::wire::{Ack, FeedPage};
 use bytes::Bytes;
@@ -104,6 +105,14 @@ impl CloudClient {
             .call(Method::POST, "/v1/ingest", batch, INGEST_TIMEOUT)
             .await?;
         serde_json::from_slice(&body).map_err(|e| CloudError::Decode(e.to_string()))
+    }
+
+    /// A page of recorded conflicts, as the cloud's JSON (the admin API
+    /// passes it through unchanged).
+    pub async fn conflicts(&self, since: u64, limit: usize) -> Result<Bytes, CloudError> {
+        let path = format!("/v1/conflicts?since={since}&limit={limit}");
+        self.call(Method::GET, &path, Bytes::new(), Duration::from_secs(10))
+            .await
     }
 
     /// Changes after `since`, waiting up to [`FEED_WAIT`] for some to arrive.

@@ -5,12 +5,26 @@ pub mod backoff;
 pub mod client;
 pub mod puller;
 pub mod shipper;
+pub mod status;
 
+use crate::metrics::Metrics;
 use crate::storage::Storage;
+use status::ReplicationStatus;
 use std::sync::Arc;
+
+/// What the shipper and the puller share: the client, and where they
+/// report what they see.
+#[derive(Clone)]
+pub struct Link {
+    pub client: Arc<client::CloudClient>,
+    pub status: Arc<ReplicationStatus>,
+    pub metrics: Arc<Metrics>,
+}
 
 /// Handles to the two background tasks; dropping them stops replication.
 pub struct Replication {
+    pub status: Arc<ReplicationStatus>,
+    pub client: Arc<client::CloudClient>,
     shipper: tokio::task::JoinHandle<()>,
     puller: tokio::task::JoinHandle<()>,
 }
@@ -28,11 +42,20 @@ pub fn start(
     base_url: &str,
     token: Option<String>,
     ship_batch: usize,
+    metrics: Arc<Metrics>,
 ) -> Result<Replication, client::CloudError> {
     let client = Arc::new(client::CloudClient::new(base_url, token)?);
+    let status = Arc::new(ReplicationStatus::new(base_url));
     tracing::info!(cloud = %base_url, node = %storage.node_id(), "replication enabled");
+    let link = Link {
+        client: client.clone(),
+        status: status.clone(),
+        metrics,
+    };
     Ok(Replication {
-        shipper: tokio::spawn(shipper::run(storage.clone(), client.clone(), ship_batch)),
-        puller: tokio::spawn(puller::run(storage, client)),
+        status,
+        client,
+        shipper: tokio::spawn(shipper::run(storage.clone(), link.clone(), ship_batch)),
+        puller: tokio::spawn(puller::run(storage, link)),
     })
 }

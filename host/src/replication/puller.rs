@@ -1,16 +1,17 @@
 //! Follows the cloud's change feed from the cursor persisted in the node's
 //! database and applies its writes, last-writer-wins.
 
+use super::Link;
 use super::backoff::Backoff;
-use super::client::CloudClient;
-use crate::storage::{Storage, WriteOp};
+use crate::metrics::ResultLabels;
+use crate::storage::{Storage, WriteOp, Written};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Changes asked for per feed request.
 const PAGE: usize = 500;
 
-pub async fn run(storage: Arc<Storage>, client: Arc<CloudClient>) {
+pub async fn run(storage: Arc<Storage>, link: Link) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     let mut failing = false;
     loop {
@@ -25,7 +26,7 @@ pub async fn run(storage: Arc<Storage>, client: Arc<CloudClient>) {
                 continue;
             }
         };
-        match client.feed(cursor, PAGE).await {
+        match link.client.feed(cursor, PAGE).await {
             Ok(page) => {
                 if failing {
                     failing = false;
@@ -46,6 +47,8 @@ pub async fn run(storage: Arc<Storage>, client: Arc<CloudClient>) {
                     // unless this node lost them (a wiped data dir).
                     (page.changes, page.next)
                 } else {
+                    // Nothing new: the long poll ran out at the feed's end.
+                    link.status.pulled(true, page.conflicts);
                     continue;
                 };
                 let count = changes.len();
@@ -55,7 +58,19 @@ pub async fn run(storage: Arc<Storage>, client: Arc<CloudClient>) {
                     cloud: page.cloud,
                 };
                 match storage.write(op).await {
-                    Ok(_) => tracing::debug!(count, "applied remote changes"),
+                    Ok(written) => {
+                        if let Written::Remote { applied, older } = written {
+                            let family = &link.metrics.remote_writes;
+                            family
+                                .get_or_create(&ResultLabels { result: "applied" })
+                                .inc_by(applied);
+                            family
+                                .get_or_create(&ResultLabels { result: "older" })
+                                .inc_by(older);
+                        }
+                        link.status.pulled(count < PAGE, page.conflicts);
+                        tracing::debug!(count, "applied remote changes");
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "cannot apply remote changes");
                         tokio::time::sleep(backoff.next_delay()).await;
@@ -63,6 +78,7 @@ pub async fn run(storage: Arc<Storage>, client: Arc<CloudClient>) {
                 }
             }
             Err(e) => {
+                link.status.unreachable(&e);
                 if !failing {
                     failing = true;
                     tracing::warn!(error = %e, cursor, "cannot read the cloud's change feed; will retry");

@@ -3,8 +3,10 @@
 //! unanswered upload is retried with backoff, and any redelivery is
 //! harmless because the cloud deduplicates on (node id, sequence).
 
+use super::Link;
 use super::backoff::Backoff;
-use super::client::{CloudClient, CloudError};
+use super::client::CloudError;
+use crate::metrics::ResultLabels;
 use crate::storage::Storage;
 use bytes::Bytes;
 use http::StatusCode;
@@ -35,7 +37,13 @@ fn encode_batch(node: &str, epoch: u64, records: &[(u64, sled::IVec)]) -> Bytes 
     Bytes::from(out)
 }
 
-pub async fn run(storage: Arc<Storage>, client: Arc<CloudClient>, batch_max: usize) {
+pub async fn run(storage: Arc<Storage>, link: Link, batch_max: usize) {
+    let count = |result: &'static str| {
+        link.metrics
+            .ship_batches
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    };
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     let mut down_since: Option<Instant> = None;
     // After the cloud refused a batch as malformed or too large, the records
@@ -59,13 +67,13 @@ pub async fn run(storage: Arc<Storage>, client: Arc<CloudClient>, batch_max: usi
             }
             continue;
         };
-        match client
-            .ingest(encode_batch(storage.node_id(), storage.epoch(), &batch))
-            .await
-        {
+        let body = encode_batch(storage.node_id(), storage.epoch(), &batch);
+        link.metrics.ship_bytes.inc_by(body.len() as u64);
+        match link.client.ingest(body).await {
             Err(CloudError::Status { status, body })
                 if status == StatusCode::BAD_REQUEST || status == StatusCode::PAYLOAD_TOO_LARGE =>
             {
+                count("refused");
                 // Retrying the same bytes cannot succeed. Narrow down to the
                 // record at fault and set it aside (on disk, reported), so
                 // one bad record cannot block every later one.
@@ -82,8 +90,10 @@ pub async fn run(storage: Arc<Storage>, client: Arc<CloudClient>, batch_max: usi
                 }
             }
             Ok(ack) => {
+                count("acked");
                 singles = singles.saturating_sub(1);
                 let through = ack.through.min(last);
+                link.status.acked(through);
                 if let Err(e) = storage.outbox_ack(through) {
                     tracing::error!(error = %e, "cannot drop acknowledged records from the outbox");
                 }
@@ -104,6 +114,8 @@ pub async fn run(storage: Arc<Storage>, client: Arc<CloudClient>, batch_max: usi
                 backoff.reset();
             }
             Err(e) => {
+                count("failed");
+                link.status.unreachable(&e);
                 let delay = backoff.next_delay();
                 if down_since.is_none() {
                     down_since = Some(Instant::now());

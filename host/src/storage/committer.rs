@@ -91,6 +91,12 @@ pub enum Written {
     Id(u64),
     /// Refused; nothing changed.
     Rejected(Rejection),
+    /// `ApplyRemote`: changes that won here, and changes older than the
+    /// local version (left alone).
+    Remote {
+        applied: u64,
+        older: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -494,6 +500,7 @@ impl Committer {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let horizon = (wall_ms + MAX_CLOCK_SKEW_MS) << 16;
+        let mut applied = 0;
         for change in changes {
             if change.version.hlc <= horizon {
                 self.hlc.observe(change.version.hlc);
@@ -501,7 +508,7 @@ impl Committer {
                 tracing::warn!(node = %change.version.node, store = %change.store, key = %change.key, "remote write stamped far in the future; its clock is ignored");
             }
             let tree = self.db.open_tree(tree_name(&change.store))?;
-            let result = (&tree, &self.meta).transaction(|(tree, meta)| -> TxResult<()> {
+            let result = (&tree, &self.meta).transaction(|(tree, meta)| -> TxResult<bool> {
                 let newer_here = tree
                     .get(&change.key)?
                     .and_then(|bytes| envelope::decode(&bytes))
@@ -513,14 +520,19 @@ impl Committer {
                     )?;
                 }
                 meta.insert(META_HLC, &be(self.hlc.last()))?;
-                Ok(())
+                Ok(!newer_here)
             });
-            if let Err(TransactionError::Storage(e)) = result {
-                return Err(e.into());
+            match result {
+                Ok(won) => applied += u64::from(won),
+                Err(TransactionError::Storage(e)) => return Err(e.into()),
+                Err(TransactionError::Abort(_)) => {}
             }
         }
         self.meta.insert(META_PULL_CURSOR, &be(cursor))?;
         self.meta.insert(META_CLOUD_ID, &be(cloud))?;
-        Ok(Written::Done)
+        Ok(Written::Remote {
+            applied,
+            older: changes.len() as u64 - applied,
+        })
     }
 }

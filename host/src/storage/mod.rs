@@ -271,6 +271,21 @@ impl Storage {
         Ok(removed)
     }
 
+    /// The oldest record waiting in the outbox: its sequence number and
+    /// when it was written (from its HLC stamp).
+    pub fn outbox_oldest(&self) -> Result<Option<(u64, std::time::SystemTime)>, StorageError> {
+        let Some((key, value)) = self.outbox.first()? else {
+            return Ok(None);
+        };
+        let hlc = match serde_json::from_slice::<crate::wire::Record>(&value) {
+            Ok(crate::wire::Record::Kv { version, .. }) => version.hlc,
+            Ok(crate::wire::Record::Event { hlc, .. }) => hlc,
+            Err(_) => 0,
+        };
+        let written = std::time::UNIX_EPOCH + std::time::Duration::from_millis(hlc >> 16);
+        Ok(Some((u64_value(Some(key)), written)))
+    }
+
     pub fn outbox_len(&self) -> usize {
         self.outbox.len()
     }

@@ -13,6 +13,7 @@
 //! - `/hostile/fetch?url=U&times=N`: makes N outbound GETs, answers what
 //!   each returned (`200 <body>` or the error code);
 //! - `/hostile/read-body`: reads the whole request body, answers its size;
+//! - `/hostile/say?out=A&err=B`: writes line A to stdout and B to stderr;
 //! - anything else: `ok`.
 
 use std::hint::black_box;
@@ -197,6 +198,12 @@ impl wasip2::exports::http::incoming_handler::Guest for Hostile {
                     written += line.len() as u64;
                 }
                 answer(out, b"flooded");
+            }
+            "say" => {
+                let line = |name| format!("{}\n", percent_decode(param(query, name).unwrap_or("")));
+                let _ = write_all(&wasip2::cli::stdout::get_stdout(), line("out").as_bytes());
+                let _ = write_all(&wasip2::cli::stderr::get_stderr(), line("err").as_bytes());
+                answer(out, b"said");
             }
             "fetch" => {
                 let url = percent_decode(param(query, "url").unwrap_or(""));

@@ -1,0 +1,443 @@
+//! Operating a node: Prometheus metrics (parsed, not string-matched), the
+//! admin API and its token, request ids, guest output in the log, and the
+//! cloud tier's own metrics.
+
+use crate::harness::{Cloud, Node, Reply, eventually, free_port, guest_bytes, prepare};
+use crate::replication::{edge, set};
+use prometheus_parse::{Scrape, Value};
+use std::collections::HashMap;
+
+/// A parsed `/metrics` answer.
+pub struct Metrics(Scrape);
+
+impl Metrics {
+    pub fn parse(reply: &Reply) -> Metrics {
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let lines = reply.body.lines().map(|l| Ok(l.to_owned()));
+        Metrics(Scrape::parse(lines).expect("Prometheus text"))
+    }
+
+    /// The value of the sample `name` whose labels include `labels`;
+    /// several matches are summed. `None` if there is no such sample.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let values: Vec<f64> = self
+            .0
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .filter_map(|s| match s.value {
+                Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => Some(v),
+                _ => None,
+            })
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
+    }
+
+    /// Like [`get`](Self::get), with a missing sample read as zero (a
+    /// labelled counter appears on first use).
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.get(name, labels).unwrap_or(0.0)
+    }
+
+    pub fn has_histogram(&self, name: &str) -> bool {
+        self.0
+            .samples
+            .iter()
+            .any(|s| s.metric == name && matches!(s.value, Value::Histogram(_)))
+    }
+}
+
+fn scrape(node: &Node) -> Metrics {
+    let reply = node.admin_get("/metrics", &[]);
+    assert!(
+        reply
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("application/openmetrics-text")),
+        "{:?}",
+        reply.headers
+    );
+    Metrics::parse(&reply)
+}
+
+#[test]
+fn metrics_follow_requests_loads_and_kv_calls() {
+    let node = Node::start(&[("hello", "hello"), ("trap", "trap"), ("kv", "kvtest")]);
+    let before = scrape(&node);
+    assert_eq!(before.get("outpost_functions", &[]), Some(3.0));
+    assert_eq!(before.get("outpost_instance_slots", &[]), Some(1000.0));
+    assert_eq!(before.get("outpost_instances_in_flight", &[]), Some(0.0));
+    assert_eq!(
+        before.value("outpost_module_loads_total", &[("source", "compiled")]),
+        3.0
+    );
+    assert!(before.has_histogram("outpost_compile_duration_seconds"));
+
+    for _ in 0..3 {
+        assert_eq!(node.get("/hello").status, 200);
+    }
+    assert_eq!(node.get("/trap/panic").status, 500);
+    let set = node.request("POST", "/kv/default/set?key=k", &[], b"v");
+    assert_eq!(set.json()["ok"], true);
+    assert_eq!(node.get("/kv/default/get?key=k").json()["ok"], "v");
+    let too_long = "k".repeat(600);
+    assert_eq!(
+        node.get(&format!("/kv/default/get?key={too_long}")).json()["error"],
+        "invalid-key"
+    );
+
+    let after = scrape(&node);
+    let delta = |name: &str, labels: &[(&str, &str)]| {
+        after.value(name, labels) - before.value(name, labels)
+    };
+    assert_eq!(
+        delta(
+            "outpost_requests_total",
+            &[("function", "hello"), ("status", "200")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        delta(
+            "outpost_requests_total",
+            &[("function", "trap"), ("status", "500")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        delta(
+            "outpost_request_duration_seconds_count",
+            &[("function", "hello")]
+        ),
+        3.0
+    );
+    assert!(
+        after.value(
+            "outpost_request_duration_seconds_sum",
+            &[("function", "hello")]
+        ) > 0.0
+    );
+    assert_eq!(
+        delta("outpost_instantiate_duration_seconds_count", &[]),
+        7.0
+    );
+    assert_eq!(
+        delta(
+            "outpost_kv_operations_total",
+            &[("op", "set"), ("result", "ok")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        delta(
+            "outpost_kv_operations_total",
+            &[("op", "get"), ("result", "ok")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        delta(
+            "outpost_kv_operations_total",
+            &[("op", "get"), ("result", "invalid-key")]
+        ),
+        1.0
+    );
+    assert_eq!(after.get("outpost_outbox_records", &[]), Some(0.0));
+
+    // A restart loads from the cache, and the counters say so.
+    let node = node.restart();
+    let restarted = scrape(&node);
+    assert_eq!(
+        restarted.value("outpost_module_loads_total", &[("source", "cache")]),
+        3.0
+    );
+    assert_eq!(
+        restarted.value("outpost_module_loads_total", &[("source", "compiled")]),
+        0.0
+    );
+}
+
+#[test]
+fn overload_rejections_and_saturation_are_reported() {
+    let dir = prepare(&[("slow", "slow"), ("hello", "hello")]);
+    crate::harness::write_host_config(&dir, "max-instances = 1\nqueue-timeout-ms = 100\n");
+    let node = Node::spawn(dir, Vec::new(), None);
+    let url = node.url("/slow?ms=3000");
+    let busy = std::thread::spawn(move || ureq::get(&url).call().map(|r| r.status()).ok());
+    let saturated = eventually("the slot taken", || {
+        let m = scrape(&node);
+        (m.get("outpost_instances_in_flight", &[]) == Some(1.0)).then_some(m)
+    });
+    assert_eq!(
+        saturated.get("outpost_pool_saturation_ratio", &[]),
+        Some(1.0)
+    );
+    eventually("a 503", || (node.get("/hello").status == 503).then_some(()));
+    let m = scrape(&node);
+    assert!(
+        m.value(
+            "outpost_overload_rejections_total",
+            &[("function", "hello")]
+        ) >= 1.0
+    );
+    assert!(
+        m.value(
+            "outpost_requests_total",
+            &[("function", "hello"), ("status", "503")]
+        ) >= 1.0
+    );
+    assert_eq!(busy.join().unwrap(), Some(200));
+}
+
+#[test]
+fn the_admin_api_reports_functions_events_and_outbox() {
+    let node = Node::start(&[("hello", "hello")]);
+    std::fs::write(node.module_path("broken"), b"not a component").unwrap();
+    node.wait_log("function=broken");
+    assert_eq!(node.get("/hello").status, 200);
+
+    let functions = eventually("both functions listed", || {
+        let reply = node.admin_get("/functions", &[]);
+        assert_eq!(reply.status, 200);
+        let list = reply.json()["functions"].as_array().unwrap().clone();
+        (list.len() == 2).then_some(list)
+    });
+    let by_name: HashMap<&str, &serde_json::Value> = functions
+        .iter()
+        .map(|f| (f["name"].as_str().unwrap(), f))
+        .collect();
+    let hello = by_name["hello"];
+    assert_eq!(hello["serving"], true);
+    assert_eq!(hello["source"], "compiled");
+    assert_eq!(hello["sha256"].as_str().unwrap().len(), 64);
+    assert!(hello["version"].as_str().unwrap().len() == 12);
+    assert!(hello["loaded_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(hello["requests"], 1);
+    assert_eq!(hello["errors"], 0);
+    assert_eq!(hello["latency_seconds"]["count"], 1);
+    assert_eq!(hello["last_error"], serde_json::Value::Null);
+    let broken = by_name["broken"];
+    assert_eq!(broken["serving"], false);
+    assert!(
+        broken["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a WebAssembly"),
+        "{broken}"
+    );
+
+    // A reload and a removal appear as events, newest first.
+    std::fs::write(node.module_path("hello"), guest_bytes("echo")).unwrap();
+    eventually("the reload", || {
+        (node.get("/hello").status == 200 && node.log_matches("reloaded").len() == 1).then_some(())
+    });
+    std::fs::remove_file(node.module_path("hello")).unwrap();
+    eventually("the removal", || {
+        (node.get("/hello").status == 404).then_some(())
+    });
+    let events = eventually("the removal event", || {
+        let events = node.admin_get("/events?limit=10", &[]).json()["events"].clone();
+        (events[0]["kind"] == "removed").then_some(events)
+    });
+    let kinds: Vec<(&str, &str)> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["function"].as_str().unwrap(), e["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("hello", "removed"),
+            ("hello", "reloaded"),
+            ("broken", "failed"),
+            ("hello", "loaded")
+        ]
+    );
+    assert_eq!(events[1]["source"], "compiled");
+    assert_eq!(
+        node.admin_get("/events?limit=1", &[]).json()["events"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(node.admin_get("/events?limit=x", &[]).status, 400);
+
+    let outbox = node.admin_get("/outbox", &[]).json();
+    assert_eq!(outbox["records"], 0);
+    assert_eq!(outbox["cloud"]["configured"], false);
+    assert_eq!(outbox["oldest"], serde_json::Value::Null);
+
+    let conflicts = node.admin_get("/conflicts", &[]);
+    assert_eq!(conflicts.status, 503);
+    assert_eq!(conflicts.json()["error"], "no-cloud");
+    assert_eq!(node.admin_get("/nothing", &[]).status, 404);
+    let dashboard = node.admin_get("/", &[]);
+    assert_eq!(dashboard.status, 200);
+    assert!(dashboard.body.contains("id=\"functions\""));
+    // The public port serves functions, not the admin API.
+    assert_eq!(node.get("/metrics").status, 404);
+}
+
+#[test]
+fn the_admin_token_is_enforced_when_set() {
+    let node = Node::start_with(&[("hello", "hello")], &["--admin-token", "s3cret"]);
+    for path in ["/metrics", "/functions", "/events", "/outbox", "/conflicts"] {
+        let missing = node.admin_get(path, &[]);
+        assert_eq!(missing.status, 401, "{path}");
+        assert_eq!(missing.json()["error"], "unauthorized");
+        assert!(missing.header("x-outpost-error-id").is_some());
+        let wrong = node.admin_get(path, &[("authorization", "Bearer s3cre")]);
+        assert_eq!(wrong.status, 401, "{path}");
+    }
+    let good = [("authorization", "Bearer s3cret")];
+    assert_eq!(node.admin_get("/functions", &good).status, 200);
+    Metrics::parse(&node.admin_get("/metrics", &good));
+    // The dashboard page holds no data; it asks for the token itself.
+    assert_eq!(node.admin_get("/", &[]).status, 200);
+}
+
+#[test]
+fn request_ids_are_kept_or_made_and_returned() {
+    let node = Node::start(&[("echo", "echo"), ("trap", "trap")]);
+    let given = node.request("GET", "/echo/x", &[("x-request-id", "client-id-7")], b"");
+    assert_eq!(given.header("x-request-id"), Some("client-id-7"));
+    assert!(
+        given.body.contains("client-id-7"),
+        "the guest sees the id: {}",
+        given.body
+    );
+
+    let made: Vec<String> = (0..2)
+        .map(|_| {
+            let reply = node.get("/echo/x");
+            let id = reply.header("x-request-id").expect("an id").to_owned();
+            assert!(reply.body.contains(&id), "the guest sees the made id");
+            id
+        })
+        .collect();
+    assert_ne!(made[0], made[1]);
+    assert!(made[0].len() == 16 && made[0].bytes().all(|b| b.is_ascii_hexdigit()));
+
+    // An id that could break a log line is replaced.
+    let odd = node.request("GET", "/echo/x", &[("x-request-id", "two words")], b"");
+    assert_ne!(odd.header("x-request-id"), Some("two words"));
+    // Host-made answers carry it too, and the error's log line names it.
+    assert!(node.get("/nothing-here").header("x-request-id").is_some());
+    let failed = node.request("GET", "/trap/panic", &[("x-request-id", "trap-id-1")], b"");
+    assert_eq!(failed.status, 500);
+    assert_eq!(failed.header("x-request-id"), Some("trap-id-1"));
+    let id = failed.json()["id"].as_str().unwrap().to_owned();
+    let line = node.wait_log(&format!("error_id={id}"));
+    assert!(line.contains("request_id=trap-id-1"), "{line}");
+}
+
+#[test]
+fn guest_output_is_logged_with_function_and_request_id() {
+    let node = Node::start(&[("hostile", "hostile")]);
+    let reply = node.request(
+        "GET",
+        "/hostile/say?out=line-on-stdout&err=line-on-stderr",
+        &[("x-request-id", "say-1")],
+        b"",
+    );
+    assert_eq!(reply.body, "said");
+    for (stream, text) in [("stdout", "line-on-stdout"), ("stderr", "line-on-stderr")] {
+        let line = node.wait_log(text);
+        assert!(line.contains("function=hostile"), "{line}");
+        assert!(line.contains("request_id=say-1"), "{line}");
+        assert!(line.contains(&format!("stream={stream}")), "{line}");
+    }
+}
+
+#[test]
+fn replication_state_shows_in_outbox_metrics_and_conflicts() {
+    let port = free_port();
+    // Cloud down: writes pile up in the outbox, the link shows as down.
+    let a = edge("edge-a", port, &[]);
+    let b = edge("edge-b", port, &[]);
+    set(&a, "contested", "from-a");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    set(&b, "contested", "from-b");
+    let down = eventually("a failed upload", || {
+        let outbox = a.admin_get("/outbox", &[]).json();
+        (outbox["cloud"]["reachable"] == false).then_some(outbox)
+    });
+    assert_eq!(down["records"], 1);
+    assert!(down["oldest"]["seq"].is_u64(), "{down}");
+    assert!(down["cloud"]["last_error"].is_string());
+    let m = scrape(&a);
+    assert_eq!(m.get("outpost_outbox_records", &[]), Some(1.0));
+    assert_eq!(m.get("outpost_cloud_reachable", &[]), Some(0.0));
+    assert!(m.value("outpost_shipper_batches_total", &[("result", "failed")]) >= 1.0);
+    assert!(m.get("outpost_outbox_oldest_age_seconds", &[]).unwrap() >= 0.0);
+    assert!(m.get("outpost_replication_lag_seconds", &[]).unwrap() > 0.0);
+
+    // Cloud up: the outbox drains, the link and the feed catch up, and the
+    // conflict the two writes made is visible from the edge.
+    let cloud = Cloud::start_at(port);
+    let drained = eventually("drained and in sync", || {
+        let outbox = a.admin_get("/outbox", &[]).json();
+        (outbox["records"] == 0
+            && outbox["cloud"]["reachable"] == true
+            && outbox["replication_lag_seconds"] == 0.0
+            && outbox["conflicts_seen"] == 1)
+            .then_some(outbox)
+    });
+    assert!(
+        drained["last_ack"]["through"].as_u64().unwrap() >= 1,
+        "{drained}"
+    );
+    let m = scrape(&a);
+    assert!(m.value("outpost_shipper_batches_total", &[("result", "acked")]) >= 1.0);
+    assert!(m.value("outpost_shipper_bytes_total", &[]) > 0.0);
+    assert_eq!(m.get("outpost_conflicts_seen", &[]), Some(1.0));
+    assert_eq!(m.get("outpost_replication_lag_seconds", &[]), Some(0.0));
+    assert!(m.value("outpost_remote_writes_total", &[]) >= 1.0);
+
+    let conflicts = a.admin_get("/conflicts?since=0&limit=10", &[]);
+    assert_eq!(conflicts.status, 200, "{}", conflicts.body);
+    let items = conflicts.json()["items"].clone();
+    assert_eq!(items[0]["key"], "contested");
+    assert_eq!(items[0]["winner"]["node"], "edge-b");
+
+    // The cloud's own metrics, behind its token.
+    let unauthorized = crate::harness::http_get(&format!("{}/metrics", cloud.url()), &[]);
+    assert_eq!(unauthorized.status, 401);
+    let c = Metrics::parse(&cloud.get("/metrics"));
+    assert!(c.value("outpost_cloud_batches_total", &[("result", "accepted")]) >= 2.0);
+    assert_eq!(
+        c.value("outpost_cloud_entries_total", &[("result", "applied")]),
+        2.0
+    );
+    assert_eq!(c.get("outpost_cloud_conflicts", &[]), Some(1.0));
+    assert!(c.value("outpost_cloud_feed_reads_total", &[]) >= 2.0);
+    assert!(c.value("outpost_cloud_unauthorized_requests_total", &[]) >= 1.0);
+}
+
+#[test]
+fn redelivered_batches_count_as_cloud_dedup_hits() {
+    let cloud = Cloud::start();
+    let batch = serde_json::json!({
+        "node": "n1", "epoch": 7,
+        "entries": [{"seq": 1, "record": {"kind": "event", "topic": "t", "payload": "eA==", "idempotency_key": null, "hlc": 1}}]
+    });
+    for _ in 0..2 {
+        let reply = cloud.post("/v1/ingest", &batch.to_string());
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    let c = Metrics::parse(&cloud.get("/metrics"));
+    assert_eq!(
+        c.value("outpost_cloud_entries_total", &[("result", "applied")]),
+        1.0
+    );
+    assert_eq!(
+        c.value("outpost_cloud_entries_total", &[("result", "duplicate")]),
+        1.0
+    );
+    assert_eq!(
+        c.value("outpost_cloud_batches_total", &[("result", "accepted")]),
+        2.0
+    );
+}
