@@ -3,8 +3,9 @@
 //! - `cargo xtask serve [ARGS...]` adds the wasm32-wasip2 target if missing,
 //!   builds the example functions into `modules/`, and runs
 //!   `outpost serve ARGS...` (release build) with the default data dir.
-//! - `cargo xtask test` adds the target, builds every guest once, checks
-//!   formatting and clippy, and runs the whole test suite.
+//! - `cargo xtask test` adds the target, builds every guest once, installs
+//!   chromium and chromedriver (apt) if missing, checks formatting and
+//!   clippy, and runs the whole test suite.
 //! - `cargo xtask guests` only builds the guests.
 //!
 //! Std only, so `cargo xtask` itself compiles in seconds.
@@ -97,6 +98,32 @@ fn build_guests(names: &[&str]) -> Result<(), String> {
         cmd.args(["-p", name]);
     }
     run(&mut cmd)
+}
+
+/// Whether `program` runs (is on PATH).
+fn on_path(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The dashboard test drives Debian's chromium through chromedriver;
+/// installs both with apt-get when chromedriver is missing.
+fn ensure_browser() -> Result<(), String> {
+    if on_path("chromedriver") {
+        return Ok(());
+    }
+    eprintln!("xtask: installing chromium and chromium-driver for the dashboard test");
+    run(Command::new("apt-get").arg("update").arg("-qq"))?;
+    run(Command::new("apt-get").args([
+        "install",
+        "-y",
+        "-qq",
+        "--no-install-recommends",
+        "chromium",
+        "chromium-driver",
+    ]))
 }
 
 /// True when `out` exists and is newer than `source`.
@@ -216,6 +243,7 @@ fn test(args: &[String]) -> Result<(), String> {
     let all: Vec<&str> = EXAMPLES.iter().chain(TEST_GUESTS).copied().collect();
     build_guests(&all)?;
     build_foreign_guests()?;
+    ensure_browser()?;
     let lint = !args.iter().any(|a| a == "--no-lint");
     let rest: Vec<&String> = args.iter().filter(|a| *a != "--no-lint").collect();
     if lint {

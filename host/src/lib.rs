@@ -7,6 +7,7 @@ pub mod bearer;
 pub mod bindings;
 pub mod cache;
 pub mod cloud;
+pub mod cold_start;
 pub mod config;
 pub mod deployer;
 pub mod engine;

@@ -31,6 +31,28 @@ enum Command {
     Serve(ServeArgs),
     /// Run the cloud tier that edges ship to and pull changes from.
     Cloud(CloudArgs),
+    /// Measure a component on this machine.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Compile time, cache-hit load time, instantiate time, first-request
+    /// latency and warm p50/p99 of one component, in process.
+    ColdStart {
+        /// The component (.wasm) to measure.
+        path: PathBuf,
+        /// Warm requests to time after the first.
+        #[arg(long, default_value_t = 1000)]
+        requests: usize,
+        /// Path to request (the guest sees it as is).
+        #[arg(long, default_value = "/")]
+        path_and_query: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Flags for `outpost cloud`.
@@ -162,6 +184,24 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(outpost::serve(config, shutdown_signal()))
+        }
+        Command::Bench(BenchCommand::ColdStart {
+            path,
+            requests,
+            path_and_query,
+            json,
+        }) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let report =
+                runtime.block_on(outpost::cold_start::run(&path, requests, &path_and_query))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(())
         }
         Command::Cloud(args) => {
             let config = outpost::cloud::CloudConfig {

@@ -402,7 +402,7 @@ impl Node {
     ) -> Node {
         let process = Process::spawn(Self::command(&dir, &extra_args, address_limit), "outpost");
         let addr = process.wait_addr(r#"(?:: |")listening on http://(\S+?)"?(?:\s|,|$)"#);
-        let admin = process.wait_addr(r"admin listening on http://(\S+)");
+        let admin = process.wait_addr(r#"admin listening on http://(\S+?)"?(?:\s|,|$)"#);
         Node {
             process,
             addr,

@@ -81,10 +81,15 @@ fn thousands_of_headers_or_huge_ones_get_431() {
 #[test]
 fn oversized_bodies_get_413_declared_or_chunked() {
     let node = node();
-    let body = vec![b'x'; 1024 * 1024 + 1];
-    let reply = node.request("POST", "/hostile/read-body", &[], &body);
-    assert_eq!(reply.status, 413, "{}", reply.body);
-    assert_eq!(reply.json()["error"], "body-too-large");
+    // A declared length over the limit is refused before any body byte is
+    // read. (The body is not sent: a client still writing a large body when
+    // the server answers and closes may see a reset instead of the 413.)
+    let answer = exchange(
+        &node,
+        b"POST /hostile/read-body HTTP/1.1\r\nHost: x\r\nContent-Length: 1048577\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer:.80}");
+    assert!(answer.contains("body-too-large"), "{answer}");
 
     // Without a length up front: the host counts as the guest reads.
     let mut raw = b"POST /hostile/read-body HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();

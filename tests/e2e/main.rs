@@ -4,6 +4,8 @@
 
 mod harness;
 
+mod bench_cli;
+mod dashboard;
 mod examples;
 mod failures;
 mod hostile_clients;
@@ -19,3 +21,4 @@ mod reload;
 mod replication;
 mod routing;
 mod toolchains;
+mod webdriver;

@@ -72,6 +72,9 @@ fn metrics_follow_requests_loads_and_kv_calls() {
         3.0
     );
     assert!(before.has_histogram("outpost_compile_duration_seconds"));
+    // A compile says so before it starts (and, when long, while it runs).
+    let line = node.wait_log("compiling: not in the cache");
+    assert!(line.contains("bytes="), "{line}");
 
     for _ in 0..3 {
         assert_eq!(node.get("/hello").status, 200);
@@ -331,6 +334,22 @@ fn request_ids_are_kept_or_made_and_returned() {
     let id = failed.json()["id"].as_str().unwrap().to_owned();
     let line = node.wait_log(&format!("error_id={id}"));
     assert!(line.contains("request_id=trap-id-1"), "{line}");
+}
+
+#[test]
+fn json_logs_carry_the_same_fields() {
+    let node = Node::start_with(&[("trap", "trap")], &["--log-format", "json"]);
+    let failed = node.request("GET", "/trap/panic", &[("x-request-id", "json-1")], b"");
+    let id = failed.json()["id"].as_str().unwrap().to_owned();
+    let line = node.wait_log(&format!("\"error_id\":\"{id}\""));
+    let record: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+    assert_eq!(record["level"], "ERROR");
+    assert_eq!(record["fields"]["request_id"], "json-1");
+    assert_eq!(record["fields"]["function"], "trap");
+    for line in node.log_lines() {
+        let parsed = serde_json::from_str::<serde_json::Value>(&line);
+        assert!(parsed.is_ok(), "not JSON: {line}");
+    }
 }
 
 #[test]
