@@ -256,6 +256,10 @@ fn test(args: &[String]) -> Result<(), String> {
         }
         run(guests.args(["--", "-D", "warnings"]))?;
     }
+    // Benchmarks only have to compile here (running them is for people,
+    // not CI); the dev profile reuses the test build instead of a second,
+    // optimised build of wasmtime.
+    run(cargo().args(["bench", "--no-run", "--profile", "dev"]))?;
     // The e2e suite runs the `outpost` binary itself; `cargo test` alone
     // builds only its test harness variant.
     run(cargo().args(["build", "-p", "outpost", "--bin", "outpost"]))?;

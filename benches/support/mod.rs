@@ -1,4 +1,6 @@
 //! Shared by the benchmarks: guest bytes and scratch folders.
+// Each benchmark binary compiles this module and uses only part of it.
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 

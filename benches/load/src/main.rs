@@ -1,0 +1,48 @@
+//! `load`: Outpost's load harness. Measures throughput against wasmtime
+//! serve and a native hyper server, hot reload under load, and startup with
+//! and without the code cache; prints markdown (or JSON with `--json`).
+
+mod cli;
+mod prereq;
+mod reload;
+mod report;
+mod servers;
+mod startup;
+mod throughput;
+mod wasm;
+mod wrk;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo run --release -p outpost-load -- <mode> [flags] [--json]
+
+  throughput [--duration 10] [--connections 64] [--server-core 0 | --server-cores 0,1]
+             [--client-core 1] [--only outpost,wasmtime,native]
+  reload     [--duration 10] [--every-ms 100] [--connections 64]
+             [--server-core 0] [--client-core 1]
+  startup    [--modules 50] [--server-core CPUS (default: unpinned)]
+
+env: OUTPOST_WASMTIME=/path/to/wasmtime (48.0.8) skips the wasmtime-cli install";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = args.get(1..).unwrap_or_default();
+    let result = match args.first().map(String::as_str) {
+        Some("throughput") => throughput::run(rest),
+        Some("reload") => reload::run(rest),
+        Some("startup") => startup::run(rest),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => Err(USAGE.into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

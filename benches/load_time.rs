@@ -1,0 +1,81 @@
+//! Time to make a module version ready, as `outpost serve` does on a deploy
+//! (cache miss: compile, validate, link, write the cache) and on a restart
+//! (cache hit: deserialize, link), for a small Rust guest and a large
+//! component (the JavaScript test guest, about 13 MB). Needs the guests:
+//! `cargo xtask guests` (the large one is built there too).
+//!
+//! Run: `cargo bench -p outpost --bench load_time`
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use outpost::activity::FunctionStats;
+use outpost::loader::Loader;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+mod support;
+
+/// A loader over its own (empty) code cache, sharing the engine.
+fn loader(engine: &wasmtime::Engine, services: &Arc<outpost::kv::KvServices>) -> Loader {
+    let dir = support::scratch_dir("load-time");
+    let cache = outpost::cache::CodeCache::open(&dir, engine).expect("cache");
+    Loader::new(
+        engine.clone(),
+        cache,
+        services.clone(),
+        Default::default(),
+        Default::default(),
+        outpost::metrics::Metrics::new(),
+    )
+    .expect("loader")
+}
+
+fn bench(c: &mut Criterion) {
+    let config = outpost::config::ServeConfig::default();
+    let (engine, _) = outpost::engine::build(&config).expect("engine");
+    let data = support::scratch_dir("load-time-db");
+    let storage = outpost::storage::Storage::open(&data, Some("bench")).expect("storage");
+    let services = Arc::new(outpost::kv::KvServices {
+        catalog: Arc::new(outpost::stores::Catalog::new(
+            Default::default(),
+            storage.clone(),
+        )),
+        storage,
+        metrics: outpost::metrics::Metrics::new(),
+    });
+    let large = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/foreign/javascript.wasm");
+    let mut guests = vec![("hello", support::guest("hello"))];
+    match std::fs::read(&large) {
+        Ok(bytes) => guests.push(("javascript", bytes)),
+        Err(e) => eprintln!(
+            "skipping the large component ({}: {e}); build it with `cargo xtask guests`",
+            large.display()
+        ),
+    }
+    let settings = outpost::loader::Settings::default();
+    let mut group = c.benchmark_group("load");
+    group.sample_size(10);
+    for (name, bytes) in &guests {
+        let load = |loader: &Loader| {
+            loader
+                .load(name, bytes, &settings, FunctionStats::detached())
+                .expect("loads")
+        };
+        group.bench_function(
+            format!("compiled/{name} ({} KiB)", bytes.len() / 1024),
+            |b| {
+                b.iter_batched(
+                    || loader(&engine, &services),
+                    |l| load(&l),
+                    BatchSize::PerIteration,
+                )
+            },
+        );
+        let warm = loader(&engine, &services);
+        load(&warm);
+        group.bench_function(format!("cache/{name}"), |b| b.iter(|| load(&warm)));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
