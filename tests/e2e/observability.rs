@@ -3,7 +3,7 @@
 //! cloud tier's own metrics.
 
 use crate::harness::{Cloud, Node, Reply, eventually, free_port, guest_bytes, prepare};
-use crate::replication::{edge, set};
+use crate::replication::contested_edges;
 use prometheus_parse::{Scrape, Value};
 use std::collections::HashMap;
 
@@ -374,11 +374,7 @@ fn guest_output_is_logged_with_function_and_request_id() {
 fn replication_state_shows_in_outbox_metrics_and_conflicts() {
     let port = free_port();
     // Cloud down: writes pile up in the outbox, the link shows as down.
-    let a = edge("edge-a", port, &[]);
-    let b = edge("edge-b", port, &[]);
-    set(&a, "contested", "from-a");
-    std::thread::sleep(std::time::Duration::from_millis(5));
-    set(&b, "contested", "from-b");
+    let (a, _b) = contested_edges(port);
     let down = eventually("a failed upload", || {
         let outbox = a.admin_get("/outbox", &[]).json();
         (outbox["cloud"]["reachable"] == false).then_some(outbox)

@@ -6,7 +6,7 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 
 /// An edge running `kvtest` as `kv` with a replicated default store.
-pub(crate) fn edge(node_id: &str, cloud_port: u16, extra: &[&str]) -> Node {
+fn edge(node_id: &str, cloud_port: u16, extra: &[&str]) -> Node {
     let dir = prepare(&[("kv", "kvtest")]);
     write_settings(&dir, "kv", "[kv]\nreplicated = [\"default\"]\n");
     let mut args = vec![
@@ -29,7 +29,7 @@ fn call(node: &Node, store_op: &str, query: &str, body: &[u8]) -> Value {
     value["ok"].clone()
 }
 
-pub(crate) fn set(node: &Node, key: &str, value: &str) {
+fn set(node: &Node, key: &str, value: &str) {
     call(
         node,
         "default/set",
@@ -184,15 +184,22 @@ fn two_edges_converge_through_the_cloud() {
     eventually("the delete on b", || get(&b, "a0").is_none().then_some(()));
 }
 
-#[test]
-fn concurrent_writes_converge_to_the_last_writer_and_record_a_conflict() {
-    let port = free_port();
-    // Neither edge can see the other's write: the cloud is not up yet.
+/// Two edges (`edge-a`, `edge-b`) for a cloud on `port` that is not up
+/// yet, each having written key `contested` without seeing the other's
+/// write; `edge-b` wrote last.
+pub(crate) fn contested_edges(port: u16) -> (Node, Node) {
     let a = edge("edge-a", port, &[]);
     let b = edge("edge-b", port, &[]);
     set(&a, "contested", "from-a");
     std::thread::sleep(std::time::Duration::from_millis(5));
     set(&b, "contested", "from-b");
+    (a, b)
+}
+
+#[test]
+fn concurrent_writes_converge_to_the_last_writer_and_record_a_conflict() {
+    let port = free_port();
+    let (a, b) = contested_edges(port);
 
     let cloud = Cloud::start_at(port);
     for node in [&a, &b] {

@@ -62,12 +62,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     )?;
     let duration: u64 = flags.get("duration", 10)?;
     let connections: u32 = flags.get("connections", 64)?;
-    let server_cpus = flags
-        .str("server-cores")
-        .or(flags.str("server-core"))
-        .unwrap_or("0")
-        .to_owned();
-    let client_cpus = flags.str("client-core").unwrap_or("1").to_owned();
+    let (server_cpus, client_cpus) = cli::pinning(&flags);
     let server_threads = cli::cpu_count(&server_cpus)?;
     cli::cpu_count(&client_cpus)?;
     let kinds = flags
