@@ -2,6 +2,7 @@
 //! serve and a native hyper server, hot reload under load, and startup with
 //! and without the code cache; prints markdown (or JSON with `--json`).
 
+mod ab;
 mod cli;
 mod prereq;
 mod reload;
@@ -22,6 +23,8 @@ usage: cargo run --release -p outpost-load -- <mode> [flags] [--json]
   reload     [--duration 10] [--every-ms 100] [--connections 64]
              [--server-core 0] [--client-core 1]
   startup    [--modules 50] [--server-core CPUS (default: unpinned)]
+  ab         --a OUTPOST_BIN --b OUTPOST_BIN [--rounds 3] [--duration 5]
+             [--connections 64] [--server-core 0] [--client-core 1]
 
 env: OUTPOST_WASMTIME=/path/to/wasmtime (48.0.8) skips the wasmtime-cli install";
 
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
         Some("throughput") => throughput::run(rest),
         Some("reload") => reload::run(rest),
         Some("startup") => startup::run(rest),
+        Some("ab") => ab::run(rest),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
