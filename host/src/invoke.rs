@@ -41,7 +41,6 @@ pub struct Admission {
 
 impl Admission {
     pub fn new(slots: usize, queue_timeout: Duration, metrics: Arc<Metrics>) -> Self {
-        metrics.instance_slots.set(slots as i64);
         Self {
             slots: Arc::new(Semaphore::new(slots)),
             capacity: slots,

@@ -160,8 +160,6 @@ pub struct Metrics {
     pub loads: Family<SourceLabels, Counter>,
     pub load_failures: Counter,
     pub compile_duration: LatencyHistogram,
-    pub instances_in_flight: Gauge,
-    pub instance_slots: Gauge,
     pub kv_ops: Family<KvLabels, Counter>,
     /// Batches sent to the cloud, by outcome.
     pub ship_batches: Family<ResultLabels, Counter>,
@@ -176,6 +174,8 @@ pub struct Metrics {
 #[derive(Debug, Default)]
 pub struct ScrapeGauges {
     pub functions: Gauge,
+    pub instances_in_flight: Gauge,
+    pub instance_slots: Gauge,
     pub pool_saturation: Gauge<f64, AtomicU64>,
     pub admission_waiting: Gauge,
     pub outbox_records: Gauge,
@@ -262,16 +262,6 @@ impl Metrics {
             self.compile_duration.clone(),
         );
         r.register(
-            "instances_in_flight",
-            "Instances running now",
-            self.instances_in_flight.clone(),
-        );
-        r.register(
-            "instance_slots",
-            "Instances that may run at once",
-            self.instance_slots.clone(),
-        );
-        r.register(
             "kv_operations",
             "KV host calls by operation and result",
             self.kv_ops.clone(),
@@ -294,6 +284,16 @@ impl Metrics {
         let g = &self.gauges;
         for (name, help, gauge) in [
             ("functions", "Functions serving", &g.functions),
+            (
+                "instances_in_flight",
+                "Instances running now",
+                &g.instances_in_flight,
+            ),
+            (
+                "instance_slots",
+                "Instances that may run at once",
+                &g.instance_slots,
+            ),
             (
                 "admission_waiting",
                 "Requests waiting for an instance slot",

@@ -87,6 +87,23 @@ pub fn ok(content_type: &'static str, body: impl Into<Bytes>) -> Response<OutBod
     response
 }
 
+/// Logs `detail` under a new error id (error level for 5xx, warn
+/// otherwise) and answers with that id: the host endpoints' failures.
+pub fn logged_error(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    detail: &str,
+) -> Response<OutBody> {
+    let id = error_id();
+    if status.is_server_error() {
+        tracing::error!(error_id = %id, status = status.as_u16(), code, detail, "{message}");
+    } else {
+        tracing::warn!(error_id = %id, status = status.as_u16(), code, detail, "{message}");
+    }
+    error(status, code, message, &id)
+}
+
 /// An error response: status, a stable machine-readable `code`, a message
 /// for humans, and the id under which the log line carries the detail.
 pub fn error(status: StatusCode, code: &str, message: &str, id: &str) -> Response<OutBody> {

@@ -168,12 +168,11 @@ async fn route(
         Route::Function(name) => match registry.get(name) {
             Some(function) => {
                 let started = std::time::Instant::now();
-                let stats = function.stats.clone();
-                let name = function.name.clone();
-                let response = invoke::invoke(function, &edge.admission, req, request_id).await;
+                let response =
+                    invoke::invoke(function.clone(), &edge.admission, req, request_id).await;
                 let status = response.status().as_u16();
-                stats.record(status, started.elapsed());
-                edge.admission.metrics.count_request(&name, status);
+                function.stats.record(status, started.elapsed());
+                edge.admission.metrics.count_request(&function.name, status);
                 response
             }
             None => {

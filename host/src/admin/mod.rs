@@ -54,11 +54,7 @@ impl Handler for Admin {
     }
 }
 
-fn error(status: StatusCode, code: &str, message: &str, detail: &str) -> Response<OutBody> {
-    let id = reply::error_id();
-    tracing::warn!(target: "outpost::admin", error_id = %id, status = status.as_u16(), code, detail, "{message}");
-    reply::error(status, code, message, &id)
-}
+use reply::logged_error as error;
 
 /// `name`'s value in the query string, as a number; `Err` holds the
 /// offending text.
@@ -139,7 +135,8 @@ impl Admin {
         let g = &self.metrics.gauges;
         g.functions.set(self.registry.len() as i64);
         let in_flight = self.admission.in_flight();
-        self.metrics.instances_in_flight.set(in_flight as i64);
+        g.instances_in_flight.set(in_flight as i64);
+        g.instance_slots.set(self.admission.capacity() as i64);
         g.pool_saturation
             .set(in_flight as f64 / self.admission.capacity().max(1) as f64);
         g.admission_waiting.set(self.admission.waiting());

@@ -50,15 +50,7 @@ impl Handler for Cloud {
     }
 }
 
-fn error(status: StatusCode, code: &str, message: &str, detail: &str) -> Response<OutBody> {
-    let id = reply::error_id();
-    if status.is_server_error() {
-        tracing::error!(error_id = %id, status = status.as_u16(), code, detail, "{message}");
-    } else {
-        tracing::warn!(error_id = %id, status = status.as_u16(), code, detail, "{message}");
-    }
-    reply::error(status, code, message, &id)
-}
+use reply::logged_error as error;
 
 fn query(req: &Request<Incoming>) -> HashMap<String, String> {
     form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
