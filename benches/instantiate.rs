@@ -1,7 +1,9 @@
 //! In-process cost of serving one request in a fresh instance: `Store`,
 //! instantiate from the version's `ProxyPre`, call `handle`, read the body,
 //! drop everything. No network. Also the same loop on one and on two
-//! threads at once, to show how the request path scales across cores.
+//! threads at once (each pinned to its own core), to show how the request
+//! path scales across cores, and on two threads that share no wasmtime
+//! state (an engine each), to tell shared-state contention from the rest.
 //! Needs the guests: `cargo xtask guests`.
 //!
 //! Run: `cargo bench -p outpost --bench instantiate`
@@ -34,18 +36,18 @@ async fn hello_request(hello: &Arc<Function>, admission: &Admission) -> Bytes {
 /// Runs `iters` requests split over `threads` threads, each with its own
 /// single-threaded runtime (as a per-core server would), and returns the
 /// wall time of the whole batch.
-fn run_parallel(
-    hello: &Arc<Function>,
-    admission: &Arc<Admission>,
-    threads: u64,
-    iters: u64,
-) -> Duration {
+fn run_parallel(shards: &[(Arc<Function>, Arc<Admission>)], threads: u64, iters: u64) -> Duration {
     let barrier = Arc::new(std::sync::Barrier::new(threads as usize + 1));
     let workers: Vec<_> = (0..threads)
         .map(|i| {
-            let (hello, admission, barrier) = (hello.clone(), admission.clone(), barrier.clone());
+            let (hello, admission) = shards[i as usize % shards.len()].clone();
+            let barrier = barrier.clone();
             let share = iters / threads + u64::from(i < iters % threads);
             std::thread::spawn(move || {
+                // One thread per core, as a server with a runtime per core
+                // would run; without pinning the scheduler may stack both
+                // loops on one core for a while.
+                core_affinity::set_for_current(core_affinity::CoreId { id: i as usize });
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -84,9 +86,24 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     for threads in [1, 2] {
         group.bench_function(format!("{threads}"), |b| {
-            b.iter_custom(|iters| run_parallel(&hello, &admission, threads, iters))
+            b.iter_custom(|iters| {
+                run_parallel(&[(hello.clone(), admission.clone())], threads, iters)
+            })
         });
     }
+    // One engine, function and admission per thread: nothing of wasmtime's
+    // is shared between the two loops.
+    let shards: Vec<_> = (0..2)
+        .map(|_| {
+            (
+                support::load("hello", "hello").0,
+                Arc::new(support::admission()),
+            )
+        })
+        .collect();
+    group.bench_function("2/engine-per-thread", |b| {
+        b.iter_custom(|iters| run_parallel(&shards, 2, iters))
+    });
     group.finish();
 }
 

@@ -2,7 +2,8 @@
 // Each benchmark binary compiles this module and uses only part of it.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// A guest built by `cargo xtask guests`.
 pub fn guest(name: &str) -> Vec<u8> {
@@ -27,15 +28,38 @@ pub fn admission() -> outpost::invoke::Admission {
     )
 }
 
-/// A fresh folder under the system temp dir.
+/// A fresh folder under this run's scratch root.
 pub fn scratch_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "outpost-bench-{tag}-{}-{}",
-        std::process::id(),
-        fastrand::u32(..)
-    ));
+    let dir = run_root().join(format!("{tag}-{}", fastrand::u32(..)));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// `outpost-bench-run-PID` under the system temp dir. A benchmark exits
+/// without tidying up (criterion owns `main`), so each run first removes
+/// the roots of earlier runs whose process is gone: compiled artifacts of
+/// the large guest would otherwise pile up in the temp dir.
+fn run_root() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let tmp = std::env::temp_dir();
+        let can_tell_live = Path::new("/proc/self").exists();
+        for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("outpost-bench-run-"))
+            else {
+                continue;
+            };
+            if can_tell_live && !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let root = tmp.join(format!("outpost-bench-run-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        root
+    })
 }
 
 /// Loads guest `guest_name` as function `name` on a fresh node database,

@@ -245,9 +245,14 @@ fn read_body(body: IncomingBody) -> Result<Vec<u8>, String> {
             }
         }
     }
-    let _trailers = IncomingBody::finish(body);
+    // Dropping the body without `finish` skips a host call and a
+    // future-trailers resource the handler never reads.
+    drop(body);
     Ok(bytes)
 }
+
+/// The most `blocking-write-and-flush` takes in one call (wasi:io).
+const SMALL_BODY: usize = 4096;
 
 fn write_response(out: ResponseOutparam, response: Response) {
     let (parts, body) = response.into_parts();
@@ -265,9 +270,18 @@ fn write_response(out: ResponseOutparam, response: Response) {
         let mut stream = outgoing_body
             .write()
             .expect("a new body has an output stream");
-        let written = stream
-            .write_all(&body)
-            .and_then(|()| std::io::Write::flush(&mut stream));
+        // A body that fits one `blocking-write-and-flush` (at most 4096
+        // bytes) takes one host call instead of check-write, write and
+        // flush; larger bodies go in the chunks the host asks for.
+        let written = if body.len() <= SMALL_BODY {
+            stream
+                .blocking_write_and_flush(&body)
+                .map_err(|_| std::io::ErrorKind::BrokenPipe.into())
+        } else {
+            stream
+                .write_all(&body)
+                .and_then(|()| std::io::Write::flush(&mut stream))
+        };
         if written.is_err() {
             // The client went away; nothing left to tell it.
             return;
