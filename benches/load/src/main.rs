@@ -1,8 +1,10 @@
 //! `load`: Outpost's load harness. Measures throughput against wasmtime
-//! serve and a native hyper server, hot reload under load, and startup with
-//! and without the code cache; prints markdown (or JSON with `--json`).
+//! serve and a native hyper server, hot reload under load, startup with and
+//! without the code cache, and instructions per request under callgrind;
+//! prints markdown (or JSON with `--json`).
 
 mod ab;
+mod callgrind;
 mod cli;
 mod prereq;
 mod reload;
@@ -25,6 +27,8 @@ usage: cargo run --release -p outpost-load -- <mode> [flags] [--json]
   startup    [--modules 50] [--server-core CPUS (default: unpinned)]
   ab         --a OUTPOST_BIN --b OUTPOST_BIN [--rounds 3] [--duration 5]
              [--connections 64] [--server-core 0] [--client-core 1]
+  callgrind  [--bin OUTPOST_BIN] [--short 6] [--long 24] [--connections 4]
+             [--client-core 1]   (instructions per request, by part)
 
 env: OUTPOST_WASMTIME=/path/to/wasmtime (48.0.8) skips the wasmtime-cli install";
 
@@ -36,6 +40,7 @@ fn main() -> ExitCode {
         Some("reload") => reload::run(rest),
         Some("startup") => startup::run(rest),
         Some("ab") => ab::run(rest),
+        Some("callgrind") => callgrind::run(rest),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

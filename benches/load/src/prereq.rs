@@ -184,6 +184,22 @@ pub fn wrk() -> Result<(), String> {
     }
 }
 
+/// valgrind (callgrind and callgrind_annotate) from Debian, installed with
+/// apt-get when missing.
+pub fn valgrind() -> Result<(), String> {
+    if on_path("valgrind") && on_path("callgrind_annotate") {
+        return Ok(());
+    }
+    eprintln!("load: valgrind is not on PATH; installing Debian's package");
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get").args(["install", "-y", "-qq", "valgrind"]))?;
+    if on_path("valgrind") && on_path("callgrind_annotate") {
+        Ok(())
+    } else {
+        Err("valgrind is still not on PATH after apt-get install".into())
+    }
+}
+
 /// Pinning is what makes runs comparable; refuse to measure without it.
 pub fn taskset() -> Result<(), String> {
     if on_path("taskset") {

@@ -270,6 +270,12 @@ impl Server {
     }
 
     pub fn stop(&mut self) {
+        self.stop_within(Duration::from_secs(10));
+    }
+
+    /// Stops the server, giving it `patience` to exit after SIGTERM before
+    /// it is killed (a server under valgrind needs longer).
+    pub fn stop_within(&mut self, patience: Duration) {
         if self.stopped {
             return;
         }
@@ -279,14 +285,17 @@ impl Server {
                 .args(["-TERM", &self.child.id().to_string()])
                 .stderr(Stdio::null())
                 .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
+            let deadline = Instant::now() + patience;
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = self.child.try_wait() {
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            eprintln!("load: {} ignored SIGTERM for 10 s; killing it", self.name);
+            eprintln!(
+                "load: {} ignored SIGTERM for {patience:?}; killing it",
+                self.name
+            );
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -307,8 +316,29 @@ pub fn outpost(
     rust_log: &str,
     extra: &[&str],
 ) -> Result<Server, String> {
+    outpost_wrapped(&[], bin, scratch, cpus, rust_log, extra)
+}
+
+/// [`outpost`] run by another program: `wrap` is that program and its
+/// arguments (valgrind and its flags), followed by the outpost binary.
+pub fn outpost_wrapped(
+    wrap: &[OsString],
+    bin: &Path,
+    scratch: &Scratch,
+    cpus: Option<&str>,
+    rust_log: &str,
+    extra: &[&str],
+) -> Result<Server, String> {
     let port = free_port()?;
-    let mut args: Vec<OsString> = vec![
+    let (program, mut args): (&Path, Vec<OsString>) = match wrap.split_first() {
+        Some((program, wrap_args)) => {
+            let mut args = wrap_args.to_vec();
+            args.push(bin.into());
+            (Path::new(program), args)
+        }
+        None => (bin, Vec::new()),
+    };
+    let fixed: [OsString; 11] = [
         "serve".into(),
         "--listen".into(),
         format!("127.0.0.1:{port}").into(),
@@ -323,10 +353,11 @@ pub fn outpost(
         "--shutdown-grace-ms".into(),
         "1000".into(),
     ];
+    args.extend(fixed);
     args.extend(extra.iter().map(OsString::from));
     Server::spawn(Launch {
         name: "outpost",
-        program: bin,
+        program,
         args,
         rust_log: Some(rust_log),
         cpus,
