@@ -18,6 +18,10 @@ use std::time::{Duration, Instant};
 
 mod support;
 
+/// The allocator `outpost serve` runs with (see `host/src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// One request to `hello` in a fresh instance, body read to the end.
 async fn hello_request(hello: &Arc<Function>, admission: &Admission) -> Bytes {
     let req = http::Request::builder()
