@@ -20,15 +20,35 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// Where an instruction ran, from the `file:function` callgrind reports
-/// (inlined code counts where its source file is).
+/// Where an instruction ran, from the `file:function` callgrind reports:
+/// by the source file (inlined code counts where its source is), and when
+/// that is std or core, by the crate of the function it was inlined into.
 pub fn part(name: &str) -> &'static str {
+    const OTHER: &str = "other (std, core, inlined generics)";
+    if name.starts_with("???:0x") {
+        return "guest (JIT-compiled wasm)";
+    }
+    let (file, function) = name.split_once(':').unwrap_or(("", name));
+    classify(file)
+        .or_else(|| classify(function))
+        .unwrap_or(OTHER)
+}
+
+fn classify(text: &str) -> Option<&'static str> {
     const RULES: &[(&str, &[&str])] = &[
-        ("guest (JIT-compiled wasm)", &["???:0x"]),
-        ("hyper", &["/hyper-1", "/hyper-util-"]),
-        ("tokio", &["/tokio-1"]),
-        ("wasi-http host functions", &["wasmtime-wasi-http"]),
-        ("wasi host functions", &["wasmtime-wasi"]),
+        (
+            "wasi-http host functions",
+            &["wasmtime-wasi-http", "wasmtime_wasi_http::"],
+        ),
+        (
+            "wasi host functions",
+            &["wasmtime-wasi", "wasmtime_wasi::", "wasmtime_wasi_io::"],
+        ),
+        (
+            "hyper",
+            &["/hyper-1", "/hyper-util-", "hyper::", "hyper_util::"],
+        ),
+        ("tokio", &["/tokio-1", "tokio::"]),
         (
             "wasmtime runtime",
             &[
@@ -36,6 +56,9 @@ pub fn part(name: &str) -> &'static str {
                 "wasmtime-internal",
                 "wasmtime-environ",
                 "cranelift",
+                "wasmtime::",
+                "wasmtime_environ::",
+                "wasmtime_internal",
             ],
         ),
         (
@@ -51,18 +74,26 @@ pub fn part(name: &str) -> &'static str {
             ],
         ),
         ("memcpy, memset", &["memmove", "memcpy", "memset", "memcmp"]),
-        ("outpost", &["/host/src/"]),
+        ("outpost", &["/host/src/", "outpost::"]),
         (
             "http, httparse, bytes",
-            &["/http-1", "/httparse-", "/bytes-1", "/http-body"],
+            &[
+                "/http-1",
+                "/httparse-",
+                "/bytes-1",
+                "/http-body",
+                "http::",
+                "httparse::",
+                "bytes::",
+            ],
         ),
         ("metrics, logging", &["prometheus", "tracing"]),
         ("libc, loader", &["libc.so", "nptl", "ld-linux"]),
     ];
     RULES
         .iter()
-        .find(|(_, needles)| needles.iter().any(|n| name.contains(n)))
-        .map_or("other (std, core, inlined generics)", |(part, _)| part)
+        .find(|(_, needles)| needles.iter().any(|n| text.contains(n)))
+        .map(|(part, _)| *part)
 }
 
 /// One line of `callgrind_annotate` output: `1,234 (5.67%)  file:function [obj]`.
@@ -280,6 +311,18 @@ mod tests {
         assert_eq!(
             part("/rustc/abc/library/core/src/ptr/mod.rs:drop_in_place"),
             "other (std, core, inlined generics)"
+        );
+        // std code inlined into a crate's function counts for that crate;
+        // a crate's code inlined into ours counts for the crate.
+        assert_eq!(
+            part(
+                "/rustc/abc/library/core/src/ptr/mod.rs:core::ptr::drop_in_place<wasmtime::runtime::store::StoreInner<outpost::state::RequestState>>"
+            ),
+            "wasmtime runtime"
+        );
+        assert_eq!(
+            part("/r/wasmtime-48.0.8/src/runtime/fiber.rs:outpost::invoke::invoke::{{closure}}"),
+            "wasmtime runtime"
         );
     }
 }
