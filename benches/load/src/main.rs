@@ -6,6 +6,7 @@
 mod ab;
 mod callgrind;
 mod cli;
+mod cores;
 mod prereq;
 mod reload;
 mod report;
@@ -29,6 +30,7 @@ usage: cargo run --release -p outpost-load -- <mode> [flags] [--json]
              [--connections 64] [--server-core 0] [--client-core 1]
   callgrind  [--bin OUTPOST_BIN] [--short 6] [--long 24] [--connections 4]
              [--client-core 1]   (instructions per request, by part)
+  cores      [--seconds 3]       (how plain work scales from one core to two)
 
 env: OUTPOST_WASMTIME=/path/to/wasmtime (48.0.8) skips the wasmtime-cli install";
 
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Some("startup") => startup::run(rest),
         Some("ab") => ab::run(rest),
         Some("callgrind") => callgrind::run(rest),
+        Some("cores") => cores::run(rest),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
