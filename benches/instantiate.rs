@@ -41,17 +41,26 @@ async fn hello_request(hello: &Arc<Function>, admission: &Admission) -> Bytes {
 /// single-threaded runtime (as a per-core server would), and returns the
 /// wall time of the whole batch.
 fn run_parallel(shards: &[(Arc<Function>, Arc<Admission>)], threads: u64, iters: u64) -> Duration {
+    // The CPUs this process may use; with fewer than `threads` of them the
+    // extra threads run unpinned.
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
     let barrier = Arc::new(std::sync::Barrier::new(threads as usize + 1));
     let workers: Vec<_> = (0..threads)
         .map(|i| {
             let (hello, admission) = shards[i as usize % shards.len()].clone();
             let barrier = barrier.clone();
             let share = iters / threads + u64::from(i < iters % threads);
+            let core = cores.get(i as usize).copied();
             std::thread::spawn(move || {
                 // One thread per core, as a server with a runtime per core
                 // would run; without pinning the scheduler may stack both
                 // loops on one core for a while.
-                core_affinity::set_for_current(core_affinity::CoreId { id: i as usize });
+                if let Some(core) = core {
+                    assert!(
+                        core_affinity::set_for_current(core),
+                        "cannot pin a bench thread to {core:?}"
+                    );
+                }
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 /// A guest built by `cargo xtask guests`.
 pub fn guest(name: &str) -> Vec<u8> {
@@ -38,8 +39,12 @@ pub fn scratch_dir(tag: &str) -> PathBuf {
 /// `outpost-bench-run-PID` under the system temp dir. A benchmark exits
 /// without tidying up (criterion owns `main`), so each run first removes
 /// the roots of earlier runs whose process is gone: compiled artifacts of
-/// the large guest would otherwise pile up in the temp dir.
+/// the large guest would otherwise pile up in the temp dir. A root counts
+/// as gone only if its PID is not running here *and* it is older than
+/// [`STALE`], so a run in another PID namespace sharing this temp dir
+/// keeps its data.
 fn run_root() -> &'static Path {
+    const STALE: Duration = Duration::from_secs(6 * 3600);
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
         let tmp = std::env::temp_dir();
@@ -49,10 +54,15 @@ fn run_root() -> &'static Path {
             let Some(pid) = name
                 .to_str()
                 .and_then(|n| n.strip_prefix("outpost-bench-run-"))
+                .filter(|pid| pid.parse::<u32>().is_ok())
             else {
                 continue;
             };
-            if can_tell_live && !Path::new("/proc").join(pid).exists() {
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE));
+            if can_tell_live && old && !Path::new("/proc").join(pid).exists() {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }

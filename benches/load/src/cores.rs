@@ -11,25 +11,25 @@ use std::time::{Duration, Instant};
 /// A kind of work, run in batches until time is up; returns batches done.
 struct Workload {
     name: &'static str,
-    run: fn(Duration) -> u64,
+    run: fn(Duration) -> Result<u64, String>,
 }
 
 const WORKLOADS: &[Workload] = &[
     Workload {
         name: "arithmetic (no memory)",
-        run: arithmetic,
+        run: |d| Ok(arithmetic(d)),
     },
     Workload {
         name: "memset 128 KiB + 64 small allocations (a slot reset's shape)",
-        run: reset_shape,
+        run: |d| Ok(reset_shape(d)),
     },
     Workload {
         name: "random read-modify-write over 4 MiB",
-        run: |d| random_access(d, 4),
+        run: |d| Ok(random_access(d, 4)),
     },
     Workload {
         name: "random read-modify-write over 64 MiB",
-        run: |d| random_access(d, 64),
+        run: |d| Ok(random_access(d, 64)),
     },
     Workload {
         name: "dirty 40 pages + PAGEMAP_SCAN ioctl (a pooled slot's reset)",
@@ -51,8 +51,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let mut rows = Vec::new();
     let mut json = Vec::new();
     for work in WORKLOADS {
-        let one = pinned(&cores[..1], work.run, duration);
-        let two = pinned(&cores[..2], work.run, duration);
+        let one =
+            pinned(&cores[..1], work.run, duration).map_err(|e| format!("{}: {e}", work.name))?;
+        let two =
+            pinned(&cores[..2], work.run, duration).map_err(|e| format!("{}: {e}", work.name))?;
         rows.push(vec![
             work.name.to_owned(),
             format!("{:.0}", one),
@@ -74,19 +76,31 @@ pub fn run(args: &[String]) -> Result<(), String> {
 }
 
 /// Runs `work` on one thread per core in `cores` at once; batches per second
-/// summed over the threads.
-fn pinned(cores: &[core_affinity::CoreId], work: fn(Duration) -> u64, duration: Duration) -> f64 {
+/// summed over the threads. Any thread that cannot pin itself or fails
+/// fails the whole measurement: a silent zero would read as poor scaling.
+fn pinned(
+    cores: &[core_affinity::CoreId],
+    work: fn(Duration) -> Result<u64, String>,
+    duration: Duration,
+) -> Result<f64, String> {
     let threads: Vec<_> = cores
         .iter()
         .map(|&core| {
             std::thread::spawn(move || {
-                core_affinity::set_for_current(core);
+                if !core_affinity::set_for_current(core) {
+                    return Err(format!("cannot pin a thread to {core:?}"));
+                }
                 work(duration)
             })
         })
         .collect();
-    let batches: u64 = threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
-    batches as f64 / duration.as_secs_f64()
+    let mut batches = 0;
+    for thread in threads {
+        batches += thread
+            .join()
+            .map_err(|_| "a worker thread panicked".to_string())??;
+    }
+    Ok(batches as f64 / duration.as_secs_f64())
 }
 
 fn lcg(x: u64) -> u64 {
@@ -173,14 +187,13 @@ const PAGE_IS_PFNZERO: u64 = 1 << 5;
 
 /// What wasmtime's pooling allocator does per request with PAGEMAP_SCAN:
 /// the guest dirties some pages of its slot, then one ioctl finds them
-/// (up to 32) so only those are reset. Returns 0 batches where the kernel
-/// has no PAGEMAP_SCAN (before 6.7).
-fn dirty_and_scan(duration: Duration) -> u64 {
+/// (up to 32) so only those are reset. Fails where the kernel has no
+/// PAGEMAP_SCAN (before 6.7).
+fn dirty_and_scan(duration: Duration) -> Result<u64, String> {
     const LEN: usize = 2 << 20;
     const PAGE: usize = 4096;
-    let Ok(pagemap) = std::fs::File::open("/proc/self/pagemap") else {
-        return 0;
-    };
+    let pagemap = std::fs::File::open("/proc/self/pagemap")
+        .map_err(|e| format!("cannot open /proc/self/pagemap: {e}"))?;
     // The ioctl wants a page-aligned range.
     let mut buffer = vec![0u8; LEN + PAGE];
     let skip = buffer.as_ptr().align_offset(PAGE);
@@ -213,9 +226,12 @@ fn dirty_and_scan(duration: Duration) -> u64 {
             )
         };
         if rc < 0 {
-            return 0;
+            return Err(format!(
+                "PAGEMAP_SCAN failed (Linux >= 6.7 has it): {}",
+                std::io::Error::last_os_error()
+            ));
         }
         batches += 1;
     }
-    batches
+    Ok(batches)
 }

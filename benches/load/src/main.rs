@@ -1,7 +1,8 @@
 //! `load`: Outpost's load harness. Measures throughput against wasmtime
 //! serve and a native hyper server, hot reload under load, startup with and
-//! without the code cache, and instructions per request under callgrind;
-//! prints markdown (or JSON with `--json`).
+//! without the code cache, two builds alternated (`ab`), instructions per
+//! request under callgrind, and how plain work scales across cores
+//! (`cores`); prints markdown (or JSON with `--json`).
 
 mod ab;
 mod callgrind;
