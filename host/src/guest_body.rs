@@ -3,11 +3,12 @@
 //! the request deadline and the response size limit while it streams.
 
 use crate::reply::{self, BoxError};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use tokio::time::Sleep;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
@@ -28,6 +29,9 @@ pub type GuestCall = Pin<Box<dyn Future<Output = GuestOutcome> + Send>>;
 /// is dropped early (client gone), the guest call is dropped with it, which
 /// cancels the guest and frees its instance.
 pub struct GuestBody {
+    /// Frames already taken from `inner` (see [`drain_finished`]), sent
+    /// before anything else.
+    buffered: VecDeque<Result<Frame<Bytes>, BoxError>>,
     inner: HyperOutgoingBody,
     /// `None` once the guest returned from `handle`.
     guest: Option<GuestCall>,
@@ -49,6 +53,7 @@ impl GuestBody {
         limit: u64,
     ) -> Self {
         Self {
+            buffered: VecDeque::new(),
             inner,
             guest,
             function,
@@ -56,6 +61,18 @@ impl GuestBody {
             remaining: limit,
             limit,
         }
+    }
+
+    /// Starts the body with `frames` already read from it, `len` bytes of
+    /// data that count against the size limit.
+    pub fn with_buffered(
+        mut self,
+        frames: VecDeque<Result<Frame<Bytes>, BoxError>>,
+        len: u64,
+    ) -> Self {
+        self.buffered = frames;
+        self.remaining = self.remaining.saturating_sub(len);
+        self
     }
 
     /// Ends the body with an error (the client sees a cut-off response) and
@@ -77,6 +94,9 @@ impl Body for GuestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(frame) = this.buffered.pop_front() {
+            return Poll::Ready(Some(frame));
+        }
         if let Some(guest) = this.guest.as_mut()
             && let Poll::Ready(outcome) = guest.as_mut().poll(cx)
         {
@@ -133,10 +153,72 @@ impl Body for GuestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.guest.is_none() && self.inner.is_end_stream()
+        self.buffered.is_empty() && self.guest.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// What a finished guest's response body held, read without waiting.
+pub enum Drained {
+    /// All of it, data only: it can go out whole, with a content-length.
+    Whole(Bytes),
+    /// What could be read before the body would have waited, or up to and
+    /// including trailers or an error; the rest streams.
+    Started {
+        frames: VecDeque<Result<Frame<Bytes>, BoxError>>,
+        len: u64,
+    },
+    /// More data than `limit`.
+    TooLarge,
+}
+
+/// Reads what a guest that has already returned from `handle` left in its
+/// response body. Its store is gone, so whatever it wrote is in the body's
+/// channel: a small response comes out whole, and goes to the client with a
+/// content-length instead of chunked, with no further polling of a channel.
+pub fn drain_finished(body: &mut HyperOutgoingBody, limit: u64) -> Drained {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut len = 0u64;
+    let mut tail = None;
+    loop {
+        match Pin::new(&mut *body).poll_frame(&mut cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => {
+                    len += data.len() as u64;
+                    if len > limit {
+                        return Drained::TooLarge;
+                    }
+                    chunks.push(data);
+                }
+                Err(trailers) => {
+                    tail = Some(Ok(trailers));
+                    break;
+                }
+            },
+            Poll::Ready(Some(Err(e))) => {
+                tail = Some(Err(Box::new(e) as BoxError));
+                break;
+            }
+            Poll::Ready(None) => return Drained::Whole(concat(chunks)),
+            Poll::Pending => break,
+        }
+    }
+    let mut frames: VecDeque<_> = chunks.into_iter().map(|d| Ok(Frame::data(d))).collect();
+    frames.extend(tail);
+    Drained::Started { frames, len }
+}
+
+fn concat(mut chunks: Vec<Bytes>) -> Bytes {
+    if chunks.len() <= 1 {
+        return chunks.pop().unwrap_or_default();
+    }
+    let mut whole = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+    for chunk in chunks {
+        whole.extend_from_slice(&chunk);
+    }
+    whole.freeze()
 }

@@ -3,7 +3,7 @@
 //! Every per-request limit is enforced here or in [`GuestBody`].
 
 use crate::function::Function;
-use crate::guest_body::{GuestBody, GuestCall, GuestOutcome};
+use crate::guest_body::{self, Drained, GuestBody, GuestCall, GuestOutcome};
 use crate::limits::MeteredBody;
 use crate::metrics::{FunctionLabels, Metrics, Name};
 use crate::reply::{self, OutBody};
@@ -227,7 +227,9 @@ where
 }
 
 /// Hands the guest's response to the client, its body still driving the
-/// guest (if it is still running) under the deadline and size limit.
+/// guest (if it is still running) under the deadline and size limit. A
+/// guest that has already returned left its whole body behind: that goes
+/// out in one piece when it can (see [`guest_body::drain_finished`]).
 fn respond(
     call: &Call<'_>,
     response: Response<HyperOutgoingBody>,
@@ -249,7 +251,25 @@ fn respond(
         );
     }
     let name = call.function.name.clone();
-    response.map(|body| OutBody::Guest(GuestBody::new(body, guest, name, timer, limit)))
+    let (parts, mut body) = response.into_parts();
+    if guest.is_some() {
+        let body = GuestBody::new(body, guest, name, timer, limit);
+        return Response::from_parts(parts, OutBody::Guest(body));
+    }
+    match guest_body::drain_finished(&mut body, limit) {
+        Drained::Whole(bytes) => Response::from_parts(parts, OutBody::Full(Some(bytes))),
+        Drained::Started { frames, len } => {
+            let body = GuestBody::new(body, None, name, timer, limit).with_buffered(frames, len);
+            Response::from_parts(parts, OutBody::Guest(body))
+        }
+        Drained::TooLarge => fail(
+            call,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "response-too-large",
+            "the function's response is over the size limit",
+            &format!("body over the {limit}-byte limit"),
+        ),
+    }
 }
 
 /// The guest's call ended before (or without) handing over a response.

@@ -13,6 +13,18 @@ fn serves_each_function_at_its_name() {
 }
 
 #[test]
+fn a_finished_guests_response_carries_its_length() {
+    // hello has returned by the time its response goes out, so the host
+    // sends the body whole with a content-length instead of chunked.
+    let node = Node::start(&[("hello", "hello")]);
+    let reply = node.get("/hello");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, "Hello from Outpost!\n");
+    assert_eq!(reply.header("content-length"), Some("20"));
+    assert_eq!(reply.header("transfer-encoding"), None);
+}
+
+#[test]
 fn echo_round_trips_method_path_query_headers_and_body() {
     let node = Node::start(&[("echo", "echo")]);
     let reply = node.request(
