@@ -63,15 +63,15 @@ impl GuestBody {
         }
     }
 
-    /// Starts the body with `frames` already read from it, `len` bytes of
-    /// data that count against the size limit.
-    pub fn with_buffered(
-        mut self,
-        frames: VecDeque<Result<Frame<Bytes>, BoxError>>,
-        len: u64,
-    ) -> Self {
+    /// Starts the body with `frames` already read from it; their data
+    /// counts against the size limit.
+    pub fn with_buffered(mut self, frames: VecDeque<Result<Frame<Bytes>, BoxError>>) -> Self {
+        let len: usize = frames
+            .iter()
+            .filter_map(|f| f.as_ref().ok()?.data_ref().map(Bytes::len))
+            .sum();
+        self.remaining = self.remaining.saturating_sub(len as u64);
         self.buffered = frames;
-        self.remaining = self.remaining.saturating_sub(len);
         self
     }
 
@@ -167,10 +167,7 @@ pub enum Drained {
     Whole(Bytes),
     /// What could be read before the body would have waited, or up to and
     /// including trailers or an error; the rest streams.
-    Started {
-        frames: VecDeque<Result<Frame<Bytes>, BoxError>>,
-        len: u64,
-    },
+    Started(VecDeque<Result<Frame<Bytes>, BoxError>>),
     /// More data than `limit`.
     TooLarge,
 }
@@ -209,7 +206,7 @@ pub fn drain_finished(body: &mut HyperOutgoingBody, limit: u64) -> Drained {
     }
     let mut frames: VecDeque<_> = chunks.into_iter().map(|d| Ok(Frame::data(d))).collect();
     frames.extend(tail);
-    Drained::Started { frames, len }
+    Drained::Started(frames)
 }
 
 fn concat(mut chunks: Vec<Bytes>) -> Bytes {

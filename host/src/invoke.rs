@@ -250,16 +250,16 @@ fn respond(
             &format!("content-length {declared:?} over the {limit}-byte limit"),
         );
     }
-    let name = call.function.name.clone();
+    let name = || call.function.name.clone();
     let (parts, mut body) = response.into_parts();
     if guest.is_some() {
-        let body = GuestBody::new(body, guest, name, timer, limit);
+        let body = GuestBody::new(body, guest, name(), timer, limit);
         return Response::from_parts(parts, OutBody::Guest(body));
     }
     match guest_body::drain_finished(&mut body, limit) {
         Drained::Whole(bytes) => Response::from_parts(parts, OutBody::Full(Some(bytes))),
-        Drained::Started { frames, len } => {
-            let body = GuestBody::new(body, None, name, timer, limit).with_buffered(frames, len);
+        Drained::Started(frames) => {
+            let body = GuestBody::new(body, None, name(), timer, limit).with_buffered(frames);
             Response::from_parts(parts, OutBody::Guest(body))
         }
         Drained::TooLarge => fail(
