@@ -199,11 +199,16 @@ fn the_admin_api_reports_functions_events_and_outbox() {
     node.wait_log("function=broken");
     assert_eq!(node.get("/hello").status, 200);
 
-    let functions = eventually("both functions listed", || {
+    // A name is listed as soon as its load starts; wait until the broken
+    // one's load has also failed, or its error may not be there yet.
+    let functions = eventually("both functions listed, the broken one failed", || {
         let reply = node.admin_get("/functions", &[]);
         assert_eq!(reply.status, 200);
         let list = reply.json()["functions"].as_array().unwrap().clone();
-        (list.len() == 2).then_some(list)
+        let settled = list
+            .iter()
+            .any(|f| f["name"] == "broken" && !f["last_error"].is_null());
+        (list.len() == 2 && settled).then_some(list)
     });
     let by_name: HashMap<&str, &serde_json::Value> = functions
         .iter()
