@@ -20,7 +20,7 @@ mod support;
 
 /// The allocator `outpost serve` runs with (see `host/src/main.rs`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: outpost::alloc::Mimalloc = outpost::alloc::Mimalloc;
 
 /// One request to `hello` in a fresh instance, body read to the end.
 async fn hello_request(hello: &Arc<Function>, admission: &Admission) -> Bytes {

@@ -263,7 +263,10 @@ fn write_response(out: ResponseOutparam, response: Response) {
         let _ = headers.append(name.as_str(), value.as_bytes());
     }
     let outgoing = OutgoingResponse::new(headers);
-    let _ = outgoing.set_status_code(parts.status.as_u16());
+    // A new response is already 200: skip the host call for the common case.
+    if parts.status != http::StatusCode::OK {
+        let _ = outgoing.set_status_code(parts.status.as_u16());
+    }
     let outgoing_body = outgoing.body().expect("a new response has a body");
     ResponseOutparam::set(out, Ok(outgoing));
     {

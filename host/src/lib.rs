@@ -3,6 +3,7 @@
 
 pub mod activity;
 pub mod admin;
+pub mod alloc;
 pub mod bearer;
 pub mod bindings;
 pub mod cache;

@@ -170,7 +170,7 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
 /// mimalloc: a request allocates and frees a few hundred small objects
 /// (wasmtime's per-instance tables, wasi-http resources, hyper's buffers).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: outpost::alloc::Mimalloc = outpost::alloc::Mimalloc;
 
 fn main() -> anyhow::Result<()> {
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {

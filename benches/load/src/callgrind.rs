@@ -12,6 +12,12 @@
 //! ticker, which under valgrind's slowdown also makes requests yield, sled's
 //! background threads, timers) does not cancel and is charged to requests,
 //! so the figure is an upper bound; comparing two builds cancels it.
+//!
+//! The server runs the pooling allocator, as in production. Valgrind cannot
+//! reserve a 1000-slot pool's address space, and `--allocator auto` would
+//! then fall back to on-demand allocation and measure a path production
+//! does not take, so the pool is sized to the load's connections and the
+//! server is told to fail rather than fall back.
 
 use crate::cli::Flags;
 use crate::prereq::{self, Paths};
@@ -120,7 +126,7 @@ struct Profile {
 pub fn run(args: &[String]) -> Result<(), String> {
     let flags = Flags::parse(
         args,
-        &["bin", "short", "long", "connections", "client-core"],
+        &["bin", "wasm", "short", "long", "connections", "client-core"],
         &["json"],
     )?;
     let paths = Paths::discover();
@@ -139,7 +145,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
     prereq::wrk()?;
     prereq::taskset()?;
     let scratch = Scratch::new("callgrind")?;
-    let hello = paths.hello_wasm()?;
+    let hello = match flags.str("wasm") {
+        Some(wasm) => PathBuf::from(wasm),
+        None => paths.hello_wasm()?,
+    };
     let to = scratch.modules().join("hello.wasm");
     std::fs::copy(&hello, &to).map_err(|e| format!("cannot copy to {to:?}: {e}"))?;
     // Valgrind's virtual CPU has other features than the real one, so the
@@ -178,6 +187,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             .collect();
         let json = serde_json::json!({
             "bin": bin,
+            "wasm": hello,
             "requests": [a.requests, b.requests],
             "instructions_per_request": total.round(),
             "parts": parts,
@@ -186,8 +196,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
         return Ok(());
     }
     println!(
-        "### callgrind: instructions per `GET /hello`, {} ({} - {} requests, wrk -c{connections})\n",
+        "### callgrind: instructions per `GET /hello`, {} serving {} ({} - {} requests, wrk -c{connections})\n",
         bin.display(),
+        hello.display(),
         b.requests,
         a.requests
     );
@@ -228,7 +239,11 @@ fn profile(
         "--fair-sched=yes".into(),
         format!("--callgrind-out-file={}", out.display()).into(),
     ];
-    let mut server = servers::outpost_wrapped(&wrap, bin, scratch, None, "warn", &[])?;
+    // One slot per connection, plus one for the readiness probe's
+    // connection that may still be closing.
+    let slots = (connections + 1).to_string();
+    let pool = ["--allocator", "pooling", "--max-instances", slots.as_str()];
+    let mut server = servers::outpost_wrapped(&wrap, bin, scratch, None, "warn", &pool)?;
     server.wait_ok("/hello", Duration::from_secs(900))?;
     let url = format!("http://127.0.0.1:{}/hello", server.port);
     let measured = wrk::run(client, connections, secs, &url)?;

@@ -29,7 +29,7 @@ usage: cargo run --release -p outpost-load -- <mode> [flags] [--json]
   startup    [--modules 50] [--server-core CPUS (default: unpinned)]
   ab         --a OUTPOST_BIN --b OUTPOST_BIN [--rounds 3] [--duration 5]
              [--connections 64] [--server-core 0] [--client-core 1]
-  callgrind  [--bin OUTPOST_BIN] [--short 6] [--long 24] [--connections 4]
+  callgrind  [--bin OUTPOST_BIN] [--wasm PATH] [--short 6] [--long 24] [--connections 4]
              [--client-core 1]   (instructions per request, by part)
   cores      [--seconds 3]       (how plain work scales from one core to two)
 
