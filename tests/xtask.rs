@@ -18,7 +18,8 @@ const TARGET: &str = "wasm32-wasip2";
 const GUEST_PROFILE: &str = "guest";
 /// Example functions: built by `serve` into `modules/`.
 const EXAMPLES: &[&str] = &["hello", "echo", "counter", "profile", "orders"];
-/// Test-only guests, built for `test` beside the examples.
+/// Test-only guests, built for `test` beside the examples, and the
+/// benchmarks' reference guest (`bare-hello`, checked by a test too).
 const TEST_GUESTS: &[&str] = &[
     "stateful",
     "trap",
@@ -26,6 +27,7 @@ const TEST_GUESTS: &[&str] = &[
     "bad-import",
     "kvtest",
     "hostile",
+    "bare-hello",
 ];
 /// Pinned versions of the other toolchains the suite builds guests with.
 const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";

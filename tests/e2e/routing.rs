@@ -25,6 +25,20 @@ fn a_finished_guests_response_carries_its_length() {
 }
 
 #[test]
+fn the_benchmarks_bare_hello_answers_like_the_sdk_hello() {
+    // Benchmarks put `bare-hello` (wasi:http without the SDK) beside the
+    // SDK's hello; the comparison only holds if both answer the same.
+    let node = Node::start(&[("hello", "hello"), ("bare-hello", "bare")]);
+    let sdk = node.get("/hello");
+    let bare = node.get("/bare");
+    assert_eq!((bare.status, sdk.status), (200, 200));
+    assert_eq!(bare.body, sdk.body);
+    for name in ["content-type", "content-length"] {
+        assert_eq!(bare.header(name), sdk.header(name), "{name}");
+    }
+}
+
+#[test]
 fn echo_round_trips_method_path_query_headers_and_body() {
     let node = Node::start(&[("echo", "echo")]);
     let reply = node.request(

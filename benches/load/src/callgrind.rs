@@ -146,7 +146,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     prereq::taskset()?;
     let scratch = Scratch::new("callgrind")?;
     let hello = match flags.str("wasm") {
-        Some(wasm) => PathBuf::from(wasm),
+        Some(wasm) => std::fs::canonicalize(wasm).map_err(|e| format!("--wasm {wasm}: {e}"))?,
         None => paths.hello_wasm()?,
     };
     let to = scratch.modules().join("hello.wasm");

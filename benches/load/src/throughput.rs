@@ -57,6 +57,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             "server-cores",
             "client-core",
             "only",
+            "wasm",
         ],
         &["json"],
     )?;
@@ -75,7 +76,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
     prereq::taskset()?;
     prereq::wrk()?;
     let paths = Paths::discover();
-    let hello = paths.hello_wasm()?;
+    // The same component behind Outpost and `wasmtime serve`: the SDK's
+    // hello unless another is named (say, the bare wasi:http one).
+    let hello = match flags.str("wasm") {
+        // Absolute: `wasmtime serve` runs in its scratch directory.
+        Some(wasm) => std::fs::canonicalize(wasm).map_err(|e| format!("--wasm {wasm}: {e}"))?,
+        None => paths.hello_wasm()?,
+    };
     // Resolve every binary before measuring anything: a 20-minute wasmtime
     // install between two runs would leave the machine in another state.
     let mut bins = Vec::new();
@@ -146,6 +153,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         let outpost = find(Kind::Outpost);
         let json = serde_json::json!({
             "mode": "throughput",
+            "wasm": hello,
             "duration_s": duration,
             "connections": connections,
             "server_cpus": server_cpus,
@@ -174,7 +182,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
 
     println!(
-        "### throughput: hello, `wrk -t1 -c{connections} -d{duration}s`, server CPUs {server_cpus}, wrk CPU {client_cpus}\n"
+        "### throughput: {}, `wrk -t1 -c{connections} -d{duration}s`, server CPUs {server_cpus}, wrk CPU {client_cpus}\n",
+        hello.display()
     );
     let rows: Vec<Vec<String>> = results
         .iter()
