@@ -28,7 +28,7 @@ fn a_finished_guests_response_carries_its_length() {
 fn the_benchmarks_bare_hello_answers_like_the_sdk_hello() {
     // Benchmarks put `bare-hello` (wasi:http without the SDK) beside the
     // SDK's hello; the comparison only holds if both answer the same.
-    let node = Node::start(&[("hello", "hello"), ("bare-hello", "bare")]);
+    let node = Node::start(&[("hello", "hello"), ("bare", "bare-hello")]);
     let sdk = node.get("/hello");
     let bare = node.get("/bare");
     assert_eq!((bare.status, sdk.status), (200, 200));
