@@ -145,10 +145,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     prereq::wrk()?;
     prereq::taskset()?;
     let scratch = Scratch::new("callgrind")?;
-    let hello = match flags.str("wasm") {
-        Some(wasm) => std::fs::canonicalize(wasm).map_err(|e| format!("--wasm {wasm}: {e}"))?,
-        None => paths.hello_wasm()?,
-    };
+    let hello = paths.served_wasm(flags.str("wasm"))?;
     let to = scratch.modules().join("hello.wasm");
     std::fs::copy(&hello, &to).map_err(|e| format!("cannot copy to {to:?}: {e}"))?;
     // Valgrind's virtual CPU has other features than the real one, so the

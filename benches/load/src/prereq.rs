@@ -76,6 +76,15 @@ impl Paths {
         existing(self.target.join("release").join("native-hello"))
     }
 
+    /// The component a mode serves: `--wasm PATH` made absolute (`wasmtime
+    /// serve` runs in its scratch directory), or else the SDK's hello.
+    pub fn served_wasm(&self, wasm: Option<&str>) -> Result<PathBuf, String> {
+        match wasm {
+            Some(wasm) => std::fs::canonicalize(wasm).map_err(|e| format!("--wasm {wasm}: {e}")),
+            None => self.hello_wasm(),
+        }
+    }
+
     /// The hello guest, built with `cargo xtask guests` if missing.
     pub fn hello_wasm(&self) -> Result<PathBuf, String> {
         let wasm = self

@@ -78,11 +78,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let paths = Paths::discover();
     // The same component behind Outpost and `wasmtime serve`: the SDK's
     // hello unless another is named (say, the bare wasi:http one).
-    let hello = match flags.str("wasm") {
-        // Absolute: `wasmtime serve` runs in its scratch directory.
-        Some(wasm) => std::fs::canonicalize(wasm).map_err(|e| format!("--wasm {wasm}: {e}"))?,
-        None => paths.hello_wasm()?,
-    };
+    let hello = paths.served_wasm(flags.str("wasm"))?;
     // Resolve every binary before measuring anything: a 20-minute wasmtime
     // install between two runs would leave the machine in another state.
     let mut bins = Vec::new();

@@ -185,16 +185,19 @@ impl Cloud {
     }
 
     async fn ingest(&self, req: Request<Incoming>) -> Response<OutBody> {
+        let too_large = |detail: &str| {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                &format!("batches are limited to {MAX_BATCH_BYTES} bytes"),
+                detail,
+            )
+        };
         // A declared length over the limit is refused before any byte is
         // read; an undeclared one is cut off by `Limited` as it streams.
         let declared = hyper::body::Body::size_hint(req.body()).lower();
         if declared > MAX_BATCH_BYTES as u64 {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too-large",
-                &format!("batches are limited to {MAX_BATCH_BYTES} bytes"),
-                &format!("declared {declared} bytes"),
-            );
+            return too_large(&format!("declared {declared} bytes"));
         }
         let body = match Limited::new(req.into_body(), MAX_BATCH_BYTES)
             .collect()
@@ -206,12 +209,7 @@ impl Cloud {
                     .downcast_ref::<http_body_util::LengthLimitError>()
                     .is_some()
                 {
-                    error(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "too-large",
-                        &format!("batches are limited to {MAX_BATCH_BYTES} bytes"),
-                        "",
-                    )
+                    too_large("")
                 } else {
                     error(
                         StatusCode::BAD_REQUEST,
