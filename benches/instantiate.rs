@@ -2,9 +2,10 @@
 //! instantiate from the version's `ProxyPre`, call `handle`, read the body,
 //! drop everything. No network. Also the same loop on one and on two
 //! threads at once (each pinned to its own core), to show how the request
-//! path scales across cores, and on two threads that share no wasmtime
-//! state (an engine each), to tell shared-state contention from the rest.
-//! Needs the guests: `cargo xtask guests`.
+//! path scales across cores: as `outpost serve` runs it (an engine per
+//! core, so each thread instantiates from its own), and with one engine
+//! that both threads share (`--engines 1`), which is what the engine per
+//! core saves. Needs the guests: `cargo xtask guests`.
 //!
 //! Run: `cargo bench -p outpost --bench instantiate`
 
@@ -40,14 +41,19 @@ async fn hello_request(hello: &Arc<Function>, admission: &Admission) -> Bytes {
 /// Runs `iters` requests split over `threads` threads, each with its own
 /// single-threaded runtime (as a per-core server would), and returns the
 /// wall time of the whole batch.
-fn run_parallel(shards: &[(Arc<Function>, Arc<Admission>)], threads: u64, iters: u64) -> Duration {
+fn run_parallel(
+    hello: &Arc<Function>,
+    admission: &Arc<Admission>,
+    threads: u64,
+    iters: u64,
+) -> Duration {
     // The CPUs this process may use; with fewer than `threads` of them the
     // extra threads run unpinned.
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let barrier = Arc::new(std::sync::Barrier::new(threads as usize + 1));
     let workers: Vec<_> = (0..threads)
         .map(|i| {
-            let (hello, admission) = shards[i as usize % shards.len()].clone();
+            let (hello, admission) = (hello.clone(), admission.clone());
             let barrier = barrier.clone();
             let share = iters / threads + u64::from(i < iters % threads);
             let core = cores.get(i as usize).copied();
@@ -99,23 +105,14 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     for threads in [1, 2] {
         group.bench_function(format!("{threads}"), |b| {
-            b.iter_custom(|iters| {
-                run_parallel(&[(hello.clone(), admission.clone())], threads, iters)
-            })
+            b.iter_custom(|iters| run_parallel(&hello, &admission, threads, iters))
         });
     }
-    // One engine, function and admission per thread: nothing of wasmtime's
-    // is shared between the two loops.
-    let shards: Vec<_> = (0..2)
-        .map(|_| {
-            (
-                support::load("hello", "hello").0,
-                Arc::new(support::admission()),
-            )
-        })
-        .collect();
-    group.bench_function("2/engine-per-thread", |b| {
-        b.iter_custom(|iters| run_parallel(&shards, 2, iters))
+    // Both threads instantiate from one engine: its instance pool,
+    // reference counts and type registry bounce between the cores.
+    let (shared, _shared_storage, _) = support::load_with("hello", "hello", 1);
+    group.bench_function("2/one-shared-engine", |b| {
+        b.iter_custom(|iters| run_parallel(&shared, &admission, 2, iters))
     });
     group.finish();
 }

@@ -14,12 +14,13 @@ use std::sync::Arc;
 
 mod support;
 
-/// A loader over its own (empty) code cache, sharing the engine.
-fn loader(engine: &wasmtime::Engine, services: &Arc<outpost::kv::KvServices>) -> Loader {
+/// A loader over its own (empty) code cache, sharing the engines (one per
+/// core, as `outpost serve` runs: a version is loaded into each).
+fn loader(engines: &[wasmtime::Engine], services: &Arc<outpost::kv::KvServices>) -> Loader {
     let dir = support::scratch_dir("load-time");
-    let cache = outpost::cache::CodeCache::open(&dir, engine).expect("cache");
+    let cache = outpost::cache::CodeCache::open(&dir, &engines[0]).expect("cache");
     Loader::new(
-        engine.clone(),
+        engines.to_vec(),
         cache,
         services.clone(),
         Default::default(),
@@ -31,7 +32,7 @@ fn loader(engine: &wasmtime::Engine, services: &Arc<outpost::kv::KvServices>) ->
 
 fn bench(c: &mut Criterion) {
     let config = outpost::config::ServeConfig::default();
-    let (engine, _) = outpost::engine::build(&config).expect("engine");
+    let (engines, _) = outpost::engine::build(&config).expect("engines");
     let data = support::scratch_dir("load-time-db");
     let storage = outpost::storage::Storage::open(&data, Some("bench")).expect("storage");
     let services = Arc::new(outpost::kv::KvServices {
@@ -64,13 +65,13 @@ fn bench(c: &mut Criterion) {
             format!("compiled/{name} ({} KiB)", bytes.len() / 1024),
             |b| {
                 b.iter_batched(
-                    || loader(&engine, &services),
+                    || loader(&engines, &services),
                     |l| load(&l),
                     BatchSize::PerIteration,
                 )
             },
         );
-        let warm = loader(&engine, &services);
+        let warm = loader(&engines, &services);
         load(&warm);
         group.bench_function(format!("cache/{name}"), |b| b.iter(|| load(&warm)));
     }

@@ -82,11 +82,31 @@ pub fn load(
     std::sync::Arc<outpost::storage::Storage>,
     outpost::engine::Allocator,
 ) {
+    load_with(
+        guest_name,
+        name,
+        outpost::config::ServeConfig::default().engines,
+    )
+}
+
+/// [`load`] with `engines` engines instead of one per core.
+pub fn load_with(
+    guest_name: &str,
+    name: &str,
+    engines: usize,
+) -> (
+    std::sync::Arc<outpost::function::Function>,
+    std::sync::Arc<outpost::storage::Storage>,
+    outpost::engine::Allocator,
+) {
     use std::sync::Arc;
     let data = scratch_dir(name);
-    let config = outpost::config::ServeConfig::default();
-    let (engine, allocator) = outpost::engine::build(&config).expect("engine");
-    let cache = outpost::cache::CodeCache::open(&data, &engine).expect("cache");
+    let config = outpost::config::ServeConfig {
+        engines,
+        ..Default::default()
+    };
+    let (engines, allocator) = outpost::engine::build(&config).expect("engines");
+    let cache = outpost::cache::CodeCache::open(&data, &engines[0]).expect("cache");
     let storage = outpost::storage::Storage::open(&data, Some("bench")).expect("storage");
     let services = Arc::new(outpost::kv::KvServices {
         storage: storage.clone(),
@@ -97,7 +117,7 @@ pub fn load(
         metrics: outpost::metrics::Metrics::new(),
     });
     let loader = outpost::loader::Loader::new(
-        engine,
+        engines,
         cache,
         services,
         Default::default(),

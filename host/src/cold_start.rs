@@ -79,9 +79,14 @@ pub async fn run(path: &Path, requests: usize, request_path: &str) -> anyhow::Re
         .unwrap_or("bench")
         .to_owned();
     let scratch = tempfile_dir()?;
-    let config = ServeConfig::default();
-    let (engine, allocator) = crate::engine::build(&config)?;
-    let cache = crate::cache::CodeCache::open(scratch.path(), &engine)?;
+    // One engine: this measures one thread's requests, and compile and
+    // cache-load times are one engine's.
+    let config = ServeConfig {
+        engines: 1,
+        ..ServeConfig::default()
+    };
+    let (engines, allocator) = crate::engine::build(&config)?;
+    let cache = crate::cache::CodeCache::open(scratch.path(), &engines[0])?;
     let storage = crate::storage::Storage::open(scratch.path(), Some("bench"))?;
     let metrics = crate::metrics::Metrics::new();
     let services = Arc::new(crate::kv::KvServices {
@@ -93,7 +98,7 @@ pub async fn run(path: &Path, requests: usize, request_path: &str) -> anyhow::Re
         metrics: metrics.clone(),
     });
     let loader = Loader::new(
-        engine,
+        engines,
         cache,
         services,
         config.kv_limits,
@@ -120,14 +125,13 @@ pub async fn run(path: &Path, requests: usize, request_path: &str) -> anyhow::Re
     let mut instantiations = Vec::with_capacity(requests.clamp(1, 1000));
     for _ in 0..instantiations.capacity() {
         let id = http::HeaderValue::from_static("cold-start");
-        let mut store = Store::new(function.pre.engine(), RequestState::new(&function, id));
+        let pre = function.pre();
+        let mut store = Store::new(pre.engine(), RequestState::new(&function, id));
         store.limiter(|state| &mut state.memory);
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
         let started = Instant::now();
-        function
-            .pre
-            .instantiate_async(&mut store)
+        pre.instantiate_async(&mut store)
             .await
             .map_err(|e| anyhow::anyhow!("cannot instantiate: {e:#}"))?;
         instantiations.push(started.elapsed());

@@ -66,6 +66,10 @@ pub struct ServeConfig {
     pub allocator: AllocatorChoice,
     /// Instances that may exist at once (the pooling allocator's size).
     pub max_instances: u32,
+    /// Wasmtime engines: one per core that serves requests. Each has its own
+    /// instance pool (of `max_instances` slots) and its own copy of every
+    /// function's compiled code.
+    pub engines: usize,
     /// This node's id in replication; `None`: the stored or a generated one.
     pub node_id: Option<String>,
     /// Base URL of the cloud tier; `None`: no shipping or pulling (the
@@ -125,6 +129,7 @@ impl Default for ServeConfig {
             reload_max_wait: Duration::from_secs(5),
             allocator: AllocatorChoice::Auto,
             max_instances: 1000,
+            engines: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
             node_id: None,
             cloud: None,
             cloud_token: None,
@@ -155,6 +160,7 @@ pub struct FileConfig {
     pub reload_max_wait_ms: Option<u64>,
     pub allocator: Option<AllocatorChoice>,
     pub max_instances: Option<u32>,
+    pub engines: Option<usize>,
     pub node_id: Option<String>,
     pub cloud: Option<String>,
     pub cloud_token: Option<String>,
@@ -205,6 +211,7 @@ pub struct FlagConfig {
     pub reload_debounce_ms: Option<u64>,
     pub allocator: Option<AllocatorChoice>,
     pub max_instances: Option<u32>,
+    pub engines: Option<usize>,
     pub node_id: Option<String>,
     pub cloud: Option<String>,
     pub cloud_token: Option<String>,
@@ -313,6 +320,9 @@ impl ServeConfig {
                 "OUTPOST_MAX_INSTANCES",
             )?
             .unwrap_or(d.max_instances),
+            engines: pick(flags.engines, file.engines, env, "OUTPOST_ENGINES")?
+                .unwrap_or(d.engines)
+                .max(1),
 
             cloud: pick(flags.cloud, file.cloud, env, "OUTPOST_CLOUD")?,
             cloud_token: pick(

@@ -1,8 +1,11 @@
-//! Builds the process-wide wasmtime `Engine`: pooling allocator with
-//! copy-on-write memory images, falling back to on-demand allocation.
+//! Builds the wasmtime engines: one per core, each with its own pooling
+//! allocator and copy-on-write memory images (falling back to on-demand
+//! allocation), and says which one the current thread uses.
 
 use crate::config::{AllocatorChoice, ServeConfig};
+use std::cell::Cell;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
@@ -40,20 +43,56 @@ fn base_config() -> Config {
     config
 }
 
-/// Advances `engine`'s epoch every [`EPOCH_TICK`] on one thread for the
-/// whole process; the thread ends when the engine is dropped.
-pub fn start_epoch_ticker(engine: &Engine) {
-    let weak = engine.weak();
+/// Advances every engine's epoch every [`EPOCH_TICK`] on one thread for
+/// the whole process; the thread ends when all the engines are dropped.
+pub fn start_epoch_ticker(engines: &[Engine]) {
+    let weak: Vec<_> = engines.iter().map(Engine::weak).collect();
     std::thread::Builder::new()
         .name("outpost-epoch".into())
         .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
+            loop {
+                let mut alive = false;
+                for engine in weak.iter().filter_map(|w| w.upgrade()) {
+                    engine.increment_epoch();
+                    alive = true;
+                }
+                if !alive {
+                    return;
+                }
                 std::thread::sleep(EPOCH_TICK);
             }
         })
         .expect("start the epoch thread");
+}
+
+/// Threads numbered in the order they first asked for an engine.
+static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static THREAD_NUMBER: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Which of `engines` engines the calling thread uses. Each thread keeps
+/// one engine for its whole life, and threads take the engines in turn, so
+/// the runtime's worker threads (the first threads to serve requests) each
+/// get their own: two cores serving at once then share no wasmtime state
+/// (its instance pool, reference counts and type registry), which costs a
+/// shared engine a fifth of the second core's throughput
+/// (`cargo bench -p outpost --bench instantiate -- hello/threads`). A task
+/// that moves to another thread mid-request keeps its store and engine;
+/// that is only slower, never wrong.
+pub fn engine_for_current_thread(engines: usize) -> usize {
+    if engines <= 1 {
+        return 0;
+    }
+    let number = THREAD_NUMBER.with(|n| {
+        n.get().unwrap_or_else(|| {
+            let next = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+            n.set(Some(next));
+            next
+        })
+    });
+    number % engines
 }
 
 /// Bytes of each pooled linear memory (and table) reset with `memset`
@@ -91,10 +130,12 @@ fn pooling_config(
     pool
 }
 
-/// Builds the engine for `cfg.allocator`. With `Auto`, a pool whose address
-/// space cannot be reserved (a low `ulimit -v`, a 32-bit-sized VM) falls
-/// back to on-demand allocation; the log says which one is in use.
-pub fn build(cfg: &ServeConfig) -> anyhow::Result<(Engine, Allocator)> {
+/// Builds `cfg.engines` engines for `cfg.allocator` (at least one). With
+/// `Auto`, a pool whose address space cannot be reserved (a low
+/// `ulimit -v`, a 32-bit-sized VM) falls back to on-demand allocation; an
+/// extra engine whose pool cannot be reserved is left out, and the node
+/// runs with fewer. The log says which allocator and how many engines.
+pub fn build(cfg: &ServeConfig) -> anyhow::Result<(Vec<Engine>, Allocator)> {
     let on_demand = || -> anyhow::Result<Engine> {
         let mut config = base_config();
         config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
@@ -111,40 +152,65 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<(Engine, Allocator)> {
     };
     // Ask for PAGEMAP_SCAN outright so the log can say whether it is in
     // use; an older kernel refuses it, and the pool goes without.
-    let pooling = || -> anyhow::Result<Engine> {
+    let pooling = || -> anyhow::Result<(Engine, Enabled)> {
         match pooling_with(Enabled::Yes) {
             Ok(engine) => {
                 tracing::debug!("pooling allocator uses PAGEMAP_SCAN");
-                Ok(engine)
+                Ok((engine, Enabled::Yes))
             }
             Err(e) => {
                 tracing::info!(reason = %format!("{e:#}"), "PAGEMAP_SCAN unavailable; pooling allocator resets whole kept-resident pages");
-                pooling_with(Enabled::No)
+                Ok((pooling_with(Enabled::No)?, Enabled::No))
             }
         }
     };
-    let (engine, allocator) = match cfg.allocator {
-        AllocatorChoice::OnDemand => (on_demand()?, Allocator::OnDemand),
-        AllocatorChoice::Pooling => (pooling()?, Allocator::Pooling),
+    let (first, allocator, pagemap_scan) = match cfg.allocator {
+        AllocatorChoice::OnDemand => (on_demand()?, Allocator::OnDemand, Enabled::No),
+        AllocatorChoice::Pooling => {
+            let (engine, scan) = pooling()?;
+            (engine, Allocator::Pooling, scan)
+        }
         AllocatorChoice::Auto => match pooling() {
-            Ok(engine) => (engine, Allocator::Pooling),
+            Ok((engine, scan)) => (engine, Allocator::Pooling, scan),
             Err(e) => {
                 tracing::warn!(
                     error = %format!("{e:#}"),
                     max_instances = cfg.max_instances,
                     "cannot reserve the pooling allocator's address space; falling back to on-demand allocation"
                 );
-                (on_demand()?, Allocator::OnDemand)
+                (on_demand()?, Allocator::OnDemand, Enabled::No)
             }
         },
     };
+    // The other engines are built exactly like the first, so compiled code
+    // and the cache's compatibility hash are the same for all of them.
+    let mut engines = vec![first];
+    while engines.len() < cfg.engines.max(1) {
+        let more = match allocator {
+            Allocator::Pooling => pooling_with(pagemap_scan),
+            Allocator::OnDemand => on_demand(),
+        };
+        match more {
+            Ok(engine) => engines.push(engine),
+            Err(e) => {
+                tracing::warn!(
+                    error = %format!("{e:#}"),
+                    wanted = cfg.engines,
+                    built = engines.len(),
+                    "cannot build another engine (its pool's address space?); running with fewer"
+                );
+                break;
+            }
+        }
+    }
     tracing::info!(
         allocator = %allocator.as_str(),
         max_instances = cfg.max_instances,
-        "engine ready"
+        engines = engines.len(),
+        "engines ready"
     );
-    start_epoch_ticker(&engine);
-    Ok((engine, allocator))
+    start_epoch_ticker(&engines);
+    Ok((engines, allocator))
 }
 
 /// A short, stable digest of everything that makes compiled code
@@ -156,4 +222,34 @@ pub fn compat_hash(engine: &Engine) -> String {
     let mut hasher = std::hash::SipHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
     format!("{:016x}", hasher.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_thread_keeps_one_engine_and_threads_take_them_in_turn() {
+        assert_eq!(engine_for_current_thread(1), 0);
+        // Two threads asking at once get different engines; each keeps its
+        // own on every later call.
+        let barrier = std::sync::Barrier::new(2);
+        let picks: Vec<(usize, usize)> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        let first = engine_for_current_thread(2);
+                        barrier.wait();
+                        (first, engine_for_current_thread(2))
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        for (first, later) in &picks {
+            assert_eq!(first, later);
+            assert!(*first < 2);
+        }
+        assert_ne!(picks[0].0, picks[1].0);
+    }
 }

@@ -47,9 +47,10 @@ pub struct Function {
     pub policy: Policy,
     /// The node's database and store catalog, shared by every function.
     pub services: Arc<KvServices>,
-    /// Linked and type-checked once per version; each request only
-    /// instantiates it.
-    pub pre: ProxyPre<RequestState>,
+    /// Linked and type-checked once per version and engine (one per core,
+    /// in engine order); each request only instantiates the one of the
+    /// engine its thread uses (see [`Function::pre`]).
+    pub pres: Arc<[ProxyPre<RequestState>]>,
     pub origin: Origin,
     pub loaded_at: SystemTime,
     /// Wall time from reading the file's bytes to a ready `ProxyPre`.
@@ -67,12 +68,17 @@ impl Function {
             settings_sha256,
             policy,
             services: self.services.clone(),
-            pre: self.pre.clone(),
+            pres: self.pres.clone(),
             origin: self.origin,
             loaded_at: SystemTime::now(),
             load_time: Duration::ZERO,
             stats: self.stats.clone(),
         }
+    }
+
+    /// The version linked for the calling thread's engine.
+    pub fn pre(&self) -> &ProxyPre<RequestState> {
+        &self.pres[crate::engine::engine_for_current_thread(self.pres.len())]
     }
 
     /// The first 12 hex digits of the hash, as shown in logs.

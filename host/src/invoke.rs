@@ -133,8 +133,9 @@ where
     let (body, body_exceeded) = MeteredBody::new(body, limits.max_request_body_bytes);
     let req = Request::from_parts(parts, body);
 
+    let pre = function.pre().clone();
     let mut store = Store::new(
-        function.pre.engine(),
+        pre.engine(),
         RequestState::new(&function, request_id.clone()),
     );
     store.limiter(|state| &mut state.memory);
@@ -161,7 +162,6 @@ where
         }
     };
 
-    let pre = function.pre.clone();
     let instantiate_duration = admission.metrics.instantiate_duration.clone();
     let mut guest: GuestCall = Box::pin(async move {
         let _slot = permit;

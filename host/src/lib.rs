@@ -50,10 +50,10 @@ pub async fn serve(
     let started = Instant::now();
     let metrics = metrics::Metrics::new();
     let activity = Arc::new(activity::Activity::new(metrics.clone()));
-    let (engine, _allocator) = engine::build(&config)?;
+    let (engines, _allocator) = engine::build(&config)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-    let cache = cache::CodeCache::open(&config.data_dir, &engine)
+    let cache = cache::CodeCache::open(&config.data_dir, &engines[0])
         .with_context(|| format!("cannot open code cache in {}", config.data_dir.display()))?;
     let storage = storage::Storage::open_with_limit(
         &config.data_dir,
@@ -76,7 +76,7 @@ pub async fn serve(
         metrics: metrics.clone(),
     });
     let loader = Arc::new(loader::Loader::new(
-        engine,
+        engines,
         cache,
         services,
         config.kv_limits,

@@ -40,13 +40,18 @@ pub enum LoadError {
     NoHandler(String),
     #[error(transparent)]
     Limits(#[from] crate::limits::AboveHostLimit),
+    #[error("cannot load the compiled code into engine {engine}: {message}")]
+    OtherEngine { engine: usize, message: String },
 }
 
 /// Everything needed to load modules; shared by the initial scan and the
 /// watcher, used from the blocking pool.
 pub struct Loader {
-    engine: Engine,
-    linker: Arc<Linker<RequestState>>,
+    /// One per serving core (see [`crate::engine`]). The first compiles;
+    /// the others load the machine code it made.
+    engines: Vec<Engine>,
+    /// One per engine, in the same order.
+    linkers: Vec<Linker<RequestState>>,
     cache: CodeCache,
     services: Arc<KvServices>,
     /// Host-wide KV limits; a function's settings may override them.
@@ -86,18 +91,24 @@ fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
 }
 
 impl Loader {
+    /// `engines` must not be empty, and must all be built alike (by
+    /// [`crate::engine::build`]): they share compiled code and `cache`.
     pub fn new(
-        engine: Engine,
+        engines: Vec<Engine>,
         cache: CodeCache,
         services: Arc<KvServices>,
         kv_limits: KvLimits,
         limits: Limits,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
-        let linker = Arc::new(crate::linker::build(&engine)?);
+        anyhow::ensure!(!engines.is_empty(), "a loader needs an engine");
+        let linkers = engines
+            .iter()
+            .map(crate::linker::build)
+            .collect::<anyhow::Result<_>>()?;
         Ok(Self {
-            engine,
-            linker,
+            engines,
+            linkers,
             cache,
             services,
             kv_limits,
@@ -115,8 +126,9 @@ impl Loader {
         })
     }
 
+    /// The engine that compiles (and the only one with `--engines 1`).
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        &self.engines[0]
     }
 
     /// Loads one version. Blocking (compiles on a miss): call it from the
@@ -132,20 +144,16 @@ impl Loader {
         let policy = self.policy(name, settings)?;
         check_header(bytes)?;
         let sha256 = sha256_hex(bytes);
-        let (component, origin) = match self.cache.get(&self.engine, &sha256) {
+        let (component, origin) = match self.cache.get(self.engine(), &sha256) {
             Some(component) => (component, Origin::Cache),
             None => (self.compile(name, bytes)?, Origin::Compiled),
         };
         if tracing::enabled!(tracing::Level::DEBUG) {
             let ty = component.component_type();
-            let imports: Vec<&str> = ty.imports(&self.engine).map(|(name, _)| name).collect();
+            let imports: Vec<&str> = ty.imports(self.engine()).map(|(name, _)| name).collect();
             tracing::debug!(function = %name, imports = %imports.join(","), "component imports");
         }
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::UnknownImport(format!("{e:#}")))?;
-        let pre = ProxyPre::new(pre).map_err(|e| LoadError::NoHandler(format!("{e:#}")))?;
+        let first = link(&self.linkers[0], &component)?;
         if origin == Origin::Compiled {
             // Only valid functions are cached; a failed write costs a
             // recompile next start, nothing more.
@@ -153,18 +161,50 @@ impl Loader {
                 tracing::warn!(function = %name, error = %format!("{e:#}"), "cannot write compiled code to the cache");
             }
         }
+        let mut pres = Vec::with_capacity(self.engines.len());
+        pres.push(first);
+        for index in 1..self.engines.len() {
+            pres.push(self.load_into(index, &sha256, &component)?);
+        }
         Ok(Function {
             name: Arc::from(name),
             sha256,
             settings_sha256: settings.sha256.clone(),
             policy,
             services: self.services.clone(),
-            pre,
+            pres: pres.into(),
             origin,
             loaded_at: SystemTime::now(),
             load_time: started.elapsed(),
             stats,
         })
+    }
+
+    /// The same machine code as `component` (already linked on the first
+    /// engine), for engine `index`: mapped from the cache file when there
+    /// is one, so the engines share its pages, else copied in memory.
+    fn load_into(
+        &self,
+        index: usize,
+        sha256: &str,
+        component: &Component,
+    ) -> Result<ProxyPre<RequestState>, LoadError> {
+        let engine = &self.engines[index];
+        let other = |e: wasmtime::Error| LoadError::OtherEngine {
+            engine: index,
+            message: format!("{e:#}"),
+        };
+        let copy = match self.cache.get(engine, sha256) {
+            Some(copy) => copy,
+            None => {
+                let bytes = component.serialize().map_err(other)?;
+                // SAFETY: `bytes` were just serialized by the first engine,
+                // which is configured exactly like this one (same compat
+                // hash), from a component it compiled or validated.
+                unsafe { Component::deserialize(engine, &bytes) }.map_err(other)?
+            }
+        };
+        link(&self.linkers[index], &copy)
     }
 
     /// Compiles a module that is not in the cache. Large components take
@@ -184,13 +224,25 @@ impl Loader {
                     );
                 }
             });
-            let compiled = Component::from_binary(&self.engine, bytes);
+            let compiled = Component::from_binary(self.engine(), bytes);
             drop(done);
             compiled
         });
         self.metrics.compile_duration.observe(started.elapsed());
         compiled.map_err(|e| LoadError::Invalid(format!("{e:#}")))
     }
+}
+
+/// Links `component` against the host's imports and checks it exports the
+/// wasi:http handler.
+fn link(
+    linker: &Linker<RequestState>,
+    component: &Component,
+) -> Result<ProxyPre<RequestState>, LoadError> {
+    let pre = linker
+        .instantiate_pre(component)
+        .map_err(|e| LoadError::UnknownImport(format!("{e:#}")))?;
+    ProxyPre::new(pre).map_err(|e| LoadError::NoHandler(format!("{e:#}")))
 }
 
 #[cfg(test)]
@@ -209,5 +261,75 @@ mod tests {
             Err(LoadError::CoreModule)
         ));
         assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
+    }
+
+    /// The example `hello`, built by `cargo xtask test` (or `guests`).
+    fn hello_bytes() -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/wasm32-wasip2/guest/hello.wasm");
+        std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; run the suite with `cargo xtask test`",
+                path.display()
+            )
+        })
+    }
+
+    #[test]
+    fn a_version_is_compiled_once_and_linked_into_every_engine() {
+        let data = tempfile::tempdir().unwrap();
+        let config = crate::config::ServeConfig {
+            engines: 3,
+            allocator: crate::config::AllocatorChoice::OnDemand,
+            ..Default::default()
+        };
+        let (engines, _) = crate::engine::build(&config).unwrap();
+        assert_eq!(engines.len(), 3);
+        let cache = CodeCache::open(data.path(), &engines[0]).unwrap();
+        let storage = crate::storage::Storage::open(data.path(), Some("test")).unwrap();
+        let services = Arc::new(KvServices {
+            catalog: Arc::new(crate::stores::Catalog::new(
+                Default::default(),
+                storage.clone(),
+            )),
+            storage,
+            metrics: Metrics::new(),
+        });
+        let loader = Loader::new(
+            engines.clone(),
+            cache.clone(),
+            services,
+            KvLimits::default(),
+            Limits::default(),
+            Metrics::new(),
+        )
+        .unwrap();
+        let bytes = hello_bytes();
+        let cached = || {
+            std::fs::read_dir(cache.dir())
+                .unwrap()
+                .filter(|e| {
+                    let name = e.as_ref().unwrap().file_name();
+                    name.to_string_lossy().ends_with(".cwasm")
+                })
+                .count()
+        };
+        for expected in [Origin::Compiled, Origin::Cache] {
+            let function = loader
+                .load(
+                    "hello",
+                    &bytes,
+                    &Settings::default(),
+                    FunctionStats::detached(),
+                )
+                .unwrap();
+            assert_eq!(function.origin, expected);
+            assert_eq!(function.pres.len(), engines.len());
+            for (pre, engine) in function.pres.iter().zip(&engines) {
+                assert!(Engine::same(pre.engine(), engine));
+            }
+            // One compile, one cache entry, whatever the number of engines.
+            assert_eq!(cached(), 1);
+        }
     }
 }

@@ -97,6 +97,9 @@ struct ServeArgs {
     /// Instances that may run at once [default: 1000].
     #[arg(long)]
     max_instances: Option<u32>,
+    /// Wasmtime engines, one per serving core; each has its own instance pool and compiled code [default: the CPUs this process may use].
+    #[arg(long)]
+    engines: Option<usize>,
     /// This node's replication id [default: generated once, kept in the data folder].
     #[arg(long)]
     node_id: Option<String>,
@@ -155,6 +158,7 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         reload_debounce_ms: args.reload_debounce_ms,
         allocator: args.allocator,
         max_instances: args.max_instances,
+        engines: args.engines,
         node_id: args.node_id,
         cloud: args.cloud,
         cloud_token: args.cloud_token,

@@ -84,7 +84,7 @@ const SMALL_ADDRESS_SPACE: u64 = 64 << 30;
 fn falls_back_to_on_demand_allocation_when_the_pool_cannot_be_reserved() {
     let node = Node::start_with_address_limit(&[("hello", "hello")], &[], SMALL_ADDRESS_SPACE);
     node.wait_log(r"falling back to on-demand allocation");
-    node.wait_log(r"engine ready.*allocator=on-demand");
+    node.wait_log(r"engines ready.*allocator=on-demand");
     for _ in 0..5 {
         assert_eq!(node.get("/hello").status, 200);
     }
@@ -93,7 +93,7 @@ fn falls_back_to_on_demand_allocation_when_the_pool_cannot_be_reserved() {
 #[test]
 fn uses_the_pooling_allocator_by_default() {
     let node = Node::start(&[("hello", "hello")]);
-    node.wait_log(r"engine ready.*allocator=pooling");
+    node.wait_log(r"engines ready.*allocator=pooling");
     assert_eq!(node.get("/hello").status, 200);
 }
 
@@ -109,4 +109,43 @@ fn forcing_the_pool_without_address_space_fails_clearly() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.to_lowercase().contains("error"), "{stderr}");
+}
+
+#[test]
+fn serves_concurrent_requests_from_an_engine_per_core() {
+    let node = Node::start_with(&[("hello", "hello")], &["--engines", "3"]);
+    node.wait_log(r"engines ready.*allocator=pooling.*engines=3");
+    // More client threads than engines, so every engine serves some.
+    let url = node.url("/hello");
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                (0..20)
+                    .map(|_| ureq::get(&url).call().map(|r| r.status()).unwrap_or(0))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for client in clients {
+        assert!(client.join().unwrap().iter().all(|&s| s == 200));
+    }
+}
+
+/// Room for one pool of 8 instances (about 32 GiB of reservations) and the
+/// process, not for two.
+const ONE_SMALL_POOL: u64 = 50 << 30;
+
+#[test]
+fn an_engine_whose_pool_cannot_be_reserved_is_left_out() {
+    let node = Node::start_with_address_limit(
+        &[("hello", "hello")],
+        &["--engines", "2", "--max-instances", "8"],
+        ONE_SMALL_POOL,
+    );
+    node.wait_log(r"cannot build another engine.*wanted=2 built=1");
+    node.wait_log(r"engines ready.*allocator=pooling.*engines=1");
+    for _ in 0..5 {
+        assert_eq!(node.get("/hello").status, 200);
+    }
 }

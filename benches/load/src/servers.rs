@@ -90,7 +90,7 @@ struct Watch {
 }
 
 /// The `ms=` of Outpost's `ready` line (`... INFO outpost: ready functions=N ... ms=M`);
-/// `engine ready` and other lines with the word do not carry `functions=`.
+/// `engines ready` and other lines with the word do not carry `functions=`.
 fn ready_ms(line: &str) -> Option<u64> {
     let words: Vec<&str> = line.split_whitespace().collect();
     let at = words.iter().position(|w| *w == "ready")?;
@@ -437,8 +437,7 @@ mod tests {
         let ready = "2026-04-01T10:00:00.123456Z  INFO outpost: ready functions=50 \
                      node=abc modules=/tmp/m data=/tmp/d ms=87";
         assert_eq!(ready_ms(ready), Some(87));
-        let engine =
-            "2026-04-01T10:00:00.1Z  INFO outpost::engine: engine ready allocator=pooling ms=3";
+        let engine = "2026-04-01T10:00:00.1Z  INFO outpost::engine: engines ready allocator=pooling engines=2 ms=3";
         assert_eq!(ready_ms(engine), None);
         assert_eq!(ready_ms("INFO outpost: loaded function=fn1 ms=4"), None);
     }
