@@ -75,12 +75,12 @@ thread_local! {
 /// Which of `engines` engines the calling thread uses. Each thread keeps
 /// one engine for its whole life, and threads take the engines in turn, so
 /// the runtime's worker threads (the first threads to serve requests) each
-/// get their own: two cores serving at once then share no wasmtime state
-/// (its instance pool, reference counts and type registry), which costs a
-/// shared engine a fifth of the second core's throughput
-/// (`cargo bench -p outpost --bench instantiate -- hello/threads`). A task
-/// that moves to another thread mid-request keeps its store and engine;
-/// that is only slower, never wrong.
+/// get their own: two cores serving at once then share none of an engine's
+/// state (its instance pool, reference counts and type registry). Sharing
+/// one costs two workers about 15% of their throughput
+/// (`cargo bench -p outpost --bench scaling`). A task that moves to
+/// another thread mid-request keeps its store and engine; that is only
+/// slower, never wrong.
 pub fn engine_for_current_thread(engines: usize) -> usize {
     if engines <= 1 {
         return 0;
