@@ -55,6 +55,25 @@ impl CodeCache {
         }
     }
 
+    /// The cached compilation of `sha256` for one more engine, built like
+    /// the one that just read it with [`CodeCache::get`]; `None` if there
+    /// is no entry. Unlike `get`, a failure leaves the file alone: it was
+    /// just read fine, so the failure is this engine's (its address space,
+    /// say), not the file's.
+    pub fn get_for_another_engine(
+        &self,
+        engine: &Engine,
+        sha256: &str,
+    ) -> Option<wasmtime::Result<Component>> {
+        let path = self.path_for(sha256);
+        if !path.exists() {
+            return None;
+        }
+        // SAFETY: as in `get`: written only by `put`, from this engine
+        // configuration's own `serialize`, and renamed into place whole.
+        Some(unsafe { Component::deserialize_file(engine, &path) })
+    }
+
     /// Writes the compiled form of `component` atomically (temp file, fsync,
     /// rename), so a crash never leaves a truncated entry behind.
     pub fn put(&self, sha256: &str, component: &Component) -> anyhow::Result<()> {

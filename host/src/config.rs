@@ -118,6 +118,12 @@ pub struct KvFileConfig {
     pub max_value_bytes: Option<usize>,
 }
 
+/// Most engines by default, however many CPUs: each engine's pool reserves
+/// `max-instances` memory slots of address space (about 4 TiB with the
+/// default 1000), and x86-64 gives a process 128 TiB. More can be asked for
+/// with `--engines`; extra cores then share engines.
+pub const DEFAULT_MAX_ENGINES: usize = 8;
+
 impl Default for ServeConfig {
     fn default() -> Self {
         Self {
@@ -129,7 +135,9 @@ impl Default for ServeConfig {
             reload_max_wait: Duration::from_secs(5),
             allocator: AllocatorChoice::Auto,
             max_instances: 1000,
-            engines: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            engines: std::thread::available_parallelism()
+                .map_or(1, std::num::NonZero::get)
+                .min(DEFAULT_MAX_ENGINES),
             node_id: None,
             cloud: None,
             cloud_token: None,

@@ -195,9 +195,10 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<(Vec<Engine>, Allocator)> {
             Err(e) => {
                 tracing::warn!(
                     error = %format!("{e:#}"),
+                    allocator = %allocator.as_str(),
                     wanted = cfg.engines,
                     built = engines.len(),
-                    "cannot build another engine (its pool's address space?); running with fewer"
+                    "cannot build another engine; running with fewer (a pool needs max-instances slots of address space)"
                 );
                 break;
             }

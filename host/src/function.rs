@@ -76,9 +76,14 @@ impl Function {
         }
     }
 
+    /// Which engine the calling thread instantiates from (index into `pres`).
+    pub fn engine_index(&self) -> usize {
+        crate::engine::engine_for_current_thread(self.pres.len())
+    }
+
     /// The version linked for the calling thread's engine.
     pub fn pre(&self) -> &ProxyPre<RequestState> {
-        &self.pres[crate::engine::engine_for_current_thread(self.pres.len())]
+        &self.pres[self.engine_index()]
     }
 
     /// The first 12 hex digits of the hash, as shown in logs.

@@ -133,7 +133,9 @@ where
     let (body, body_exceeded) = MeteredBody::new(body, limits.max_request_body_bytes);
     let req = Request::from_parts(parts, body);
 
-    let pre = function.pre().clone();
+    let engine = function.engine_index();
+    tracing::trace!(function = %function.name, engine, "instantiating");
+    let pre = function.pres[engine].clone();
     let mut store = Store::new(
         pre.engine(),
         RequestState::new(&function, request_id.clone()),

@@ -1,4 +1,5 @@
-//! The one `Linker` every function links against: what the host provides.
+//! The `Linker` every function links against (one per engine, all alike):
+//! what the host provides.
 
 use crate::state::RequestState;
 use wasmtime::Engine;

@@ -1,5 +1,6 @@
 //! Turns a module file's bytes into a [`Function`]: hash, code cache or
-//! compile, then validate against the host's linker.
+//! compile, validate against the host's linker, then the same machine code
+//! linked into every other engine (one per core).
 
 use crate::activity::FunctionStats;
 use crate::cache::CodeCache;
@@ -10,6 +11,7 @@ use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::state::RequestState;
 use sha2::{Digest, Sha256};
+use std::cell::OnceCell;
 use std::sync::Arc;
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant, SystemTime};
@@ -162,9 +164,19 @@ impl Loader {
             }
         }
         let mut pres = Vec::with_capacity(self.engines.len());
-        pres.push(first);
+        pres.push(first.clone());
+        let serialized = OnceCell::new();
         for index in 1..self.engines.len() {
-            pres.push(self.load_into(index, &sha256, &component)?);
+            match self.load_into(index, &sha256, &component, &serialized) {
+                Ok(pre) => pres.push(pre),
+                // The version is valid and linked on the first engine:
+                // this core instantiates from that one instead (slower,
+                // never wrong; a store always takes its `pre`'s engine).
+                Err(e) => {
+                    tracing::warn!(function = %name, engine = index, error = %e, "this engine shares the first engine's copy of the function");
+                    pres.push(first.clone());
+                }
+            }
         }
         Ok(Function {
             name: Arc::from(name),
@@ -182,26 +194,34 @@ impl Loader {
 
     /// The same machine code as `component` (already linked on the first
     /// engine), for engine `index`: mapped from the cache file when there
-    /// is one, so the engines share its pages, else copied in memory.
+    /// is one, so the engines share its pages, else copied in memory from
+    /// `serialized` (made once for all the engines).
     fn load_into(
         &self,
         index: usize,
         sha256: &str,
         component: &Component,
+        serialized: &OnceCell<Vec<u8>>,
     ) -> Result<ProxyPre<RequestState>, LoadError> {
         let engine = &self.engines[index];
         let other = |e: wasmtime::Error| LoadError::OtherEngine {
             engine: index,
             message: format!("{e:#}"),
         };
-        let copy = match self.cache.get(engine, sha256) {
-            Some(copy) => copy,
+        let copy = match self.cache.get_for_another_engine(engine, sha256) {
+            Some(copy) => copy.map_err(other)?,
             None => {
-                let bytes = component.serialize().map_err(other)?;
-                // SAFETY: `bytes` were just serialized by the first engine,
-                // which is configured exactly like this one (same compat
-                // hash), from a component it compiled or validated.
-                unsafe { Component::deserialize(engine, &bytes) }.map_err(other)?
+                let bytes = match serialized.get() {
+                    Some(bytes) => bytes,
+                    None => {
+                        let bytes = component.serialize().map_err(other)?;
+                        serialized.get_or_init(|| bytes)
+                    }
+                };
+                // SAFETY: `bytes` were serialized by the first engine, which
+                // is configured exactly like this one (same compat hash),
+                // from a component it compiled or validated.
+                unsafe { Component::deserialize(engine, bytes) }.map_err(other)?
             }
         };
         link(&self.linkers[index], &copy)
@@ -275,9 +295,8 @@ mod tests {
         })
     }
 
-    #[test]
-    fn a_version_is_compiled_once_and_linked_into_every_engine() {
-        let data = tempfile::tempdir().unwrap();
+    /// A loader over three engines and a cache in `data`.
+    fn three_engine_loader(data: &std::path::Path) -> (Loader, Vec<Engine>, CodeCache) {
         let config = crate::config::ServeConfig {
             engines: 3,
             allocator: crate::config::AllocatorChoice::OnDemand,
@@ -285,8 +304,8 @@ mod tests {
         };
         let (engines, _) = crate::engine::build(&config).unwrap();
         assert_eq!(engines.len(), 3);
-        let cache = CodeCache::open(data.path(), &engines[0]).unwrap();
-        let storage = crate::storage::Storage::open(data.path(), Some("test")).unwrap();
+        let cache = CodeCache::open(data, &engines[0]).unwrap();
+        let storage = crate::storage::Storage::open(data, Some("test")).unwrap();
         let services = Arc::new(KvServices {
             catalog: Arc::new(crate::stores::Catalog::new(
                 Default::default(),
@@ -304,6 +323,13 @@ mod tests {
             Metrics::new(),
         )
         .unwrap();
+        (loader, engines, cache)
+    }
+
+    #[test]
+    fn a_version_is_compiled_once_and_linked_into_every_engine() {
+        let data = tempfile::tempdir().unwrap();
+        let (loader, engines, cache) = three_engine_loader(data.path());
         let bytes = hello_bytes();
         let cached = || {
             std::fs::read_dir(cache.dir())
@@ -330,6 +356,27 @@ mod tests {
             }
             // One compile, one cache entry, whatever the number of engines.
             assert_eq!(cached(), 1);
+        }
+    }
+
+    #[test]
+    fn without_a_cache_file_the_other_engines_get_an_in_memory_copy() {
+        let data = tempfile::tempdir().unwrap();
+        let (loader, engines, cache) = three_engine_loader(data.path());
+        // The cache cannot be written: the copies come from `serialize`.
+        std::fs::remove_dir_all(cache.dir()).unwrap();
+        let function = loader
+            .load(
+                "hello",
+                &hello_bytes(),
+                &Settings::default(),
+                FunctionStats::detached(),
+            )
+            .unwrap();
+        assert_eq!(function.origin, Origin::Compiled);
+        assert!(!cache.dir().exists());
+        for (pre, engine) in function.pres.iter().zip(&engines) {
+            assert!(Engine::same(pre.engine(), engine));
         }
     }
 }

@@ -394,13 +394,33 @@ impl Node {
         Self::spawn(prepare(functions), strings(args), Some(bytes))
     }
 
+    /// Starts a node whose log filter is `rust_log` instead of the usual
+    /// `info,outpost=debug` (not kept across [`Node::restart`]).
+    pub fn start_with_log_filter(
+        functions: &[(&str, &str)],
+        args: &[&str],
+        rust_log: &str,
+    ) -> Node {
+        let dir = prepare(functions);
+        let mut cmd = Self::command(&dir, &strings(args), None);
+        cmd.env("RUST_LOG", rust_log);
+        Self::spawn_command(dir, strings(args), cmd)
+    }
+
     /// Starts `outpost serve` on the folders in `dir`.
     pub fn spawn(
         dir: Arc<tempfile::TempDir>,
         extra_args: Vec<String>,
         address_limit: Option<u64>,
     ) -> Node {
-        let process = Process::spawn(Self::command(&dir, &extra_args, address_limit), "outpost");
+        let cmd = Self::command(&dir, &extra_args, address_limit);
+        Self::spawn_command(dir, extra_args, cmd)
+    }
+
+    /// Runs `cmd` (from [`Node::command`] on `dir` and `extra_args`) and
+    /// waits until it listens.
+    fn spawn_command(dir: Arc<tempfile::TempDir>, extra_args: Vec<String>, cmd: Command) -> Node {
+        let process = Process::spawn(cmd, "outpost");
         let addr = process.wait_addr(r#"(?:: |")listening on http://(\S+?)"?(?:\s|,|$)"#);
         let admin = process.wait_addr(r#"admin listening on http://(\S+?)"?(?:\s|,|$)"#);
         Node {

@@ -112,24 +112,45 @@ fn forcing_the_pool_without_address_space_fails_clearly() {
 }
 
 #[test]
-fn serves_concurrent_requests_from_an_engine_per_core() {
-    let node = Node::start_with(&[("hello", "hello")], &["--engines", "3"]);
+fn each_worker_thread_instantiates_from_its_own_engine() {
+    let node = Node::start_with_log_filter(
+        &[("hello", "hello")],
+        &["--engines", "3"],
+        "info,outpost::invoke=trace",
+    );
     node.wait_log(r"engines ready.*allocator=pooling.*engines=3");
-    // More client threads than engines, so every engine serves some.
+    // One runtime worker per CPU, each on its own engine: with two CPUs or
+    // more, concurrent requests are served from at least two engines.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let wanted = cpus.min(2);
     let url = node.url("/hello");
-    let clients: Vec<_> = (0..6)
-        .map(|_| {
-            let url = url.clone();
-            std::thread::spawn(move || {
-                (0..20)
-                    .map(|_| ureq::get(&url).call().map(|r| r.status()).unwrap_or(0))
-                    .collect::<Vec<_>>()
+    let engines_seen = || -> std::collections::BTreeSet<String> {
+        node.log_matches(r"instantiating.*engine=\d+")
+            .iter()
+            .filter_map(|line| line.split("engine=").nth(1))
+            .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect())
+            .collect()
+    };
+    let seen = eventually("requests served from an engine per worker", || {
+        let clients: Vec<_> = (0..6)
+            .map(|_| {
+                let url = url.clone();
+                std::thread::spawn(move || {
+                    (0..10)
+                        .map(|_| ureq::get(&url).call().map(|r| r.status()).unwrap_or(0))
+                        .collect::<Vec<_>>()
+                })
             })
-        })
-        .collect();
-    for client in clients {
-        assert!(client.join().unwrap().iter().all(|&s| s == 200));
-    }
+            .collect();
+        for client in clients {
+            assert!(client.join().unwrap().iter().all(|&s| s == 200));
+        }
+        let seen = engines_seen();
+        (seen.len() >= wanted).then_some(seen)
+    });
+    // Three engines, but no more workers than CPUs: only those serve.
+    assert!(seen.len() <= cpus.min(3), "{seen:?} with {cpus} CPUs");
+    assert!(seen.iter().all(|e| ["0", "1", "2"].contains(&e.as_str())));
 }
 
 /// Room for one pool of 8 instances (about 32 GiB of reservations) and the
