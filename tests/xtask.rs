@@ -38,8 +38,14 @@ const COMPONENTIZE_JS_WASI: &str = "0.2.10";
 /// The WASI version vendored in `wit/deps`.
 const VENDORED_WASI: &str = "0.2.12";
 
+/// The workspace root. `cargo run` passes the package's directory at run
+/// time; that wins over the one compiled in, because two checkouts sharing
+/// one `CARGO_TARGET_DIR` share this binary, and the compiled-in path would
+/// then point at whichever checkout built it last.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest_dir
         .parent()
         .expect("tests/ has a parent")
         .to_path_buf()
