@@ -9,7 +9,6 @@
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use outpost::activity::FunctionStats;
 use outpost::loader::Loader;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 mod support;
@@ -43,7 +42,7 @@ fn bench(c: &mut Criterion) {
         storage,
         metrics: outpost::metrics::Metrics::new(),
     });
-    let large = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/foreign/javascript.wasm");
+    let large = support::target_dir().join("foreign/javascript.wasm");
     let mut guests = vec![("hello", support::guest("hello"))];
     match std::fs::read(&large) {
         Ok(bytes) => guests.push(("javascript", bytes)),

@@ -6,10 +6,20 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+/// The target dir this benchmark runs from (`target/release/deps/`),
+/// wherever `CARGO_TARGET_DIR` puts it.
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("bench binary path");
+    exe.ancestors()
+        .nth(3)
+        .expect("the bench binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
 /// A guest built by `cargo xtask guests`.
 pub fn guest(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/wasm32-wasip2/guest")
+    let path = target_dir()
+        .join("wasm32-wasip2/guest")
         .join(format!("{name}.wasm"));
     std::fs::read(&path).unwrap_or_else(|e| {
         panic!(

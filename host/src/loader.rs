@@ -283,10 +283,16 @@ mod tests {
         assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
     }
 
-    /// The example `hello`, built by `cargo xtask test` (or `guests`).
+    /// The example `hello`, built by `cargo xtask test` (or `guests`) into
+    /// the target dir this test binary runs from (`target/debug/deps/`),
+    /// wherever `CARGO_TARGET_DIR` puts it.
     fn hello_bytes() -> Vec<u8> {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/wasm32-wasip2/guest/hello.wasm");
+        let exe = std::env::current_exe().unwrap();
+        let target = exe
+            .ancestors()
+            .nth(3)
+            .expect("the test binary lives in target/<profile>/deps");
+        let path = target.join("wasm32-wasip2/guest/hello.wasm");
         std::fs::read(&path).unwrap_or_else(|e| {
             panic!(
                 "{}: {e}; run the suite with `cargo xtask test`",
