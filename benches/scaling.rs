@@ -16,10 +16,6 @@
 //!
 //! Run: `cargo bench -p outpost --bench scaling [-- --rounds 40 --round-ms 250 --guest hello]`
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use outpost::function::Function;
-use outpost::invoke::Admission;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -29,21 +25,6 @@ mod support;
 /// The allocator `outpost serve` runs with (see `host/src/main.rs`).
 #[global_allocator]
 static ALLOCATOR: outpost::alloc::Mimalloc = outpost::alloc::Mimalloc;
-
-/// One request to `hello` in a fresh instance, body read to the end.
-async fn hello_request(hello: &Arc<Function>, admission: &Admission) {
-    let req = http::Request::builder()
-        .uri("/hello")
-        .header("host", "bench")
-        .body(
-            Empty::<Bytes>::new().map_err(|never| -> wasmtime_wasi_http::Error { match never {} }),
-        )
-        .unwrap();
-    let id = http::HeaderValue::from_static("bench");
-    let response = outpost::invoke::invoke(hello.clone(), admission, req, &id).await;
-    assert_eq!(response.status(), 200);
-    response.into_body().collect().await.unwrap();
-}
 
 /// What one phase asks of the workers.
 struct Phase {
@@ -114,7 +95,7 @@ fn main() {
                 let mut done = 0;
                 if worker < phase.active.load(Ordering::SeqCst) {
                     while !phase.stop.load(Ordering::Relaxed) {
-                        runtime.block_on(hello_request(hello, &admission));
+                        runtime.block_on(support::hello_request(hello, &admission));
                         done += 1;
                     }
                 }

@@ -6,6 +6,27 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+/// One request to `hello` in a fresh instance through Outpost's `invoke`,
+/// body read to the end.
+pub async fn hello_request(
+    hello: &std::sync::Arc<outpost::function::Function>,
+    admission: &outpost::invoke::Admission,
+) -> bytes::Bytes {
+    use http_body_util::{BodyExt, Empty};
+    let req = http::Request::builder()
+        .uri("/hello")
+        .header("host", "bench")
+        .body(
+            Empty::<bytes::Bytes>::new()
+                .map_err(|never| -> wasmtime_wasi_http::Error { match never {} }),
+        )
+        .unwrap();
+    let id = http::HeaderValue::from_static("bench");
+    let response = outpost::invoke::invoke(hello.clone(), admission, req, &id).await;
+    assert_eq!(response.status(), 200);
+    response.into_body().collect().await.unwrap().to_bytes()
+}
+
 /// The target dir this benchmark runs from (`target/release/deps/`),
 /// wherever `CARGO_TARGET_DIR` puts it.
 pub fn target_dir() -> PathBuf {

@@ -37,6 +37,24 @@ impl CodeCache {
     /// Loads the cached compilation of `sha256`, if present and readable. A
     /// corrupt entry is removed and reported as a miss.
     pub fn get(&self, engine: &Engine, sha256: &str) -> Option<Component> {
+        match self.read(engine, sha256)? {
+            Ok(component) => Some(component),
+            Err(e) => {
+                let path = self.path_for(sha256);
+                tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "dropping unreadable cache entry");
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    /// The cached compilation of `sha256` mapped into `engine`; `None` if
+    /// there is no entry. A failure leaves the file alone: after [`get`]
+    /// has read it fine for the first engine, a failure for another one is
+    /// that engine's (its address space, say), not the file's.
+    ///
+    /// [`get`]: CodeCache::get
+    pub fn read(&self, engine: &Engine, sha256: &str) -> Option<wasmtime::Result<Component>> {
         let path = self.path_for(sha256);
         if !path.exists() {
             return None;
@@ -45,32 +63,6 @@ impl CodeCache {
         // below, from `Component::serialize` of this same engine
         // configuration (the compat hash is part of the name), and renamed
         // into place atomically, so they are never partial.
-        match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(component) => Some(component),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "dropping unreadable cache entry");
-                let _ = std::fs::remove_file(&path);
-                None
-            }
-        }
-    }
-
-    /// The cached compilation of `sha256` for one more engine, built like
-    /// the one that just read it with [`CodeCache::get`]; `None` if there
-    /// is no entry. Unlike `get`, a failure leaves the file alone: it was
-    /// just read fine, so the failure is this engine's (its address space,
-    /// say), not the file's.
-    pub fn get_for_another_engine(
-        &self,
-        engine: &Engine,
-        sha256: &str,
-    ) -> Option<wasmtime::Result<Component>> {
-        let path = self.path_for(sha256);
-        if !path.exists() {
-            return None;
-        }
-        // SAFETY: as in `get`: written only by `put`, from this engine
-        // configuration's own `serialize`, and renamed into place whole.
         Some(unsafe { Component::deserialize_file(engine, &path) })
     }
 

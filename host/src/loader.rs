@@ -208,7 +208,7 @@ impl Loader {
             engine: index,
             message: format!("{e:#}"),
         };
-        let copy = match self.cache.get_for_another_engine(engine, sha256) {
+        let copy = match self.cache.read(engine, sha256) {
             Some(copy) => copy.map_err(other)?,
             None => {
                 let bytes = match serialized.get() {
