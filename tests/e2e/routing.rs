@@ -66,6 +66,57 @@ fn echo_round_trips_method_path_query_headers_and_body() {
     assert_eq!(reply.json()["body_hex"], hex.as_str());
 }
 
+/// A client may send several requests before reading any answer (HTTP/1.1
+/// pipelining): each gets its own answer, in the order sent, and the
+/// connection stays usable.
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    use std::io::{Read, Write};
+    let node = Node::start(&[("echo", "echo"), ("hello", "hello")]);
+    let mut stream = std::net::TcpStream::connect(node.addr).unwrap();
+    stream.set_read_timeout(Some(crate::harness::WAIT)).unwrap();
+    let mut batch = Vec::new();
+    for (i, path) in [
+        "/echo/one",
+        "/hello",
+        "/echo/two",
+        "/nowhere",
+        "/echo/three",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let body = format!("body {i}");
+        let close = if i == 4 { "connection: close\r\n" } else { "" };
+        batch.extend_from_slice(
+            format!(
+                "POST {path} HTTP/1.1\r\nhost: x\r\n{close}content-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+    }
+    stream.write_all(&batch).unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    let statuses: Vec<&str> = answer
+        .match_indices("HTTP/1.1 ")
+        .map(|(at, _)| &answer[at + 9..at + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "200", "200", "404", "200"], "{answer}");
+    let order: Vec<usize> = ["\"/echo/one\"", "Hello", "\"/echo/two\"", "\"/echo/three\""]
+        .iter()
+        .map(|needle| {
+            answer
+                .find(needle)
+                .unwrap_or_else(|| panic!("no {needle}: {answer}"))
+        })
+        .collect();
+    assert!(order.is_sorted(), "answers out of order: {answer}");
+    assert!(answer.contains("\"body 4\""), "{answer}");
+}
+
 #[test]
 fn unknown_paths_answer_404_with_an_error_id() {
     let node = Node::start(&[("hello", "hello")]);

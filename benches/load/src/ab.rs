@@ -22,6 +22,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             "server-core",
             "server-cores",
             "client-core",
+            "pipeline",
         ],
         &["json"],
     )?;
@@ -37,6 +38,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let rounds: usize = flags.get("rounds", 3)?;
     let duration: u64 = flags.get("duration", 5)?;
     let connections: u32 = flags.get("connections", 64)?;
+    let pipeline: u32 = flags.get("pipeline", 1)?;
+    let load = wrk::Load {
+        pipeline: pipeline.max(1),
+        ..wrk::Load::plain(connections, duration)
+    };
     let (server_cpus, client_cpus) = cli::pinning(&flags);
     let hello = Paths::discover().hello_wasm()?;
     let mut rps: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
@@ -48,8 +54,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
             let mut server = servers::outpost(bin, &scratch, Some(&server_cpus), "warn", &[])?;
             server.wait_ok("/hello", Duration::from_secs(120))?;
             let url = format!("http://127.0.0.1:{}/hello", server.port);
-            wrk::run(&client_cpus, connections, WARM_UP_SECS, &url)?;
-            let measured = wrk::run(&client_cpus, connections, duration, &url)?;
+            let warm_up = wrk::Load {
+                secs: WARM_UP_SECS,
+                ..load
+            };
+            wrk::start(&client_cpus, warm_up, &url)?.finish()?;
+            let measured = wrk::start(&client_cpus, load, &url)?.finish()?;
             server.stop();
             eprintln!(
                 "load: round {round}, {}: {} req/s",
@@ -80,7 +90,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
         })
         .collect();
     println!(
-        "### ab: hello, {rounds} alternating rounds of `wrk -t1 -c{connections} -d{duration}s`, server CPUs {server_cpus}, wrk CPU {client_cpus}\n"
+        "### ab: hello, {rounds} alternating rounds of `wrk -t1 -c{connections} -d{duration}s`, {} request(s) in flight per connection, server CPUs {server_cpus}, wrk CPU {client_cpus}\n",
+        load.pipeline
     );
     println!(
         "{}",

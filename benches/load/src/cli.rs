@@ -57,7 +57,6 @@ impl Flags {
     }
 }
 
-/// How many CPUs a `taskset -c` list names ("0", "0,1", "0-3,6").
 /// The server's CPU list (`--server-cores` or `--server-core`, default
 /// `0`) and wrk's (`--client-core`, default `1`).
 pub fn pinning(flags: &Flags) -> (String, String) {
@@ -69,6 +68,7 @@ pub fn pinning(flags: &Flags) -> (String, String) {
     (server.to_owned(), client.to_owned())
 }
 
+/// How many CPUs a `taskset -c` list names ("0", "0,1", "0-3,6").
 pub fn cpu_count(list: &str) -> Result<usize, String> {
     let bad = || format!("{list:?} is not a CPU list like 0 or 0,1 or 0-3");
     let mut count = 0;

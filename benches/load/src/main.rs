@@ -1,13 +1,15 @@
 //! `load`: Outpost's load harness. Measures throughput against wasmtime
 //! serve and a native hyper server, hot reload under load, startup with and
 //! without the code cache, two builds alternated (`ab`), instructions per
-//! request under callgrind, and how plain work scales across cores
-//! (`cores`); prints markdown (or JSON with `--json`).
+//! request under callgrind, how plain work scales across cores (`cores`),
+//! and one server per core against one for all (`percore`); prints
+//! markdown (or JSON with `--json`).
 
 mod ab;
 mod callgrind;
 mod cli;
 mod cores;
+mod percore;
 mod prereq;
 mod reload;
 mod report;
@@ -29,10 +31,12 @@ usage: cargo run --release -p outpost-load -- <mode> [flags] [--json]
              [--server-core 0] [--client-core 1]
   startup    [--modules 50] [--server-core CPUS (default: unpinned)]
   ab         --a OUTPOST_BIN --b OUTPOST_BIN [--rounds 3] [--duration 5]
-             [--connections 64] [--server-core 0] [--client-core 1]
+             [--connections 64] [--pipeline 1] [--server-core 0] [--client-core 1]
   callgrind  [--bin OUTPOST_BIN] [--wasm PATH] [--short 6] [--long 24] [--connections 4]
              [--client-core 1]   (instructions per request, by part)
   cores      [--seconds 3]       (how plain work scales from one core to two)
+  percore    [--rounds 3] [--duration 5] [--connections 64] [--cpus 0,1]
+             (one server on all CPUs vs one server per CPU, CPU per request)
 
 env: OUTPOST_WASMTIME=/path/to/wasmtime (48.0.8) skips the wasmtime-cli install";
 
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         Some("ab") => ab::run(rest),
         Some("callgrind") => callgrind::run(rest),
         Some("cores") => cores::run(rest),
+        Some("percore") => percore::run(rest),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -206,6 +206,17 @@ impl Server {
         })
     }
 
+    /// CPU time the process has used so far, user and system, all threads
+    /// (`/proc/PID/stat`; taskset execs the server, so the PID is its own).
+    pub fn cpu_time(&self) -> Result<Duration, String> {
+        let path = format!("/proc/{}/stat", self.child.id());
+        let stat =
+            std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+        cpu_ticks(&stat)
+            .map(|ticks| Duration::from_secs_f64(ticks as f64 / clock_ticks_per_sec()))
+            .ok_or_else(|| format!("{path}: no utime/stime in {stat:?}"))
+    }
+
     /// When the process was spawned.
     pub fn started(&self) -> Instant {
         self.started
@@ -306,6 +317,33 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// utime + stime, in clock ticks, from a `/proc/PID/stat` line. The
+/// command name in parentheses may hold spaces, so fields are counted from
+/// the last `)`: state is the first after it, utime the 12th, stime the 13th.
+pub fn cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// `getconf CLK_TCK`, the unit of `/proc/PID/stat` times (100 on Linux
+/// unless the kernel says otherwise).
+fn clock_ticks_per_sec() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .and_then(|text| text.trim().parse().ok())
+            .filter(|&ticks: &f64| ticks > 0.0)
+            .unwrap_or(100.0)
+    })
 }
 
 /// `outpost serve` on `port` over the scratch folder's modules and data.
@@ -431,6 +469,14 @@ pub fn native(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_ticks_are_counted_past_a_command_with_spaces() {
+        let stat = "4242 (tokio rt) worker) S 1 4242 4242 0 -1 4194560 900 0 0 0 \
+                    1234 56 0 0 20 0 3 0 100 0 0";
+        assert_eq!(cpu_ticks(stat), Some(1234 + 56));
+        assert_eq!(cpu_ticks("4242 (x) S 1"), None);
+    }
 
     #[test]
     fn finds_the_ready_line_only() {

@@ -31,25 +31,113 @@ impl Run {
     }
 }
 
+/// How wrk loads a server.
+#[derive(Debug, Clone, Copy)]
+pub struct Load {
+    /// wrk threads (`-t`).
+    pub threads: u32,
+    pub connections: u32,
+    pub secs: u64,
+    /// Requests each connection sends before reading the answers; 1 is
+    /// wrk's usual one at a time.
+    pub pipeline: u32,
+}
+
+impl Load {
+    /// One wrk thread, no pipelining.
+    pub fn plain(connections: u32, secs: u64) -> Self {
+        Self {
+            threads: 1,
+            connections,
+            secs,
+            pipeline: 1,
+        }
+    }
+}
+
+/// Sends each connection's requests `depth` at a time: wrk's `request`
+/// hook returns the same GET `depth` times over in one buffer.
+const PIPELINE_LUA: &str = r#"
+init = function(args)
+  local depth = tonumber(args[1])
+  local one = wrk.format(nil)
+  local all = {}
+  for i = 1, depth do all[i] = one end
+  batch = table.concat(all)
+end
+request = function() return batch end
+"#;
+
 /// Runs `wrk -t1 -c<connections> -d<secs>s --latency <url>` on `cpus`.
 pub fn run(cpus: &str, connections: u32, secs: u64, url: &str) -> Result<Run, String> {
+    start(cpus, Load::plain(connections, secs), url)?.finish()
+}
+
+/// A wrk run under way; [`Pending::finish`] waits for its report.
+pub struct Pending {
+    command: String,
+    child: std::process::Child,
+    /// The pipelining script, removed once wrk is done.
+    script: Option<std::path::PathBuf>,
+}
+
+/// Starts wrk on `cpus` with `load` against `url`, without waiting, so
+/// several can run at once.
+pub fn start(cpus: &str, load: Load, url: &str) -> Result<Pending, String> {
     let mut cmd = Command::new("taskset");
-    cmd.args(["-c", cpus, "wrk", "-t1"])
-        .arg(format!("-c{connections}"))
-        .arg(format!("-d{secs}s"))
-        .args(["--latency", url]);
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        return Err(format!(
-            "{cmd:?} failed with {}:\n{stdout}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
+    cmd.args(["-c", cpus, "wrk"])
+        .arg(format!("-t{}", load.threads))
+        .arg(format!("-c{}", load.connections))
+        .arg(format!("-d{}s", load.secs))
+        .arg("--latency");
+    let mut script = None;
+    if load.pipeline > 1 {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!(
+            "outpost-load-pipeline-{}-{n}.lua",
+            std::process::id()
         ));
+        std::fs::write(&path, PIPELINE_LUA).map_err(|e| format!("cannot write {path:?}: {e}"))?;
+        cmd.arg("-s").arg(&path);
+        script = Some(path);
     }
-    parse(&stdout).map_err(|e| format!("{e}; wrk said:\n{stdout}"))
+    cmd.arg(url);
+    if load.pipeline > 1 {
+        cmd.args(["--", &load.pipeline.to_string()]);
+    }
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let command = format!("{cmd:?}");
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {command}: {e}"))?;
+    Ok(Pending {
+        command,
+        child,
+        script,
+    })
+}
+
+impl Pending {
+    /// Waits for wrk to end and reads its report.
+    pub fn finish(self) -> Result<Run, String> {
+        let out = self.child.wait_with_output();
+        if let Some(script) = &self.script {
+            let _ = std::fs::remove_file(script);
+        }
+        let out = out.map_err(|e| format!("{} did not finish: {e}", self.command))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            return Err(format!(
+                "{} failed with {}:\n{stdout}{}",
+                self.command,
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        parse(&stdout).map_err(|e| format!("{e}; wrk said:\n{stdout}"))
+    }
 }
 
 /// Reads wrk's `--latency` report.
