@@ -174,3 +174,51 @@ fn more_requests_than_instance_slots_get_503_with_retry_after() {
     }
     assert_eq!(node.get("/hello").status, 200, "slots free again");
 }
+
+/// A client that pipelines a request behind one with a large answer and
+/// then reads nothing must not make the server hold that answer in memory:
+/// the guest waits for the client, and the answers arrive, in order, once
+/// it reads. (hyper's `pipeline_flush` breaks this: it buffers without
+/// limit while a request waits behind the one being answered.)
+#[test]
+fn a_pipelining_client_that_reads_nothing_does_not_make_the_server_buffer() {
+    const MIB: u64 = 48;
+    const CLIENTS: u64 = 4;
+    let node = node();
+    let before = crate::harness::rss_bytes(node.pid());
+    let mut streams: Vec<TcpStream> = (0..CLIENTS)
+        .map(|_| {
+            let mut stream = connect(&node);
+            let raw = format!(
+                "GET /hostile/big?mib={MIB} HTTP/1.1\r\nhost: x\r\n\r\n\
+                 GET /hostile HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+            );
+            stream.write_all(raw.as_bytes()).unwrap();
+            stream
+        })
+        .collect();
+    // Buffering all the answers would take CLIENTS * MIB; watch for a
+    // while (well over what producing them takes) that RSS stays far below.
+    let mut peak = before;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        peak = peak.max(crate::harness::rss_bytes(node.pid()));
+    }
+    let grew_mib = peak.saturating_sub(before) >> 20;
+    assert!(
+        grew_mib < CLIENTS * MIB / 2,
+        "the server grew by {grew_mib} MiB while {CLIENTS} clients held {MIB} MiB answers unread"
+    );
+    let mut answer = Vec::new();
+    streams[0].read_to_end(&mut answer).unwrap();
+    assert!(answer.len() as u64 > MIB << 20, "{} bytes", answer.len());
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+    let tail = String::from_utf8_lossy(&answer[answer.len() - 300..]);
+    assert!(
+        tail.contains("HTTP/1.1 200"),
+        "the second answer follows: {tail:?}"
+    );
+    assert!(tail.trim_end().ends_with("ok"), "{tail:?}");
+    drop(streams);
+    assert_eq!(node.get("/hello").status, 200);
+}
