@@ -15,13 +15,28 @@ fn serves_each_function_at_its_name() {
 #[test]
 fn a_finished_guests_response_carries_its_length() {
     // hello has returned by the time its response goes out, so the host
-    // sends the body whole with a content-length instead of chunked.
+    // sends the body whole with a content-length instead of chunked. The
+    // exception is a guest that yielded between setting its response and
+    // returning (an epoch tick, or the OS descheduling a busy test
+    // machine's thread for 10 ms): its body streams, chunked. So a few
+    // requests are tried, and at least one must come whole; a host that
+    // never sends a length fails every time.
     let node = Node::start(&[("hello", "hello")]);
-    let reply = node.get("/hello");
-    assert_eq!(reply.status, 200);
-    assert_eq!(reply.body, "Hello from Outpost!\n");
-    assert_eq!(reply.header("content-length"), Some("20"));
-    assert_eq!(reply.header("transfer-encoding"), None);
+    let mut lengths = Vec::new();
+    for _ in 0..5 {
+        let reply = node.get("/hello");
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.body, "Hello from Outpost!\n");
+        let length = reply.header("content-length").map(str::to_owned);
+        if length.is_some() {
+            assert_eq!(reply.header("transfer-encoding"), None);
+        }
+        lengths.push(length);
+    }
+    assert!(
+        lengths.contains(&Some("20".to_owned())),
+        "no answer carried its length: {lengths:?}"
+    );
 }
 
 #[test]
