@@ -48,10 +48,10 @@ pub async fn run(
         .timer(TokioTimer::new())
         .keep_alive(true)
         // No `pipeline_flush`: it gave pipelining clients 1.2x req/s
-        // (`load ab --pipeline 8`), but hyper then stops flushing, and
-        // stops limiting its write buffer, while more requests wait in
-        // the read buffer, so one stalled pipelining client could make it
-        // hold whole response bodies in memory.
+        // (`load ab --pipeline 8`), but it also lifts the write buffer's
+        // limit on every connection, so a client that stops reading makes
+        // hyper pull the guest's whole response body into memory instead
+        // of holding the guest back.
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes);
     builder

@@ -175,50 +175,60 @@ fn more_requests_than_instance_slots_get_503_with_retry_after() {
     assert_eq!(node.get("/hello").status, 200, "slots free again");
 }
 
-/// A client that pipelines a request behind one with a large answer and
-/// then reads nothing must not make the server hold that answer in memory:
-/// the guest waits for the client, and the answers arrive, in order, once
-/// it reads. (hyper's `pipeline_flush` breaks this: it buffers without
-/// limit while a request waits behind the one being answered.)
+/// Clients that ask for a large answer and then read nothing must not make
+/// the server hold those answers in memory: the guest waits on the client
+/// (backpressure), and the answer arrives whole once it reads. (hyper's
+/// `pipeline_flush` breaks this: it lifts the write buffer's limit on
+/// every connection, so hyper pulls the whole body in.)
 #[test]
-fn a_pipelining_client_that_reads_nothing_does_not_make_the_server_buffer() {
-    const MIB: u64 = 48;
+fn clients_that_read_nothing_do_not_make_the_server_buffer_their_answers() {
+    const MIB: u64 = 32;
     const CLIENTS: u64 = 4;
-    let node = node();
+    let dir = prepare(&[("hostile", "hostile"), ("hello", "hello")]);
+    // Room to stream the answer after the test has held it for seconds,
+    // on a slow machine too.
+    write_host_config(&dir, "[limits]\ntimeout-ms = 120000\n");
+    let node = Node::spawn(dir, Vec::new(), None);
     let before = crate::harness::rss_bytes(node.pid());
     let mut streams: Vec<TcpStream> = (0..CLIENTS)
         .map(|_| {
             let mut stream = connect(&node);
             let raw = format!(
-                "GET /hostile/big?mib={MIB} HTTP/1.1\r\nhost: x\r\n\r\n\
-                 GET /hostile HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+                "GET /hostile/big?mib={MIB} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
             );
             stream.write_all(raw.as_bytes()).unwrap();
             stream
         })
         .collect();
-    // Buffering all the answers would take CLIENTS * MIB; watch for a
-    // while (well over what producing them takes) that RSS stays far below.
+    // Buffering the answers would take CLIENTS * MIB. Watch RSS for five
+    // seconds, then until it has not risen for two.
     let mut peak = before;
-    for _ in 0..50 {
+    let mut last_rise = std::time::Instant::now();
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(5)
+        || (last_rise.elapsed() < Duration::from_secs(2)
+            && started.elapsed() < crate::harness::WAIT)
+    {
         std::thread::sleep(Duration::from_millis(100));
-        peak = peak.max(crate::harness::rss_bytes(node.pid()));
+        let now = crate::harness::rss_bytes(node.pid());
+        if now > peak {
+            peak = now;
+            last_rise = std::time::Instant::now();
+        }
     }
     let grew_mib = peak.saturating_sub(before) >> 20;
     assert!(
         grew_mib < CLIENTS * MIB / 2,
-        "the server grew by {grew_mib} MiB while {CLIENTS} clients held {MIB} MiB answers unread"
+        "the server grew by {grew_mib} MiB while {CLIENTS} clients left {MIB} MiB answers unread"
     );
     let mut answer = Vec::new();
     streams[0].read_to_end(&mut answer).unwrap();
-    assert!(answer.len() as u64 > MIB << 20, "{} bytes", answer.len());
-    assert!(answer.starts_with(b"HTTP/1.1 200"));
-    let tail = String::from_utf8_lossy(&answer[answer.len() - 300..]);
     assert!(
-        tail.contains("HTTP/1.1 200"),
-        "the second answer follows: {tail:?}"
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&answer[..answer.len().min(200)])
     );
-    assert!(tail.trim_end().ends_with("ok"), "{tail:?}");
+    assert!(answer.len() as u64 > MIB << 20, "{} bytes", answer.len());
     drop(streams);
     assert_eq!(node.get("/hello").status, 200);
 }

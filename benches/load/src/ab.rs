@@ -47,7 +47,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let hello = Paths::discover().hello_wasm()?;
     let mut rps: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for round in 1..=rounds {
-        for (i, bin) in builds.iter().enumerate() {
+        // Which build goes first alternates, so a drift within a round
+        // favours neither.
+        let order = if round % 2 == 1 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let bin = &builds[i];
             let scratch = Scratch::new("ab")?;
             let to = scratch.modules().join("hello.wasm");
             std::fs::copy(&hello, &to).map_err(|e| format!("cannot copy to {to:?}: {e}"))?;
@@ -61,6 +65,14 @@ pub fn run(args: &[String]) -> Result<(), String> {
             wrk::start(&client_cpus, warm_up, &url)?.finish()?;
             let measured = wrk::start(&client_cpus, load, &url)?.finish()?;
             server.stop();
+            if measured.failed() > 0 {
+                return Err(format!(
+                    "{}: {} of {} requests failed",
+                    bin.display(),
+                    measured.failed(),
+                    measured.requests
+                ));
+            }
             eprintln!(
                 "load: round {round}, {}: {} req/s",
                 bin.display(),

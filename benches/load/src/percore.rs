@@ -46,22 +46,29 @@ pub fn run(args: &[String]) -> Result<(), String> {
 
     let mut shared = Vec::new();
     let mut split = Vec::new();
+    let per_cpu: Vec<&str> = each.iter().map(String::as_str).collect();
     for round in 1..=rounds {
-        let one = measure(&bin, &hello, &[cpus.as_str()], &cpus, connections, duration)?;
-        eprintln!(
-            "load: round {round}, one server on {cpus}: {} req/s, {:.1} us CPU per request",
-            report::rps(one.rps),
-            one.cpu_us_per_request
-        );
-        shared.push(one);
-        let per_cpu: Vec<&str> = each.iter().map(String::as_str).collect();
-        let apart = measure(&bin, &hello, &per_cpu, &cpus, connections, duration)?;
-        eprintln!(
-            "load: round {round}, one server per CPU: {} req/s, {:.1} us CPU per request",
-            report::rps(apart.rps),
-            apart.cpu_us_per_request
-        );
-        split.push(apart);
+        // Which setup goes first alternates, so a drift within a round
+        // favours neither.
+        let split_first = round % 2 == 0;
+        for split_now in [split_first, !split_first] {
+            let (name, servers): (String, &[&str]) = if split_now {
+                ("one server per CPU".into(), &per_cpu)
+            } else {
+                (format!("one server on {cpus}"), &[cpus.as_str()])
+            };
+            let sample = measure(&bin, &hello, servers, &cpus, connections, duration)?;
+            eprintln!(
+                "load: round {round}, {name}: {} req/s, {:.1} us CPU per request",
+                report::rps(sample.rps),
+                sample.cpu_us_per_request
+            );
+            if split_now {
+                split.push(sample);
+            } else {
+                shared.push(sample);
+            }
+        }
     }
 
     let cpu_median =

@@ -76,7 +76,8 @@ pub fn run(cpus: &str, connections: u32, secs: u64, url: &str) -> Result<Run, St
 /// A wrk run under way; [`Pending::finish`] waits for its report.
 pub struct Pending {
     command: String,
-    child: std::process::Child,
+    /// `None` once [`Pending::finish`] has taken it.
+    child: Option<std::process::Child>,
     /// The pipelining script, removed once wrk is done.
     script: Option<std::path::PathBuf>,
 }
@@ -109,23 +110,26 @@ pub fn start(cpus: &str, load: Load, url: &str) -> Result<Pending, String> {
     cmd.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let command = format!("{cmd:?}");
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {command}: {e}"))?;
-    Ok(Pending {
-        command,
-        child,
-        script,
-    })
+    match cmd.spawn() {
+        Ok(child) => Ok(Pending {
+            command,
+            child: Some(child),
+            script,
+        }),
+        Err(e) => {
+            if let Some(script) = script {
+                let _ = std::fs::remove_file(script);
+            }
+            Err(format!("cannot start {command}: {e}"))
+        }
+    }
 }
 
 impl Pending {
     /// Waits for wrk to end and reads its report.
-    pub fn finish(self) -> Result<Run, String> {
-        let out = self.child.wait_with_output();
-        if let Some(script) = &self.script {
-            let _ = std::fs::remove_file(script);
-        }
+    pub fn finish(mut self) -> Result<Run, String> {
+        let child = self.child.take().expect("finish runs once");
+        let out = child.wait_with_output();
         let out = out.map_err(|e| format!("{} did not finish: {e}", self.command))?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() {
@@ -137,6 +141,20 @@ impl Pending {
             ));
         }
         parse(&stdout).map_err(|e| format!("{e}; wrk said:\n{stdout}"))
+    }
+}
+
+/// A wrk left behind by an error elsewhere would load the machine under
+/// the next measurement: it is stopped, and its script removed.
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(script) = &self.script {
+            let _ = std::fs::remove_file(script);
+        }
     }
 }
 
