@@ -97,7 +97,7 @@ struct ServeArgs {
     /// Instances that may run at once [default: 1000].
     #[arg(long)]
     max_instances: Option<u32>,
-    /// Wasmtime engines, one per serving core; each has its own instance pool and compiled code [default: the CPUs this process may use].
+    /// Wasmtime engines, one per serving core; each has its own instance pool and compiled code [default: the CPUs this process may use, at most 8].
     #[arg(long)]
     engines: Option<usize>,
     /// This node's replication id [default: generated once, kept in the data folder].

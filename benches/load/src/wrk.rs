@@ -91,7 +91,15 @@ pub fn start(cpus: &str, load: Load, url: &str) -> Result<Pending, String> {
         .arg(format!("-c{}", load.connections))
         .arg(format!("-d{}s", load.secs))
         .arg("--latency");
-    let mut script = None;
+    cmd.arg(url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // Dropped on an early return: removes the script.
+    let mut pending = Pending {
+        command: String::new(),
+        child: None,
+        script: None,
+    };
     if load.pipeline > 1 {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -100,29 +108,19 @@ pub fn start(cpus: &str, load: Load, url: &str) -> Result<Pending, String> {
             std::process::id()
         ));
         std::fs::write(&path, PIPELINE_LUA).map_err(|e| format!("cannot write {path:?}: {e}"))?;
-        cmd.arg("-s").arg(&path);
-        script = Some(path);
+        // wrk's getopt takes options after the URL too; what follows `--`
+        // reaches the script as its arguments.
+        cmd.arg("-s")
+            .arg(&path)
+            .args(["--", &load.pipeline.to_string()]);
+        pending.script = Some(path);
     }
-    cmd.arg(url);
-    if load.pipeline > 1 {
-        cmd.args(["--", &load.pipeline.to_string()]);
-    }
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let command = format!("{cmd:?}");
-    match cmd.spawn() {
-        Ok(child) => Ok(Pending {
-            command,
-            child: Some(child),
-            script,
-        }),
-        Err(e) => {
-            if let Some(script) = script {
-                let _ = std::fs::remove_file(script);
-            }
-            Err(format!("cannot start {command}: {e}"))
-        }
-    }
+    pending.command = format!("{cmd:?}");
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", pending.command))?;
+    pending.child = Some(child);
+    Ok(pending)
 }
 
 impl Pending {
