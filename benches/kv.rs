@@ -13,8 +13,8 @@
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use http_body_util::{BodyExt, Empty};
-use outpost::function::Function;
-use outpost::storage::{Storage, WriteOp};
+use outpost_edge::function::Function;
+use outpost_store::{Storage, WriteOp};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::scratch_dir;
@@ -24,7 +24,7 @@ mod support;
 /// Requests in flight at once in the write benchmarks.
 const IN_FLIGHT: usize = 64;
 
-static ADMISSION: std::sync::LazyLock<outpost::invoke::Admission> =
+static ADMISSION: std::sync::LazyLock<outpost_edge::invoke::admission::Admission> =
     std::sync::LazyLock::new(support::admission);
 
 async fn call(function: &Arc<Function>, path: &str) {
@@ -36,7 +36,7 @@ async fn call(function: &Arc<Function>, path: &str) {
             Empty::<Bytes>::new().map_err(|never| -> wasmtime_wasi_http::Error { match never {} }),
         )
         .unwrap();
-    let response = outpost::invoke::invoke(
+    let response = outpost_edge::invoke::invoke(
         function.clone(),
         &ADMISSION,
         req,
@@ -114,12 +114,12 @@ fn bench_drain(c: &mut Criterion, runtime: &tokio::runtime::Runtime) {
         .local_addr()
         .unwrap()
         .port();
-    let cloud = outpost::cloud::CloudConfig {
+    let cloud = outpost_cloud::CloudConfig {
         listen: ([127, 0, 0, 1], port).into(),
         data_dir: scratch_dir("cloud"),
         token: Some("bench".into()),
     };
-    runtime.spawn(outpost::cloud::serve(cloud, std::future::pending()));
+    runtime.spawn(outpost_cloud::serve(cloud, std::future::pending()));
     let url = format!("http://127.0.0.1:{port}");
 
     let mut group = c.benchmark_group("shipper");
@@ -147,12 +147,12 @@ fn bench_drain(c: &mut Criterion, runtime: &tokio::runtime::Runtime) {
                 });
                 let started = Instant::now();
                 let replication = runtime.block_on(async {
-                    outpost::replication::start(
+                    outpost_edge::replication::start(
                         storage.clone(),
                         &url,
                         Some("bench".into()),
                         256,
-                        outpost::metrics::Metrics::new(),
+                        outpost_edge::metrics::Metrics::new(),
                     )
                     .unwrap()
                 });

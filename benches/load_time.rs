@@ -7,40 +7,40 @@
 //! Run: `cargo bench -p outpost --bench load_time`
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use outpost::activity::FunctionStats;
-use outpost::loader::Loader;
+use outpost_edge::activity::FunctionStats;
+use outpost_edge::loader::Loader;
 use std::sync::Arc;
 
 mod support;
 
 /// A loader over its own (empty) code cache, sharing the engines (one per
 /// core, as `outpost serve` runs: a version is loaded into each).
-fn loader(engines: &[wasmtime::Engine], services: &Arc<outpost::kv::KvServices>) -> Loader {
+fn loader(engines: &[wasmtime::Engine], services: &Arc<outpost_caps::kv::KvServices>) -> Loader {
     let dir = support::scratch_dir("load-time");
-    let cache = outpost::cache::CodeCache::open(&dir, &engines[0]).expect("cache");
+    let cache = outpost_edge::cache::CodeCache::open(&dir, &engines[0]).expect("cache");
     Loader::new(
         engines.to_vec(),
         cache,
         services.clone(),
         Default::default(),
         Default::default(),
-        outpost::metrics::Metrics::new(),
+        outpost_edge::metrics::Metrics::new(),
     )
     .expect("loader")
 }
 
 fn bench(c: &mut Criterion) {
-    let config = outpost::config::ServeConfig::default();
-    let (engines, _) = outpost::engine::build(&config).expect("engines");
+    let config = outpost_edge::config::ServeConfig::default();
+    let (engines, _) = outpost_edge::engine::build(&config).expect("engines");
     let data = support::scratch_dir("load-time-db");
-    let storage = outpost::storage::Storage::open(&data, Some("bench")).expect("storage");
-    let services = Arc::new(outpost::kv::KvServices {
-        catalog: Arc::new(outpost::stores::Catalog::new(
+    let storage = outpost_store::Storage::open(&data, Some("bench")).expect("storage");
+    let services = Arc::new(outpost_caps::kv::KvServices {
+        catalog: Arc::new(outpost_caps::kv::Catalog::new(
             Default::default(),
             storage.clone(),
         )),
         storage,
-        metrics: outpost::metrics::Metrics::new(),
+        ops: Default::default(),
     });
     let large = support::target_dir().join("foreign/javascript.wasm");
     let mut guests = vec![("hello", support::guest("hello"))];
@@ -51,7 +51,7 @@ fn bench(c: &mut Criterion) {
             large.display()
         ),
     }
-    let settings = outpost::loader::Settings::default();
+    let settings = outpost_edge::loader::Settings::default();
     let mut group = c.benchmark_group("load");
     group.sample_size(10);
     for (name, bytes) in &guests {

@@ -9,8 +9,8 @@ use std::time::Duration;
 /// One request to `hello` in a fresh instance through Outpost's `invoke`,
 /// body read to the end.
 pub async fn hello_request(
-    hello: &std::sync::Arc<outpost::function::Function>,
-    admission: &outpost::invoke::Admission,
+    hello: &std::sync::Arc<outpost_edge::function::Function>,
+    admission: &outpost_edge::invoke::admission::Admission,
 ) -> bytes::Bytes {
     use http_body_util::{BodyExt, Empty};
     let req = http::Request::builder()
@@ -22,7 +22,7 @@ pub async fn hello_request(
         )
         .unwrap();
     let id = http::HeaderValue::from_static("bench");
-    let response = outpost::invoke::invoke(hello.clone(), admission, req, &id).await;
+    let response = outpost_edge::invoke::invoke(hello.clone(), admission, req, &id).await;
     assert_eq!(response.status(), 200);
     response.into_body().collect().await.unwrap().to_bytes()
 }
@@ -51,12 +51,12 @@ pub fn guest(name: &str) -> Vec<u8> {
 }
 
 /// Admission for in-process benchmarks: as many slots as the pool.
-pub fn admission() -> outpost::invoke::Admission {
-    let config = outpost::config::ServeConfig::default();
-    outpost::invoke::Admission::new(
+pub fn admission() -> outpost_edge::invoke::admission::Admission {
+    let config = outpost_edge::config::ServeConfig::default();
+    outpost_edge::invoke::admission::Admission::new(
         config.max_instances as usize,
         config.queue_timeout,
-        outpost::metrics::Metrics::new(),
+        outpost_edge::metrics::Metrics::new(),
     )
 }
 
@@ -109,14 +109,14 @@ pub fn load(
     guest_name: &str,
     name: &str,
 ) -> (
-    std::sync::Arc<outpost::function::Function>,
-    std::sync::Arc<outpost::storage::Storage>,
-    outpost::engine::Allocator,
+    std::sync::Arc<outpost_edge::function::Function>,
+    std::sync::Arc<outpost_store::Storage>,
+    outpost_edge::engine::Allocator,
 ) {
     load_with(
         guest_name,
         name,
-        outpost::config::ServeConfig::default().engines,
+        outpost_edge::config::ServeConfig::default().engines,
     )
 }
 
@@ -126,34 +126,34 @@ pub fn load_with(
     name: &str,
     engines: usize,
 ) -> (
-    std::sync::Arc<outpost::function::Function>,
-    std::sync::Arc<outpost::storage::Storage>,
-    outpost::engine::Allocator,
+    std::sync::Arc<outpost_edge::function::Function>,
+    std::sync::Arc<outpost_store::Storage>,
+    outpost_edge::engine::Allocator,
 ) {
     use std::sync::Arc;
     let data = scratch_dir(name);
-    let config = outpost::config::ServeConfig {
+    let config = outpost_edge::config::ServeConfig {
         engines,
         ..Default::default()
     };
-    let (engines, allocator) = outpost::engine::build(&config).expect("engines");
-    let cache = outpost::cache::CodeCache::open(&data, &engines[0]).expect("cache");
-    let storage = outpost::storage::Storage::open(&data, Some("bench")).expect("storage");
-    let services = Arc::new(outpost::kv::KvServices {
+    let (engines, allocator) = outpost_edge::engine::build(&config).expect("engines");
+    let cache = outpost_edge::cache::CodeCache::open(&data, &engines[0]).expect("cache");
+    let storage = outpost_store::Storage::open(&data, Some("bench")).expect("storage");
+    let services = Arc::new(outpost_caps::kv::KvServices {
         storage: storage.clone(),
-        catalog: Arc::new(outpost::stores::Catalog::new(
+        catalog: Arc::new(outpost_caps::kv::Catalog::new(
             Default::default(),
             storage.clone(),
         )),
-        metrics: outpost::metrics::Metrics::new(),
+        ops: Default::default(),
     });
-    let loader = outpost::loader::Loader::new(
+    let loader = outpost_edge::loader::Loader::new(
         engines,
         cache,
         services,
         Default::default(),
         Default::default(),
-        outpost::metrics::Metrics::new(),
+        outpost_edge::metrics::Metrics::new(),
     )
     .expect("loader");
     let function = loader
@@ -161,7 +161,7 @@ pub fn load_with(
             name,
             &guest(guest_name),
             &Default::default(),
-            outpost::activity::FunctionStats::detached(),
+            outpost_edge::activity::FunctionStats::detached(),
         )
         .expect("load guest");
     (Arc::new(function), storage, allocator)

@@ -1,0 +1,65 @@
+//! Which KV stores replicate. A store replicates if the host config says
+//! so, if any deployed function declares it replicated, or if it ever did
+//! on this node: every writer of a replicated store must ship its writes
+//! (and keep tombstones), or nodes would diverge.
+
+use super::KvPolicy;
+use arc_swap::ArcSwap;
+use outpost_store::Storage;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+/// The store id of a function's own `default` store. `@` cannot appear in a
+/// store name, so no other function can name it.
+pub fn own_store_id(function: &str) -> String {
+    format!("@{function}")
+}
+
+/// The node's replicated stores: what the host declares, what deployed
+/// functions declare, and what ever replicated here.
+pub struct Catalog {
+    /// Where "once replicated" is remembered across restarts.
+    storage: Arc<Storage>,
+    /// Host-declared plus ever-replicated stores: never shrinks.
+    sticky: Mutex<HashSet<String>>,
+    /// Every replicated store id, rebuilt whenever the functions change.
+    replicated: ArcSwap<HashSet<String>>,
+}
+
+impl Catalog {
+    /// The catalog of a node whose host config replicates `host_replicated`.
+    pub fn new(host_replicated: HashSet<String>, storage: Arc<Storage>) -> Self {
+        let mut sticky = host_replicated;
+        match storage.replicated_stores() {
+            Ok(stored) => sticky.extend(stored),
+            Err(e) => tracing::error!(error = %e, "cannot read which stores replicated before"),
+        }
+        Self {
+            replicated: ArcSwap::from_pointee(sticky.clone()),
+            sticky: Mutex::new(sticky),
+            storage,
+        }
+    }
+
+    /// Whether writes to `store` replicate.
+    pub fn is_replicated(&self, store: &str) -> bool {
+        self.replicated.load().contains(store)
+    }
+
+    /// Recomputes the replicated set from the policies of the functions
+    /// deployed now, remembering newly replicated stores for good.
+    pub fn rebuild<'a>(&self, policies: impl Iterator<Item = &'a KvPolicy>) {
+        let mut sticky = self.sticky.lock().unwrap_or_else(|p| p.into_inner());
+        for policy in policies {
+            for store in &policy.replicated {
+                if sticky.insert(store.clone()) {
+                    if let Err(e) = self.storage.mark_replicated(store) {
+                        tracing::error!(store = %store, error = %e, "cannot record that a store replicates");
+                    }
+                    tracing::info!(store = %store, "store now replicates");
+                }
+            }
+        }
+        self.replicated.store(Arc::new(sticky.clone()));
+    }
+}

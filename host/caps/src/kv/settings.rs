@@ -1,0 +1,135 @@
+//! The kv capability's settings: the host's limits (`[kv]` in
+//! `outpost.toml`) and a function's `[kv]` section in `NAME.toml`.
+
+use outpost_wire::names::is_shared_store_name;
+use serde::Deserialize;
+
+/// Highest value limit a config may set: a record of this size, base64 in
+/// JSON, still fits the cloud's batch limit alone.
+pub const MAX_VALUE_BYTES_CAP: usize = 16 * 1024 * 1024;
+
+/// Highest key limit a config may set.
+pub const MAX_KEY_BYTES_CAP: usize = 64 * 1024;
+
+/// Size limits on keys and values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KvLimits {
+    /// Longest key, in bytes.
+    pub max_key_bytes: usize,
+    /// Largest value (and queue payload), in bytes.
+    pub max_value_bytes: usize,
+}
+
+impl Default for KvLimits {
+    fn default() -> Self {
+        Self {
+            max_key_bytes: 512,
+            max_value_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// `[kv]` in a function's `NAME.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KvSection {
+    /// Shared stores granted to the function, by name.
+    #[serde(default)]
+    pub stores: Vec<String>,
+    /// Stores that replicate: `"default"` and/or names from `stores`.
+    #[serde(default)]
+    pub replicated: Vec<String>,
+    /// The function's key limit, instead of the host's.
+    pub max_key_bytes: Option<usize>,
+    /// The function's value limit, instead of the host's.
+    pub max_value_bytes: Option<usize>,
+}
+
+/// Why a `[kv]` section was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KvSettingsError {
+    /// A granted store name that breaks the store-name rule.
+    #[error("store name {0:?} is not valid (use [a-z0-9][a-z0-9_-]*, and not \"default\")")]
+    BadStoreName(String),
+    /// A replicated store the function was not granted.
+    #[error("replicated store {0:?} is neither \"default\" nor listed in [kv] stores")]
+    NotGranted(String),
+    /// A limit above what the system can carry.
+    #[error("{key} = {value} is over the cap of {cap}")]
+    OverCap {
+        /// The setting.
+        key: &'static str,
+        /// What it asked for.
+        value: usize,
+        /// The most it may be.
+        cap: usize,
+    },
+}
+
+impl KvSection {
+    /// Checks names, grants and caps.
+    pub fn validate(&self) -> Result<(), KvSettingsError> {
+        for store in &self.stores {
+            if !is_shared_store_name(store) {
+                return Err(KvSettingsError::BadStoreName(store.clone()));
+            }
+        }
+        for store in &self.replicated {
+            if store != "default" && !self.stores.contains(store) {
+                return Err(KvSettingsError::NotGranted(store.clone()));
+            }
+        }
+        check_cap("max-value-bytes", self.max_value_bytes, MAX_VALUE_BYTES_CAP)?;
+        check_cap("max-key-bytes", self.max_key_bytes, MAX_KEY_BYTES_CAP)
+    }
+}
+
+/// Refuses a limit above what the system can carry.
+pub fn check_cap(
+    key: &'static str,
+    value: Option<usize>,
+    cap: usize,
+) -> Result<(), KvSettingsError> {
+    match value {
+        Some(value) if value > cap => Err(KvSettingsError::OverCap { key, value, cap }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(stores: &[&str], replicated: &[&str]) -> KvSection {
+        KvSection {
+            stores: stores.iter().map(|s| s.to_string()).collect(),
+            replicated: replicated.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn grants_and_replication_are_checked() {
+        assert_eq!(section(&["s"], &["default", "s"]).validate(), Ok(()));
+        assert_eq!(
+            section(&["default"], &[]).validate(),
+            Err(KvSettingsError::BadStoreName("default".into()))
+        );
+        assert_eq!(
+            section(&[], &["other"]).validate(),
+            Err(KvSettingsError::NotGranted("other".into()))
+        );
+        let over = KvSection {
+            max_value_bytes: Some(MAX_VALUE_BYTES_CAP + 1),
+            ..Default::default()
+        };
+        assert!(matches!(
+            over.validate(),
+            Err(KvSettingsError::OverCap {
+                key: "max-value-bytes",
+                ..
+            })
+        ));
+    }
+}

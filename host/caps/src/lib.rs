@@ -1,0 +1,22 @@
+//! The host capabilities a function imports, each one unit in plain code
+//! (the shape of wasmtime's `wasi-keyvalue` and Spin's factors):
+//!
+//! - settings, parsed from the function's `NAME.toml` section;
+//! - a policy, built once per function version;
+//! - a context, made per request and held in one field of the edge's store
+//!   data;
+//! - an `add_to_linker` generic over that store data, with a projection
+//!   onto its own context.
+//!
+//! [`kv`] (stores, grants, replication), [`queue`] (durable events to the
+//! cloud) and [`outbound`] (`wasi:http` requests out, deny by default).
+//! A capability reports its failures with its own typed errors; it knows
+//! nothing of the edge's server, router or admin.
+
+#![warn(missing_docs)]
+
+pub mod bindings;
+pub mod kv;
+pub mod ops;
+pub mod outbound;
+pub mod queue;

@@ -1,0 +1,471 @@
+//! Host settings for `outpost serve`, resolved from flags, then
+//! `outpost.toml`, then `OUTPOST_*` environment variables, then defaults.
+
+use crate::limits::{Limits, LimitsSection};
+use outpost_caps::kv::KvLimits;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Errors resolving the host configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value {value:?} for {key}: {message}")]
+    Value {
+        key: &'static str,
+        value: String,
+        message: String,
+    },
+}
+
+/// Which instance allocator the engine uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum AllocatorChoice {
+    /// Pooling if its address space can be reserved, otherwise on-demand.
+    Auto,
+    /// Pooling or fail to start.
+    Pooling,
+    /// On-demand allocation (mmap per instance); slower, needs little address space.
+    OnDemand,
+}
+
+impl FromStr for AllocatorChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        <Self as clap::ValueEnum>::from_str(s, true)
+    }
+}
+
+/// Resolved settings for one `outpost serve` process.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    /// Folder of `NAME.wasm` functions, watched for changes.
+    pub modules_dir: PathBuf,
+    /// Node-local state: the compiled-code cache (and, later, the sled database).
+    pub data_dir: PathBuf,
+    /// How long in-flight requests may run after SIGINT/SIGTERM before the
+    /// process exits anyway.
+    pub shutdown_grace: Duration,
+    /// Quiet period after the last change to a module file before it is loaded.
+    pub reload_debounce: Duration,
+    /// Longest wait for a file that was opened for writing and not yet closed;
+    /// after this much quiet it is loaded anyway.
+    pub reload_max_wait: Duration,
+    pub allocator: AllocatorChoice,
+    /// Instances that may exist at once (the pooling allocator's size).
+    pub max_instances: u32,
+    /// Wasmtime engines: one per core that serves requests. Each has its own
+    /// instance pool (of `max_instances` slots) and its own copy of every
+    /// function's compiled code.
+    pub engines: usize,
+    /// This node's id in replication; `None`: the stored or a generated one.
+    pub node_id: Option<String>,
+    /// Base URL of the cloud tier; `None`: no shipping or pulling (the
+    /// outbox keeps growing on disk until a cloud is configured).
+    pub cloud: Option<String>,
+    pub cloud_token: Option<String>,
+    /// Most outbox records sent in one batch.
+    pub ship_batch: usize,
+    pub kv_limits: KvLimits,
+    /// Shared stores declared by the host, by name.
+    pub stores: BTreeMap<String, StoreDecl>,
+    /// Per-request limits every function gets (functions may only lower them).
+    pub limits: Limits,
+    /// Open client connections at most; more are closed on accept.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers; also how
+    /// long an idle keep-alive connection stays open.
+    pub header_read_timeout: Duration,
+    /// Largest request header section.
+    pub max_header_bytes: usize,
+    /// How long a request may wait for a free instance before 503.
+    pub queue_timeout: Duration,
+    /// Most bytes of records the outbox holds while the cloud is away;
+    /// beyond it, replicated writes and events are refused.
+    pub max_outbox_bytes: u64,
+    /// The admin listener: metrics, admin API, dashboard.
+    pub admin_listen: SocketAddr,
+    /// Bearer token the admin listener requires; `None`: open (it listens
+    /// on loopback by default).
+    pub admin_token: Option<String>,
+}
+
+/// A shared store declared in `outpost.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StoreDecl {
+    #[serde(default)]
+    pub replicated: bool,
+}
+
+/// `[kv]` in `outpost.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KvFileConfig {
+    pub max_key_bytes: Option<usize>,
+    pub max_value_bytes: Option<usize>,
+}
+
+/// Most engines by default, however many CPUs: each engine's pool reserves
+/// `max-instances` memory slots of address space (about 4 TiB with the
+/// default 1000), and x86-64 gives a process 128 TiB. More can be asked for
+/// with `--engines`; extra cores then share engines.
+pub const DEFAULT_MAX_ENGINES: usize = 8;
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            modules_dir: PathBuf::from("./modules"),
+            data_dir: PathBuf::from("./.outpost"),
+            shutdown_grace: Duration::from_secs(30),
+            reload_debounce: Duration::from_millis(200),
+            reload_max_wait: Duration::from_secs(5),
+            allocator: AllocatorChoice::Auto,
+            max_instances: 1000,
+            engines: std::thread::available_parallelism()
+                .map_or(1, std::num::NonZero::get)
+                .min(DEFAULT_MAX_ENGINES),
+            node_id: None,
+            cloud: None,
+            cloud_token: None,
+            ship_batch: 256,
+            kv_limits: KvLimits::default(),
+            stores: BTreeMap::new(),
+            limits: Limits::default(),
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            queue_timeout: Duration::from_millis(250),
+            max_outbox_bytes: outpost_store::DEFAULT_MAX_OUTBOX_BYTES,
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            admin_token: None,
+        }
+    }
+}
+
+/// The settings as written in `outpost.toml`; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub modules: Option<PathBuf>,
+    pub data: Option<PathBuf>,
+    pub shutdown_grace_ms: Option<u64>,
+    pub reload_debounce_ms: Option<u64>,
+    pub reload_max_wait_ms: Option<u64>,
+    pub allocator: Option<AllocatorChoice>,
+    pub max_instances: Option<u32>,
+    pub engines: Option<usize>,
+    pub node_id: Option<String>,
+    pub cloud: Option<String>,
+    pub cloud_token: Option<String>,
+    pub ship_batch: Option<usize>,
+    #[serde(default)]
+    pub kv: KvFileConfig,
+    #[serde(default)]
+    pub stores: BTreeMap<String, StoreDecl>,
+    #[serde(default)]
+    pub limits: LimitsSection,
+    pub max_connections: Option<usize>,
+    pub header_read_timeout_ms: Option<u64>,
+    pub max_header_bytes: Option<usize>,
+    pub queue_timeout_ms: Option<u64>,
+    pub max_outbox_bytes: Option<u64>,
+    pub admin_listen: Option<SocketAddr>,
+    pub admin_token: Option<String>,
+}
+
+impl FileConfig {
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Reads `path`; a missing file is an empty config unless `required`.
+    pub fn read(path: &Path, required: bool) -> Result<Self, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(path, &text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Self::default()),
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+}
+
+/// Settings given on the command line; `None` means "not given".
+#[derive(Debug, Default, Clone)]
+pub struct FlagConfig {
+    pub listen: Option<SocketAddr>,
+    pub modules: Option<PathBuf>,
+    pub data: Option<PathBuf>,
+    pub shutdown_grace_ms: Option<u64>,
+    pub reload_debounce_ms: Option<u64>,
+    pub allocator: Option<AllocatorChoice>,
+    pub max_instances: Option<u32>,
+    pub engines: Option<usize>,
+    pub node_id: Option<String>,
+    pub cloud: Option<String>,
+    pub cloud_token: Option<String>,
+    pub ship_batch: Option<usize>,
+    pub admin_listen: Option<SocketAddr>,
+    pub admin_token: Option<String>,
+}
+
+/// Reads `OUTPOST_<KEY>` and parses it, naming the variable on failure.
+fn env_value<T: FromStr>(
+    env: &dyn Fn(&str) -> Option<String>,
+    key: &'static str,
+) -> Result<Option<T>, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    let Some(raw) = env(key) else { return Ok(None) };
+    raw.parse()
+        .map(Some)
+        .map_err(|e: T::Err| ConfigError::Value {
+            key,
+            value: raw,
+            message: e.to_string(),
+        })
+}
+
+impl ServeConfig {
+    /// Layers the sources: a flag wins over the file, the file over the
+    /// environment, the environment over the default.
+    pub fn resolve(
+        flags: FlagConfig,
+        file: FileConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let d = Self::default();
+        let ms = Duration::from_millis;
+        for (key, value, cap) in [
+            (
+                "kv.max-value-bytes",
+                file.kv.max_value_bytes,
+                outpost_caps::kv::MAX_VALUE_BYTES_CAP,
+            ),
+            (
+                "kv.max-key-bytes",
+                file.kv.max_key_bytes,
+                outpost_caps::kv::MAX_KEY_BYTES_CAP,
+            ),
+        ] {
+            if let Some(value) = value.filter(|v| *v > cap) {
+                return Err(ConfigError::Value {
+                    key,
+                    value: value.to_string(),
+                    message: format!("the cap is {cap}"),
+                });
+            }
+        }
+        // The first of flag, file and `OUTPOST_<KEY>` that is set; the
+        // environment is parsed only when it is consulted.
+        fn pick<T: FromStr>(
+            flag: Option<T>,
+            file: Option<T>,
+            env: &dyn Fn(&str) -> Option<String>,
+            key: &'static str,
+        ) -> Result<Option<T>, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            match flag.or(file) {
+                Some(value) => Ok(Some(value)),
+                None => env_value(env, key),
+            }
+        }
+        let node_id = pick(flags.node_id, file.node_id, env, "OUTPOST_NODE_ID")?;
+        Ok(Self {
+            listen: pick(flags.listen, file.listen, env, "OUTPOST_LISTEN")?.unwrap_or(d.listen),
+            modules_dir: pick(flags.modules, file.modules, env, "OUTPOST_MODULES")?
+                .unwrap_or(d.modules_dir),
+            data_dir: pick(flags.data, file.data, env, "OUTPOST_DATA")?.unwrap_or(d.data_dir),
+            shutdown_grace: pick(
+                flags.shutdown_grace_ms,
+                file.shutdown_grace_ms,
+                env,
+                "OUTPOST_SHUTDOWN_GRACE_MS",
+            )?
+            .map_or(d.shutdown_grace, ms),
+            reload_debounce: pick(
+                flags.reload_debounce_ms,
+                file.reload_debounce_ms,
+                env,
+                "OUTPOST_RELOAD_DEBOUNCE_MS",
+            )?
+            .map_or(d.reload_debounce, ms),
+            reload_max_wait: pick(
+                None,
+                file.reload_max_wait_ms,
+                env,
+                "OUTPOST_RELOAD_MAX_WAIT_MS",
+            )?
+            .map_or(d.reload_max_wait, ms),
+            allocator: pick(flags.allocator, file.allocator, env, "OUTPOST_ALLOCATOR")?
+                .unwrap_or(d.allocator),
+            max_instances: pick(
+                flags.max_instances,
+                file.max_instances,
+                env,
+                "OUTPOST_MAX_INSTANCES",
+            )?
+            .unwrap_or(d.max_instances),
+            engines: pick(flags.engines, file.engines, env, "OUTPOST_ENGINES")?
+                .unwrap_or(d.engines)
+                .max(1),
+
+            cloud: pick(flags.cloud, file.cloud, env, "OUTPOST_CLOUD")?,
+            cloud_token: pick(
+                flags.cloud_token,
+                file.cloud_token,
+                env,
+                "OUTPOST_CLOUD_TOKEN",
+            )?,
+            ship_batch: pick(flags.ship_batch, file.ship_batch, env, "OUTPOST_SHIP_BATCH")?
+                .unwrap_or(d.ship_batch)
+                .max(1),
+            kv_limits: KvLimits {
+                max_key_bytes: file.kv.max_key_bytes.unwrap_or(d.kv_limits.max_key_bytes),
+                max_value_bytes: file
+                    .kv
+                    .max_value_bytes
+                    .unwrap_or(d.kv_limits.max_value_bytes),
+            },
+            stores: validate_stores(file.stores)?,
+            limits: d.limits.with(&file.limits),
+            max_connections: pick(None, file.max_connections, env, "OUTPOST_MAX_CONNECTIONS")?
+                .unwrap_or(d.max_connections)
+                .max(1),
+            header_read_timeout: pick(
+                None,
+                file.header_read_timeout_ms,
+                env,
+                "OUTPOST_HEADER_READ_TIMEOUT_MS",
+            )?
+            .map_or(d.header_read_timeout, ms),
+            max_header_bytes: pick(None, file.max_header_bytes, env, "OUTPOST_MAX_HEADER_BYTES")?
+                .unwrap_or(d.max_header_bytes)
+                .max(8192),
+            queue_timeout: pick(None, file.queue_timeout_ms, env, "OUTPOST_QUEUE_TIMEOUT_MS")?
+                .map_or(d.queue_timeout, ms),
+            max_outbox_bytes: pick(None, file.max_outbox_bytes, env, "OUTPOST_MAX_OUTBOX_BYTES")?
+                .unwrap_or(d.max_outbox_bytes),
+            admin_listen: pick(
+                flags.admin_listen,
+                file.admin_listen,
+                env,
+                "OUTPOST_ADMIN_LISTEN",
+            )?
+            .unwrap_or(d.admin_listen),
+            admin_token: pick(
+                flags.admin_token,
+                file.admin_token,
+                env,
+                "OUTPOST_ADMIN_TOKEN",
+            )?
+            .filter(|t| !t.is_empty()),
+            node_id: match node_id {
+                Some(id) if !outpost_store::is_valid_node_id(&id) => {
+                    return Err(ConfigError::Value {
+                        key: "node-id",
+                        value: id,
+                        message: "use 1 to 64 of [A-Za-z0-9._-]".into(),
+                    });
+                }
+                other => other,
+            },
+        })
+    }
+}
+
+fn validate_stores(
+    stores: BTreeMap<String, StoreDecl>,
+) -> Result<BTreeMap<String, StoreDecl>, ConfigError> {
+    for name in stores.keys() {
+        if !outpost_wire::names::is_shared_store_name(name) {
+            return Err(ConfigError::Value {
+                key: "stores",
+                value: name.clone(),
+                message: "store names match [a-z0-9][a-z0-9_-]* and cannot be \"default\"".into(),
+            });
+        }
+    }
+    Ok(stores)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults_serve() {
+        let c =
+            ServeConfig::resolve(FlagConfig::default(), FileConfig::default(), &no_env).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.modules_dir, PathBuf::from("./modules"));
+        assert_eq!(c.data_dir, PathBuf::from("./.outpost"));
+    }
+
+    #[test]
+    fn flag_beats_file_beats_env() {
+        let env = |k: &str| match k {
+            "OUTPOST_LISTEN" => Some("127.0.0.1:3".to_string()),
+            "OUTPOST_MAX_INSTANCES" => Some("7".to_string()),
+            "OUTPOST_DATA" => Some("/env".to_string()),
+            _ => None,
+        };
+        let file = FileConfig::parse(
+            Path::new("outpost.toml"),
+            "listen = \"127.0.0.1:2\"\nmax-instances = 5\n[kv]\nmax-value-bytes = 9\n[stores.sessions]\nreplicated = true\n",
+        )
+        .unwrap();
+        let flags = FlagConfig {
+            listen: Some("127.0.0.1:1".parse().unwrap()),
+            ..Default::default()
+        };
+        let c = ServeConfig::resolve(flags, file, &env).unwrap();
+        assert_eq!(c.listen.port(), 1);
+        assert_eq!(c.max_instances, 5);
+        assert_eq!(c.data_dir, PathBuf::from("/env"));
+        assert_eq!(c.kv_limits.max_value_bytes, 9);
+        assert_eq!(c.kv_limits.max_key_bytes, 512);
+        assert!(c.stores["sessions"].replicated);
+    }
+
+    #[test]
+    fn bad_env_value_names_the_variable() {
+        let env = |k: &str| (k == "OUTPOST_MAX_INSTANCES").then(|| "lots".to_string());
+        let err = ServeConfig::resolve(FlagConfig::default(), FileConfig::default(), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("OUTPOST_MAX_INSTANCES"), "{err}");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        let err = FileConfig::parse(Path::new("outpost.toml"), "lisen = \"x\"").unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+    }
+}

@@ -1,0 +1,196 @@
+//! The edge node: `serve` runs one. The modules below are its parts, from
+//! the modules folder to the response; the capabilities guests use are in
+//! `outpost-caps`, the node's database in `outpost-store`, the listener in
+//! `outpost-http`.
+
+pub mod activity;
+pub mod admin;
+pub mod body;
+pub mod cache;
+pub mod cold_start;
+pub mod config;
+pub mod deployer;
+pub mod engine;
+pub mod error_code;
+pub mod function;
+pub mod function_config;
+pub mod guest_body;
+pub mod guest_log;
+pub mod invoke;
+pub mod limits;
+pub mod linker;
+pub mod loader;
+pub mod metrics;
+pub mod modules;
+pub mod registry;
+pub mod replication;
+pub mod router;
+pub mod server;
+pub mod state;
+pub mod watcher;
+
+use outpost_caps::kv::{Catalog, KvServices};
+use outpost_store::Storage;
+
+use anyhow::Context as _;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Runs an edge node until `shutdown` resolves.
+pub async fn serve(
+    config: config::ServeConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let metrics = metrics::Metrics::new();
+    let activity = Arc::new(activity::Activity::new(metrics.clone()));
+    let (engines, _allocator) = engine::build(&config)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let cache = cache::CodeCache::open(&config.data_dir, &engines[0])
+        .with_context(|| format!("cannot open code cache in {}", config.data_dir.display()))?;
+    let storage = Storage::open_with_limit(
+        &config.data_dir,
+        config.node_id.as_deref(),
+        config.max_outbox_bytes,
+    )
+    .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
+    let catalog = Arc::new(Catalog::new(
+        config
+            .stores
+            .iter()
+            .filter(|(_, decl)| decl.replicated)
+            .map(|(name, _)| name.clone())
+            .collect(),
+        storage.clone(),
+    ));
+    let services = Arc::new(KvServices {
+        storage: storage.clone(),
+        catalog: catalog.clone(),
+        ops: metrics.kv_ops.clone(),
+    });
+    let loader = Arc::new(loader::Loader::new(
+        engines,
+        cache,
+        services,
+        config.kv_limits,
+        config.limits,
+        metrics.clone(),
+    )?);
+    let registry = Arc::new(registry::Registry::default());
+    let modules = modules::ModulesDir::open(&config.modules_dir).with_context(|| {
+        format!(
+            "cannot open modules folder {}",
+            config.modules_dir.display()
+        )
+    })?;
+    let deployer = Arc::new(deployer::Deployer::new(
+        loader,
+        registry.clone(),
+        catalog,
+        modules,
+        activity.clone(),
+        metrics.clone(),
+    ));
+
+    // Bind first so a busy port fails fast, before any compiling.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let local = listener.local_addr()?;
+    let admin_listener = tokio::net::TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
+    let admin_local = admin_listener.local_addr()?;
+
+    let _watch = watcher::watch(
+        deployer.clone(),
+        watcher::Timing {
+            debounce: config.reload_debounce,
+            max_wait: config.reload_max_wait,
+        },
+    )
+    .with_context(|| format!("cannot watch {}", config.modules_dir.display()))?;
+    let count = deployer.sync_all().await?;
+    let _replication = match &config.cloud {
+        Some(url) => Some(replication::start(
+            storage.clone(),
+            url,
+            config.cloud_token.clone(),
+            config.ship_batch,
+            metrics.clone(),
+        )?),
+        None => {
+            tracing::info!(
+                pending = storage.outbox_len(),
+                "no --cloud: replicated writes and events stay in the outbox"
+            );
+            None
+        }
+    };
+    tracing::info!(
+        functions = count,
+        node = %storage.node_id(),
+        modules = %config.modules_dir.display(),
+        data = %config.data_dir.display(),
+        ms = started.elapsed().as_millis() as u64,
+        "ready"
+    );
+    let admission = Arc::new(invoke::admission::Admission::new(
+        config.max_instances as usize,
+        config.queue_timeout,
+        metrics.clone(),
+    ));
+    let admin = admin::Admin {
+        token: config.admin_token.as_deref().map(Arc::from),
+        metrics,
+        activity,
+        registry: registry.clone(),
+        admission: admission.clone(),
+        storage: storage.clone(),
+        cloud: _replication
+            .as_ref()
+            .map(|r| (r.status.clone(), r.client.clone())),
+    };
+    let (admin_stop, admin_stopped) = tokio::sync::watch::channel(());
+    let admin_server = tokio::spawn(async move {
+        let mut stopped = admin_stopped;
+        let limits = outpost_http::ConnectionLimits {
+            max_connections: 256,
+            header_read_timeout: std::time::Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            grace: std::time::Duration::from_secs(1),
+        };
+        outpost_http::run(
+            admin_listener,
+            admin,
+            async move {
+                let _ = stopped.changed().await;
+            },
+            limits,
+        )
+        .await;
+    });
+    tracing::info!(
+        addr = %admin_local,
+        token = config.admin_token.is_some(),
+        "admin listening on http://{admin_local}"
+    );
+    tracing::info!(addr = %local, "listening on http://{local}");
+    let edge = server::Edge {
+        registry,
+        storage: storage.clone(),
+        admission,
+    };
+    let limits = outpost_http::ConnectionLimits {
+        max_connections: config.max_connections,
+        header_read_timeout: config.header_read_timeout,
+        max_header_bytes: config.max_header_bytes,
+        grace: config.shutdown_grace,
+    };
+    outpost_http::run(listener, edge, shutdown, limits).await;
+    // The admin listener outlives the drain, so it can be watched.
+    drop(admin_stop);
+    let _ = admin_server.await;
+    Ok(())
+}

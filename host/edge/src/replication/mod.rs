@@ -1,0 +1,61 @@
+//! Edge side of replication: the shipper drains the outbox to the cloud, the
+//! puller applies other nodes' writes from the cloud's change feed.
+
+pub mod backoff;
+pub mod client;
+pub mod puller;
+pub mod shipper;
+pub mod status;
+
+use crate::metrics::Metrics;
+use outpost_store::Storage;
+use status::ReplicationStatus;
+use std::sync::Arc;
+
+/// What the shipper and the puller share: the client, and where they
+/// report what they see.
+#[derive(Clone)]
+pub struct Link {
+    pub client: Arc<client::CloudClient>,
+    pub status: Arc<ReplicationStatus>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Handles to the two background tasks; dropping them stops replication.
+pub struct Replication {
+    pub status: Arc<ReplicationStatus>,
+    pub client: Arc<client::CloudClient>,
+    shipper: tokio::task::JoinHandle<()>,
+    puller: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Replication {
+    fn drop(&mut self) {
+        self.shipper.abort();
+        self.puller.abort();
+    }
+}
+
+/// Starts shipping and pulling against the cloud at `base_url`.
+pub fn start(
+    storage: Arc<Storage>,
+    base_url: &str,
+    token: Option<String>,
+    ship_batch: usize,
+    metrics: Arc<Metrics>,
+) -> Result<Replication, client::CloudError> {
+    let client = Arc::new(client::CloudClient::new(base_url, token)?);
+    let status = Arc::new(ReplicationStatus::new(base_url));
+    tracing::info!(cloud = %base_url, node = %storage.node_id(), "replication enabled");
+    let link = Link {
+        client: client.clone(),
+        status: status.clone(),
+        metrics,
+    };
+    Ok(Replication {
+        status,
+        client,
+        shipper: tokio::spawn(shipper::run(storage.clone(), link.clone(), ship_batch)),
+        puller: tokio::spawn(puller::run(storage, link)),
+    })
+}

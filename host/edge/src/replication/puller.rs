@@ -1,0 +1,90 @@
+//! Follows the cloud's change feed from the cursor persisted in the node's
+//! database and applies its writes, last-writer-wins.
+
+use super::Link;
+use super::backoff::Backoff;
+use crate::metrics::ResultLabels;
+use outpost_store::{Storage, WriteOp, Written};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Changes asked for per feed request.
+const PAGE: usize = 500;
+
+pub async fn run(storage: Arc<Storage>, link: Link) {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    let mut failing = false;
+    loop {
+        let (cursor, known_cloud) = match storage
+            .pull_cursor()
+            .and_then(|c| Ok((c, storage.cloud_id()?)))
+        {
+            Ok(position) => position,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the pull cursor");
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+        };
+        match link.client.feed(cursor, PAGE).await {
+            Ok(page) => {
+                if failing {
+                    failing = false;
+                    tracing::info!(cursor, "change feed reachable again");
+                }
+                backoff.reset();
+                let (changes, next) = if known_cloud != 0 && page.cloud != known_cloud {
+                    // A different cloud database (restored or replaced):
+                    // our cursor means nothing there. Read it from the
+                    // start; applying is idempotent.
+                    tracing::warn!(
+                        cursor,
+                        "the cloud's database changed; reading its feed from the start"
+                    );
+                    (Vec::new(), 0)
+                } else if page.next > cursor || known_cloud == 0 {
+                    // Our own writes come back too: applying them is a no-op
+                    // unless this node lost them (a wiped data dir).
+                    (page.changes, page.next)
+                } else {
+                    // Nothing new: the long poll ran out at the feed's end.
+                    link.status.pulled(true, page.conflicts);
+                    continue;
+                };
+                let count = changes.len();
+                let op = WriteOp::ApplyRemote {
+                    changes,
+                    cursor: next,
+                    cloud: page.cloud,
+                };
+                match storage.write(op).await {
+                    Ok(written) => {
+                        if let Written::Remote { applied, older } = written {
+                            let family = &link.metrics.remote_writes;
+                            family
+                                .get_or_create(&ResultLabels { result: "applied" })
+                                .inc_by(applied);
+                            family
+                                .get_or_create(&ResultLabels { result: "older" })
+                                .inc_by(older);
+                        }
+                        link.status.pulled(count < PAGE, page.conflicts);
+                        tracing::debug!(count, "applied remote changes");
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot apply remote changes");
+                        tokio::time::sleep(backoff.next_delay()).await;
+                    }
+                }
+            }
+            Err(e) => {
+                link.status.unreachable(&e);
+                if !failing {
+                    failing = true;
+                    tracing::warn!(error = %e, cursor, "cannot read the cloud's change feed; will retry");
+                }
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! What a `Store` holds for one request: WASI and wasi:http contexts, the
+//! resource table, one context per capability (kv, queue, outbound HTTP)
+//! and the memory limiter.
+
+use crate::function::Function;
+use crate::guest_log::{self, GuestLog};
+use outpost_caps::kv::{KvCtx, KvView};
+use outpost_caps::outbound::Outbound;
+use outpost_caps::queue::{QueueCtx, QueueView};
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// Most elements a table may grow to; far above what real guests use.
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+/// Caps linear memory at the function's limit, and remembers whether the
+/// guest ran into it, so a failure can be reported as a memory limit.
+pub struct MemoryLimiter {
+    max_bytes: usize,
+    /// The guest asked for more memory than it may have.
+    pub hit: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Refuse like a full machine would (`memory.grow` returns -1), so a
+        // guest that handles allocation failure still can.
+        if desired > self.max_bytes {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.hit = true;
+        Ok(())
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// Store data for one request; created fresh per request and dropped with
+/// the instance, so nothing survives from one request to the next.
+pub struct RequestState {
+    table: ResourceTable,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    outbound: Outbound,
+    kv: KvCtx,
+    queue: QueueCtx,
+    /// Caps linear memory at the function's limit.
+    pub memory: MemoryLimiter,
+}
+
+impl RequestState {
+    /// `request_id` goes on every line of guest output.
+    pub fn new(function: &Function, request_id: http::HeaderValue) -> Self {
+        let (stdout, stderr) =
+            GuestLog::pair(function.name.clone(), request_id, guest_log::DEFAULT_BUDGET);
+        // No preopened directories, no network, no inherited environment:
+        // a function sees only what Outpost's own interfaces give it.
+        let wasi = WasiCtx::builder().stdout(stdout).stderr(stderr).build();
+        Self {
+            table: ResourceTable::new(),
+            wasi,
+            http: WasiHttpCtx::new(),
+            outbound: Outbound {
+                function: function.name.clone(),
+                allowed: function.policy.allowed_hosts.clone(),
+                remaining: function.policy.limits.max_outbound_requests,
+            },
+            memory: MemoryLimiter {
+                max_bytes: function.policy.limits.max_memory_bytes,
+                hit: false,
+            },
+            kv: KvCtx {
+                policy: function.policy.kv.clone(),
+                services: function.services.clone(),
+                function: function.name.clone(),
+            },
+            queue: QueueCtx {
+                policy: function.policy.queue,
+                storage: function.services.storage.clone(),
+                function: function.name.clone(),
+                ops: function.services.ops.clone(),
+            },
+        }
+    }
+
+    /// The kv capability's view: its context and the resource table.
+    pub fn kv(&mut self) -> KvView<'_> {
+        KvView::new(&self.kv, &mut self.table)
+    }
+
+    /// The queue capability's view.
+    pub fn queue(&mut self) -> QueueView<'_> {
+        QueueView::new(&self.queue)
+    }
+}
+
+impl WasiView for RequestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for RequestState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
+    }
+}

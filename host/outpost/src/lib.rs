@@ -1,0 +1,3 @@
+//! What the `outpost` binary shares with the benches: the global allocator.
+
+pub mod alloc;

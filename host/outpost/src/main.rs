@@ -1,0 +1,230 @@
+//! The `outpost` command line: `outpost serve` runs an edge node, `outpost
+//! cloud` the cloud tier.
+
+use clap::{Parser, Subcommand};
+use outpost_edge::config::{AllocatorChoice, FileConfig, FlagConfig, ServeConfig};
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "outpost", version, about = "WebAssembly edge-function host")]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+// Parsed once at start-up; boxing the big variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+enum Command {
+    /// Serve every NAME.wasm in the modules folder at /NAME, reloading on change.
+    Serve(ServeArgs),
+    /// Run the cloud tier that edges ship to and pull changes from.
+    Cloud(CloudArgs),
+    /// Measure a component on this machine.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Compile time, cache-hit load time, instantiate time, first-request
+    /// latency and warm p50/p99 of one component, in process.
+    ColdStart {
+        /// The component (.wasm) to measure.
+        path: PathBuf,
+        /// Warm requests to time after the first.
+        #[arg(long, default_value_t = 1000)]
+        requests: usize,
+        /// Path to request (the guest sees it as is).
+        #[arg(long, default_value = "/")]
+        path_and_query: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Flags for `outpost cloud`.
+#[derive(clap::Args)]
+struct CloudArgs {
+    /// Address to listen on.
+    #[arg(long, env = "OUTPOST_CLOUD_LISTEN", default_value = "127.0.0.1:9090")]
+    listen: SocketAddr,
+    /// Cloud data folder.
+    #[arg(long, env = "OUTPOST_CLOUD_DATA", default_value = "./.outpost-cloud")]
+    data: PathBuf,
+    /// Bearer token edges must present [default: generated into DATA/token].
+    #[arg(long, env = "OUTPOST_CLOUD_TOKEN")]
+    token: Option<String>,
+}
+
+/// Flags for `outpost serve`. Each overrides `outpost.toml`, which overrides
+/// the matching `OUTPOST_*` environment variable.
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080; env OUTPOST_LISTEN].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Folder of NAME.wasm functions [default: ./modules; env OUTPOST_MODULES].
+    #[arg(long)]
+    modules: Option<PathBuf>,
+    /// Node data folder: compiled-code cache and node state [default: ./.outpost; env OUTPOST_DATA].
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Host config file [default: ./outpost.toml if present].
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Milliseconds in-flight requests get after SIGINT/SIGTERM [default: 30000].
+    #[arg(long)]
+    shutdown_grace_ms: Option<u64>,
+    /// Quiet milliseconds after a module file changes before it is loaded [default: 200].
+    #[arg(long)]
+    reload_debounce_ms: Option<u64>,
+    /// Instance allocator [default: auto].
+    #[arg(long, value_enum)]
+    allocator: Option<AllocatorChoice>,
+    /// Instances that may run at once [default: 1000].
+    #[arg(long)]
+    max_instances: Option<u32>,
+    /// Wasmtime engines, one per serving core; each has its own instance pool and compiled code [default: the CPUs this process may use, at most 8].
+    #[arg(long)]
+    engines: Option<usize>,
+    /// This node's replication id [default: generated once, kept in the data folder].
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Cloud tier base URL, e.g. http://127.0.0.1:9090 [default: none, writes stay local].
+    #[arg(long)]
+    cloud: Option<String>,
+    /// Bearer token for the cloud tier.
+    #[arg(long)]
+    cloud_token: Option<String>,
+    /// Most outbox records per upload [default: 256].
+    #[arg(long)]
+    ship_batch: Option<usize>,
+    /// Admin listener: metrics, admin API, dashboard [default: 127.0.0.1:9901; env OUTPOST_ADMIN_LISTEN].
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// Bearer token the admin listener requires [default: none; env OUTPOST_ADMIN_TOKEN].
+    #[arg(long)]
+    admin_token: Option<String>,
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    let which = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = which, "shutdown requested");
+}
+
+fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
+    let (config_path, required) = match args.config {
+        Some(path) => (path, true),
+        None => (PathBuf::from("outpost.toml"), false),
+    };
+    let file = FileConfig::read(&config_path, required)?;
+    let flags = FlagConfig {
+        listen: args.listen,
+        modules: args.modules,
+        data: args.data,
+        shutdown_grace_ms: args.shutdown_grace_ms,
+        reload_debounce_ms: args.reload_debounce_ms,
+        allocator: args.allocator,
+        max_instances: args.max_instances,
+        engines: args.engines,
+        node_id: args.node_id,
+        cloud: args.cloud,
+        cloud_token: args.cloud_token,
+        ship_batch: args.ship_batch,
+        admin_listen: args.admin_listen,
+        admin_token: args.admin_token,
+    };
+    Ok(ServeConfig::resolve(flags, file, &|key| {
+        std::env::var(key).ok()
+    })?)
+}
+
+/// mimalloc: a request allocates and frees a few hundred small objects
+/// (wasmtime's per-instance tables, wasi-http resources, hyper's buffers).
+#[global_allocator]
+static ALLOCATOR: outpost::alloc::Mimalloc = outpost::alloc::Mimalloc;
+
+fn main() -> anyhow::Result<()> {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // Errors (guest traps included) would otherwise capture a host
+        // backtrace each time RUST_BACKTRACE is set: microseconds per
+        // failed request, and noise in the log. Panics keep theirs.
+        // SAFETY: first thing in main, before any thread exists.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Serve(args) => {
+            let config = serve_config(args)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(outpost_edge::serve(config, shutdown_signal()))
+        }
+        Command::Bench(BenchCommand::ColdStart {
+            path,
+            requests,
+            path_and_query,
+            json,
+        }) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let report = runtime.block_on(outpost_edge::cold_start::run(
+                &path,
+                requests,
+                &path_and_query,
+            ))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(())
+        }
+        Command::Cloud(args) => {
+            let config = outpost_cloud::CloudConfig {
+                listen: args.listen,
+                data_dir: args.data,
+                token: args.token,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(outpost_cloud::serve(config, shutdown_signal()))
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! The node's database: one sled db under `DATA/db` holding every KV store,
+//! the outbox of records waiting for the cloud, and node metadata.
+//!
+//! Reads go straight to sled from the caller's thread. Every write goes
+//! through the [`committer`], the node's single writer, which applies a
+//! group of writes and makes them durable with one flush.
+
+#![warn(missing_docs)]
+
+pub mod committer;
+
+pub use committer::{Rejection, WriteOp, Written};
+pub use outpost_wire::names::{MAX_NODE_ID_BYTES, is_valid_node_id};
+
+use committer::Progress;
+use outpost_wire::envelope;
+/// sled's byte buffer, as outbox records come out of the database.
+pub use sled::IVec;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::sync::Notify;
+
+/// Metadata keys.
+pub(crate) const META_NODE_ID: &[u8] = b"node_id";
+pub(crate) const META_EPOCH: &[u8] = b"epoch";
+pub(crate) const META_NEXT_SEQ: &[u8] = b"next_seq";
+pub(crate) const META_HLC: &[u8] = b"hlc";
+pub(crate) const META_PULL_CURSOR: &[u8] = b"pull_cursor";
+pub(crate) const META_CLOUD_ID: &[u8] = b"cloud_id";
+
+/// Default cap on the outbox: how much a cut-off node buffers for the cloud.
+pub const DEFAULT_MAX_OUTBOX_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// Failures of the node's database.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// sled itself failed (I/O, or its own corruption checks).
+    #[error("database error: {0}")]
+    Db(#[from] sled::Error),
+    /// A stored value is not in the expected format; names where.
+    #[error("corrupt data in the database: {0}")]
+    Corrupt(String),
+    /// The writer thread is gone, so the write was not applied.
+    #[error("the database writer has stopped")]
+    Stopped,
+    /// A flush failed earlier: writes are refused from then on, and the
+    /// outcome of the writes in flight then is unknown.
+    #[error(
+        "the database refuses writes after a failure ({0}); the outcome of the last writes is unknown"
+    )]
+    Poisoned(String),
+    /// The configured node id breaks [`is_valid_node_id`].
+    #[error("invalid node id {0:?}: use 1 to 64 of [A-Za-z0-9._-]")]
+    BadNodeId(String),
+}
+
+/// The sled tree holding store `id`. Store ids are `@NAME` for a function's
+/// own `default` store and the plain name for a shared store.
+pub fn tree_name(store: &str) -> String {
+    format!("kv:{store}")
+}
+
+pub(crate) fn u64_value(bytes: Option<IVec>) -> u64 {
+    bytes
+        .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+/// One page of keys.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct KeyPage {
+    /// Live keys, in byte order.
+    pub keys: Vec<String>,
+    /// Pass as `cursor` to get the next page; `None` when nothing follows.
+    pub cursor: Option<String>,
+}
+
+/// The node's database, shared by readers; writes go through its writer.
+pub struct Storage {
+    db: sled::Db,
+    meta: sled::Tree,
+    outbox: sled::Tree,
+    node_id: String,
+    /// Random id fixed when the database was created (see [`outpost_wire::Batch`]).
+    epoch: u64,
+    writer: committer::Handle,
+    /// The writer's progress: how far the outbox is durable, and its signal.
+    progress: Arc<Progress>,
+    /// Outbox records the cloud refused for good, kept for operators.
+    quarantine: sled::Tree,
+    /// Stores ever declared replicated on this node (sticky).
+    replicated: sled::Tree,
+}
+
+impl Storage {
+    /// Opens (creating if needed) the database in `data_dir/db` and starts
+    /// its writer, which keeps the outbox under `max_outbox_bytes`.
+    /// `node_id` overrides the stored id; without either, a new id is
+    /// generated and stored.
+    pub fn open_with_limit(
+        data_dir: &Path,
+        node_id: Option<&str>,
+        max_outbox_bytes: u64,
+    ) -> Result<Arc<Self>, StorageError> {
+        let db = sled::Config::new()
+            .path(data_dir.join("db"))
+            .cache_capacity(128 * 1024 * 1024)
+            .open()?;
+        let meta = db.open_tree("meta")?;
+        let outbox = db.open_tree("outbox")?;
+        let stored = meta
+            .get(META_NODE_ID)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned());
+        if let Some(given) = node_id
+            && !is_valid_node_id(given)
+        {
+            return Err(StorageError::BadNodeId(given.to_owned()));
+        }
+        let node_id = match (node_id, stored) {
+            (Some(given), Some(stored)) if given != stored => {
+                tracing::warn!(old = %stored, new = %given, "node id changed by configuration");
+                given.to_owned()
+            }
+            (Some(given), _) => given.to_owned(),
+            (None, Some(stored)) => stored,
+            (None, None) => format!("edge-{:08x}", fastrand::u32(..)),
+        };
+        meta.insert(META_NODE_ID, node_id.as_bytes())?;
+        let epoch = match meta.get(META_EPOCH)? {
+            Some(epoch) => u64_value(Some(epoch)),
+            None => {
+                let epoch = fastrand::u64(1..);
+                meta.insert(META_EPOCH, &epoch.to_be_bytes())?;
+                epoch
+            }
+        };
+        db.flush()?;
+        let progress = Arc::new(Progress::default());
+        let mut backlog = 0u64;
+        for item in outbox.iter() {
+            backlog += item?.1.len() as u64;
+        }
+        progress.outbox_bytes.store(backlog, Ordering::Release);
+        let writer = committer::start(
+            db.clone(),
+            meta.clone(),
+            outbox.clone(),
+            node_id.clone(),
+            progress.clone(),
+            max_outbox_bytes,
+        )?;
+        Ok(Arc::new(Self {
+            quarantine: db.open_tree("quarantine")?,
+            replicated: db.open_tree("replicated")?,
+            db,
+            meta,
+            outbox,
+            node_id,
+            epoch,
+            writer,
+            progress,
+        }))
+    }
+
+    /// This node's id, stamped into every version it writes.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Random id of this database, sent with every batch to the cloud.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    fn tree(&self, store: &str) -> Result<sled::Tree, StorageError> {
+        Ok(self.db.open_tree(tree_name(store))?)
+    }
+
+    /// The live value of `key` in `store`.
+    pub fn get(&self, store: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let Some(bytes) = self.tree(store)?.get(key)? else {
+            return Ok(None);
+        };
+        match envelope::decode(&bytes) {
+            Some(stored) => Ok(stored.value),
+            None => Err(StorageError::Corrupt(format!("{store}/{key}"))),
+        }
+    }
+
+    /// Whether `key` holds a live value in `store` (a tombstone does not count).
+    pub fn exists(&self, store: &str, key: &str) -> Result<bool, StorageError> {
+        Ok(self
+            .tree(store)?
+            .get(key)?
+            .is_some_and(|b| envelope::live_value(&b).is_some()))
+    }
+
+    /// Up to `limit` live keys starting with `prefix`, after `cursor`.
+    pub fn list_keys(
+        &self,
+        store: &str,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<KeyPage, StorageError> {
+        use std::ops::Bound;
+        let tree = self.tree(store)?;
+        let start = match cursor {
+            Some(cursor) if cursor.as_bytes() >= prefix.as_bytes() => {
+                Bound::Excluded(cursor.as_bytes().to_vec())
+            }
+            _ => Bound::Included(prefix.as_bytes().to_vec()),
+        };
+        let mut page = KeyPage::default();
+        for item in tree.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
+            let (key, value) = item?;
+            if !key.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            if envelope::live_value(&value).is_none() {
+                continue;
+            }
+            if page.keys.len() == limit {
+                page.cursor = page.keys.last().cloned();
+                break;
+            }
+            page.keys.push(String::from_utf8_lossy(&key).into_owned());
+        }
+        Ok(page)
+    }
+
+    /// Applies `op` durably: returns once it is on disk.
+    pub async fn write(&self, op: WriteOp) -> Result<Written, StorageError> {
+        self.writer.submit(op).await
+    }
+
+    /// The oldest outbox records, in sequence order: at most `max` of them
+    /// and, past the first, at most `max_bytes` in total.
+    pub fn outbox_batch(
+        &self,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, IVec)>, StorageError> {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        let durable = self.progress.durable_seq.load(Ordering::Acquire);
+        for item in self.outbox.range(..durable.to_be_bytes()) {
+            let (key, value) = item?;
+            let seq = u64_value(Some(key));
+            if !batch.is_empty() && (batch.len() == max || bytes + value.len() > max_bytes) {
+                break;
+            }
+            bytes += value.len();
+            batch.push((seq, value));
+        }
+        Ok(batch)
+    }
+
+    /// Drops outbox records up to and including `through`, which the cloud
+    /// has acknowledged. Not flushed: if the drop is lost in a crash the
+    /// records are sent again and the cloud ignores them.
+    pub fn outbox_ack(&self, through: u64) -> Result<usize, StorageError> {
+        let mut removed = 0;
+        for item in self.outbox.range(..=through.to_be_bytes()) {
+            let (key, _) = item?;
+            if let Some(record) = self.outbox.remove(key)? {
+                self.progress
+                    .outbox_bytes
+                    .fetch_sub(record.len() as u64, Ordering::AcqRel);
+            }
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// The oldest record waiting in the outbox: its sequence number and
+    /// when it was written (from its HLC stamp).
+    pub fn outbox_oldest(&self) -> Result<Option<(u64, std::time::SystemTime)>, StorageError> {
+        let Some((key, value)) = self.outbox.first()? else {
+            return Ok(None);
+        };
+        let hlc = match serde_json::from_slice::<outpost_wire::Record>(&value) {
+            Ok(outpost_wire::Record::Kv { version, .. }) => version.hlc,
+            Ok(outpost_wire::Record::Event { hlc, .. }) => hlc,
+            Err(_) => 0,
+        };
+        let written = std::time::UNIX_EPOCH + std::time::Duration::from_millis(hlc >> 16);
+        Ok(Some((u64_value(Some(key)), written)))
+    }
+
+    /// Records waiting in the outbox, durable or not yet.
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Bytes of records waiting in the outbox.
+    pub fn outbox_bytes(&self) -> u64 {
+        self.progress.outbox_bytes.load(Ordering::Acquire)
+    }
+
+    /// Opens the database with the default outbox limit (see
+    /// [`Storage::open_with_limit`]).
+    pub fn open(data_dir: &Path, node_id: Option<&str>) -> Result<Arc<Self>, StorageError> {
+        Self::open_with_limit(data_dir, node_id, DEFAULT_MAX_OUTBOX_BYTES)
+    }
+
+    /// Resolves when records may have been added to the outbox.
+    pub fn outbox_grew(&self) -> &Notify {
+        &self.progress.outbox_grew
+    }
+
+    /// Moves an outbox record the cloud will never accept (it answered 400
+    /// or 413 to it alone) out of the way, keeping it on disk.
+    pub fn quarantine(&self, seq: u64, reason: &str) -> Result<(), StorageError> {
+        use sled::Transactional;
+        let key = seq.to_be_bytes();
+        let moved = (&self.outbox, &self.quarantine)
+            .transaction(|(outbox, quarantine)| {
+                let Some(record) = outbox.remove(&key)? else {
+                    return Ok(0);
+                };
+                let mut kept = reason.as_bytes().to_vec();
+                kept.push(b'\n');
+                kept.extend_from_slice(&record);
+                quarantine.insert(&key, kept)?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(record.len() as u64)
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(e) => StorageError::Db(e),
+                sled::transaction::TransactionError::Abort(()) => unreachable!(),
+            })?;
+        self.progress
+            .outbox_bytes
+            .fetch_sub(moved, Ordering::AcqRel);
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Records moved aside by [`Storage::quarantine`].
+    pub fn quarantined(&self) -> usize {
+        self.quarantine.len()
+    }
+
+    /// Position in the cloud's change feed up to which this node has applied.
+    pub fn pull_cursor(&self) -> Result<u64, StorageError> {
+        Ok(u64_value(self.meta.get(META_PULL_CURSOR)?))
+    }
+
+    /// Id of the cloud database the pull cursor belongs to (0: none yet).
+    pub fn cloud_id(&self) -> Result<u64, StorageError> {
+        Ok(u64_value(self.meta.get(META_CLOUD_ID)?))
+    }
+
+    /// Stores ever declared replicated on this node.
+    pub fn replicated_stores(&self) -> Result<Vec<String>, StorageError> {
+        self.replicated
+            .iter()
+            .keys()
+            .map(|k| Ok(String::from_utf8_lossy(&k?).into_owned()))
+            .collect()
+    }
+
+    /// Remembers that `store` replicates, for good: a store whose writes
+    /// once left the node must keep shipping (and keep its tombstones),
+    /// even if the function that declared it goes away.
+    pub fn mark_replicated(&self, store: &str) -> Result<(), StorageError> {
+        self.replicated.insert(store, &[])?;
+        Ok(())
+    }
+}
