@@ -83,7 +83,9 @@ fn classify(text: &str) -> Option<&'static str> {
             ],
         ),
         ("memcpy, memset", &["memmove", "memcpy", "memset", "memcmp"]),
-        ("outpost", &["/host/src/", "outpost::"]),
+        // The host's crates: `host/<crate>/src/`, symbols `outpost_<crate>::`
+        // (and `outpost::` for the binary).
+        ("outpost", &["/host/", "outpost::", "outpost_"]),
         (
             "http, httparse, bytes",
             &[
@@ -320,7 +322,11 @@ mod tests {
             "wasmtime runtime"
         );
         assert_eq!(
-            part("/work/main/host/src/invoke.rs:outpost::invoke::invoke"),
+            part("/work/main/host/edge/src/invoke/mod.rs:outpost_edge::invoke::invoke"),
+            "outpost"
+        );
+        assert_eq!(
+            part("/work/main/host/caps/src/kv/mod.rs:outpost_caps::kv::x"),
             "outpost"
         );
         assert_eq!(

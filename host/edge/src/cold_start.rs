@@ -126,7 +126,10 @@ pub async fn run(path: &Path, requests: usize, request_path: &str) -> anyhow::Re
     for _ in 0..instantiations.capacity() {
         let id = http::HeaderValue::from_static("cold-start");
         let pre = function.pre();
-        let mut store = Store::new(pre.engine(), RequestState::new(&function, id));
+        let mut store = Store::new(
+            pre.engine(),
+            RequestState::new(&function.name, &function.policy, &function.services, id),
+        );
         store.limiter(|state| &mut state.memory);
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);

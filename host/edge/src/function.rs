@@ -1,11 +1,9 @@
 //! A loaded, validated function version: what the router hands a request.
 
 use crate::activity::FunctionStats;
-use crate::limits::Limits;
+use crate::policy::Policy;
 use crate::state::RequestState;
-use outpost_caps::kv::{KvPolicy, KvServices};
-use outpost_caps::outbound::HostPattern;
-use outpost_caps::queue::QueuePolicy;
+use outpost_caps::kv::KvServices;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -24,19 +22,6 @@ impl Origin {
             Origin::Cache => "cache",
         }
     }
-}
-
-/// What a function version may do, from its settings and the host's.
-#[derive(Debug, Clone)]
-pub struct Policy {
-    /// Stores it may open, which replicate, key and value limits.
-    pub kv: Arc<KvPolicy>,
-    /// What it may enqueue.
-    pub queue: QueuePolicy,
-    /// Per-request limits (the host's, or tighter).
-    pub limits: Limits,
-    /// Hosts outbound HTTP may reach; empty denies all.
-    pub allowed_hosts: Arc<[HostPattern]>,
 }
 
 /// One immutable version of a function. Requests hold an `Arc` to the

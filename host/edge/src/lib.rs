@@ -22,6 +22,7 @@ pub mod linker;
 pub mod loader;
 pub mod metrics;
 pub mod modules;
+pub mod policy;
 pub mod registry;
 pub mod replication;
 pub mod router;

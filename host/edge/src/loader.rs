@@ -4,10 +4,11 @@
 
 use crate::activity::FunctionStats;
 use crate::cache::CodeCache;
-use crate::function::{Function, Origin, Policy};
+use crate::function::{Function, Origin};
 use crate::function_config::FunctionConfig;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
+use crate::policy::Policy;
 use crate::state::RequestState;
 use outpost_caps::kv::{KvLimits, KvPolicy, KvServices};
 use outpost_caps::queue::QueuePolicy;

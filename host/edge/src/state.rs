@@ -2,11 +2,12 @@
 //! resource table, one context per capability (kv, queue, outbound HTTP)
 //! and the memory limiter.
 
-use crate::function::Function;
 use crate::guest_log::{self, GuestLog};
-use outpost_caps::kv::{KvCtx, KvView};
+use crate::policy::Policy;
+use outpost_caps::kv::{KvCtx, KvServices, KvView};
 use outpost_caps::outbound::Outbound;
 use outpost_caps::queue::{QueueCtx, QueueView};
+use std::sync::Arc;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -68,10 +69,15 @@ pub struct RequestState {
 }
 
 impl RequestState {
+    /// The state for one request to function `name` under `policy`;
     /// `request_id` goes on every line of guest output.
-    pub fn new(function: &Function, request_id: http::HeaderValue) -> Self {
-        let (stdout, stderr) =
-            GuestLog::pair(function.name.clone(), request_id, guest_log::DEFAULT_BUDGET);
+    pub fn new(
+        name: &Arc<str>,
+        policy: &Policy,
+        services: &Arc<KvServices>,
+        request_id: http::HeaderValue,
+    ) -> Self {
+        let (stdout, stderr) = GuestLog::pair(name.clone(), request_id, guest_log::DEFAULT_BUDGET);
         // No preopened directories, no network, no inherited environment:
         // a function sees only what Outpost's own interfaces give it.
         let wasi = WasiCtx::builder().stdout(stdout).stderr(stderr).build();
@@ -80,24 +86,24 @@ impl RequestState {
             wasi,
             http: WasiHttpCtx::new(),
             outbound: Outbound {
-                function: function.name.clone(),
-                allowed: function.policy.allowed_hosts.clone(),
-                remaining: function.policy.limits.max_outbound_requests,
+                function: name.clone(),
+                allowed: policy.allowed_hosts.clone(),
+                remaining: policy.limits.max_outbound_requests,
             },
             memory: MemoryLimiter {
-                max_bytes: function.policy.limits.max_memory_bytes,
+                max_bytes: policy.limits.max_memory_bytes,
                 hit: false,
             },
             kv: KvCtx {
-                policy: function.policy.kv.clone(),
-                services: function.services.clone(),
-                function: function.name.clone(),
+                policy: policy.kv.clone(),
+                services: services.clone(),
+                function: name.clone(),
             },
             queue: QueueCtx {
-                policy: function.policy.queue,
-                storage: function.services.storage.clone(),
-                function: function.name.clone(),
-                ops: function.services.ops.clone(),
+                policy: policy.queue,
+                storage: services.storage.clone(),
+                function: name.clone(),
+                ops: services.ops.clone(),
             },
         }
     }

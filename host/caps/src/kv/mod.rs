@@ -16,6 +16,7 @@ pub use catalog::{Catalog, own_store_id};
 pub use policy::KvPolicy;
 pub use settings::{KvLimits, KvSection, KvSettingsError, MAX_KEY_BYTES_CAP, MAX_VALUE_BYTES_CAP};
 
+pub use crate::bindings::OpenStore;
 use crate::bindings::kv::{self, Error, KeyPage};
 use crate::ops::OpCounts;
 use outpost_store::{Rejection, Storage, StorageError, WriteOp, Written};
@@ -44,11 +45,6 @@ pub struct KvCtx {
     pub services: Arc<KvServices>,
     /// The function's name, for log lines.
     pub function: Arc<str>,
-}
-
-/// An open store handle held in the request's resource table.
-pub struct OpenStore {
-    id: String,
 }
 
 /// What the generated bindings operate on: the request's KV context and

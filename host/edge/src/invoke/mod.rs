@@ -91,7 +91,12 @@ where
     let pre = function.pres[engine].clone();
     let mut store = Store::new(
         pre.engine(),
-        RequestState::new(&function, request_id.clone()),
+        RequestState::new(
+            &function.name,
+            &function.policy,
+            &function.services,
+            request_id.clone(),
+        ),
     );
     store.limiter(|state| &mut state.memory);
     // Check in at every epoch tick: yield to other requests, and let the

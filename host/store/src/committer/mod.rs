@@ -265,16 +265,12 @@ impl Committer {
     }
 
     /// Bytes the outbox may still take.
+    ///
+    /// Says nothing itself: it runs for every write, local ones too, so a
+    /// full outbox is reported where a write is refused, throttled
+    /// ([`Self::report_full_outbox`]).
     fn outbox_room(&self) -> u64 {
         let used = self.progress.outbox_bytes.load(Ordering::Acquire);
-        let room = self.max_outbox_bytes.saturating_sub(used);
-        if room == 0 {
-            tracing::warn!(
-                used,
-                max = self.max_outbox_bytes,
-                "the outbox is full: replicated writes and events are refused until it drains"
-            );
-        }
-        room
+        self.max_outbox_bytes.saturating_sub(used)
     }
 }
