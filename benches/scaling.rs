@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-/// The allocator `outpost serve` runs with (see `host/src/main.rs`).
+/// The allocator `outpost serve` runs with (see `host/outpost/src/main.rs`).
 #[global_allocator]
 static ALLOCATOR: outpost::alloc::Mimalloc = outpost::alloc::Mimalloc;
 

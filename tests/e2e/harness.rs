@@ -53,10 +53,10 @@ pub fn outpost_bin() -> PathBuf {
                 bin.display()
             )
         });
-    let sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/src");
+    let sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("../host");
     assert!(
         newest_under(&sources) <= built,
-        "{} is older than host/src: run the suite with `cargo xtask test`",
+        "{} is older than the sources in host/: run the suite with `cargo xtask test`",
         bin.display()
     );
     bin

@@ -148,7 +148,7 @@ impl WasiHttpHooks for Outbound {
         _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> Box<dyn Future<Output = Sent> + Send> {
         if let Some(reason) = self.refusal(request.uri()) {
-            tracing::warn!(function = %self.function, uri = %request.uri(), reason = %reason, "outbound HTTP denied");
+            tracing::warn!(target: "outpost::outbound", function = %self.function, uri = %request.uri(), reason = %reason, "outbound HTTP denied");
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
         self.remaining -= 1;
@@ -160,7 +160,7 @@ impl WasiHttpHooks for Outbound {
             first_byte_timeout: cap(options.first_byte_timeout, READ_TIMEOUT),
             between_bytes_timeout: cap(options.between_bytes_timeout, READ_TIMEOUT),
         };
-        tracing::debug!(function = %self.function, uri = %request.uri(), "outbound HTTP");
+        tracing::debug!(target: "outpost::outbound", function = %self.function, uri = %request.uri(), "outbound HTTP");
         Box::new(async move {
             use http_body_util::BodyExt;
             let (response, io) =

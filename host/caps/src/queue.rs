@@ -85,7 +85,7 @@ pub fn add_to_linker<T: Send + 'static>(
 impl QueueView<'_> {
     fn io(&self, error: StorageError) -> Error {
         let id = outpost_wire::error_id();
-        tracing::error!(function = %self.ctx.function, error_id = %id, error = %error, "queue storage failure");
+        tracing::error!(target: "outpost::queue", function = %self.ctx.function, error_id = %id, error = %error, "queue storage failure");
         Error::Io(format!("storage failure (error id {id})"))
     }
 }

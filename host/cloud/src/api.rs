@@ -239,7 +239,7 @@ impl<S: CloudStore> Cloud<S> {
             Ok(ack) => {
                 CloudMetrics::count(&self.metrics.entries, "applied", ack.applied);
                 CloudMetrics::count(&self.metrics.entries, "duplicate", ack.duplicates);
-                tracing::debug!(node = %node, applied = ack.applied, duplicates = ack.duplicates, through = ack.through, "batch ingested");
+                tracing::debug!(target: "outpost::cloud::api", node = %node, applied = ack.applied, duplicates = ack.duplicates, through = ack.through, "batch ingested");
                 json(&ack)
             }
             Err(e @ CloudStoreError::OutOfOrder(..)) => error(

@@ -60,7 +60,7 @@ fn resolve_token(config: &CloudConfig) -> anyhow::Result<String> {
             .with_context(|| format!("cannot create {}", path.display()))?;
         file.write_all(token.as_bytes())?;
     }
-    tracing::warn!(path = %path.display(), "no --token given: generated one; give it to edges with --cloud-token");
+    tracing::warn!(target: "outpost::cloud", path = %path.display(), "no --token given: generated one; give it to edges with --cloud-token");
     Ok(token)
 }
 
@@ -75,7 +75,7 @@ pub async fn serve(config: CloudConfig, shutdown: impl Future<Output = ()>) -> a
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
-    tracing::info!(addr = %local, data = %config.data_dir.display(), "cloud listening on http://{local}");
+    tracing::info!(target: "outpost::cloud", addr = %local, data = %config.data_dir.display(), "cloud listening on http://{local}");
     let handler = api::Cloud {
         store,
         token: Arc::from(token),

@@ -152,7 +152,7 @@ impl SledStore {
         {
             // Edges number records without gaps; a gap means records were
             // lost on the way (or a bug), and they will never be applied.
-            tracing::warn!(node = %batch.node, epoch = batch.epoch, after = mark, next = first.seq, "sequence gap in a batch");
+            tracing::warn!(target: "outpost::cloud::store", node = %batch.node, epoch = batch.epoch, after = mark, next = first.seq, "sequence gap in a batch");
         }
         let mut ack = Ack {
             applied: 0,
@@ -229,7 +229,9 @@ impl SledStore {
             last = u64_of(Some(key.subslice(prefix.len(), 8)));
             match serde_json::from_slice(&json) {
                 Ok(value) => items.push(value),
-                Err(e) => tracing::error!(id = last, error = %e, "skipping an undecodable entry"),
+                Err(e) => {
+                    tracing::error!(target: "outpost::cloud::store", id = last, error = %e, "skipping an undecodable entry")
+                }
             }
         }
         Ok((items, last))

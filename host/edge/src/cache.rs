@@ -41,7 +41,7 @@ impl CodeCache {
             Ok(component) => Some(component),
             Err(e) => {
                 let path = self.path_for(sha256);
-                tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "dropping unreadable cache entry");
+                tracing::warn!(target: "outpost::cache", path = %path.display(), error = %format!("{e:#}"), "dropping unreadable cache entry");
                 let _ = std::fs::remove_file(&path);
                 None
             }

@@ -98,7 +98,7 @@ impl Deployer {
         let outcome = tokio::task::spawn_blocking(move || this.sync_blocking(&owned))
             .await
             .unwrap_or_else(|e| {
-                tracing::error!(function = %name, error = %e, "load task panicked");
+                tracing::error!(target: "outpost::deployer", function = %name, error = %e, "load task panicked");
                 Outcome::Failed
             });
         self.busy.lock().await.remove(name);
@@ -111,7 +111,7 @@ impl Deployer {
     pub async fn sync_all(self: &Arc<Self>) -> std::io::Result<usize> {
         let (names, skipped) = self.modules.list()?;
         for file in skipped {
-            tracing::warn!(file = %file, "skipping: a function is NAME.wasm with NAME matching [a-z0-9][a-z0-9_-]*");
+            tracing::warn!(target: "outpost::deployer", file = %file, "skipping: a function is NAME.wasm with NAME matching [a-z0-9][a-z0-9_-]*");
         }
         let mut stale: HashSet<String> = self.registry.names().into_iter().collect();
         let mut tasks = tokio::task::JoinSet::new();
@@ -138,7 +138,7 @@ impl Deployer {
                     .rebuild(self.registry.functions().iter().map(|f| &*f.policy.kv));
                 return match removed {
                     Some(old) => {
-                        tracing::info!(function = %name, version = %old.short_hash(), "removed: file deleted, route now answers 404");
+                        tracing::info!(target: "outpost::deployer", function = %name, version = %old.short_hash(), "removed: file deleted, route now answers 404");
                         let mut event = Activity::event(name, EventKind::Removed);
                         event.version = Some(old.short_hash().to_owned());
                         self.activity.record(event);
@@ -188,7 +188,7 @@ impl Deployer {
                 let previous = self.registry.publish(function.clone());
                 self.catalog
                     .rebuild(self.registry.functions().iter().map(|f| &*f.policy.kv));
-                tracing::info!(
+                tracing::info!(target: "outpost::deployer",
                     function = %name,
                     version = %function.short_hash(),
                     source = %function.origin.as_str(),
@@ -245,14 +245,14 @@ impl Deployer {
         let serving = self.registry.get(name);
         let message = error.to_string();
         match &serving {
-            Some(old) => tracing::error!(
+            Some(old) => tracing::error!(target: "outpost::deployer",
                 function = %name,
                 version = %identity.as_deref().map_or("-", |s| &s[..12]),
                 error = %message,
                 "load failed; previous version {} keeps serving",
                 old.short_hash()
             ),
-            None => tracing::error!(
+            None => tracing::error!(target: "outpost::deployer",
                 function = %name,
                 version = %identity.as_deref().map_or("-", |s| &s[..12]),
                 error = %message,

@@ -155,11 +155,11 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<(Vec<Engine>, Allocator)> {
     let pooling = || -> anyhow::Result<(Engine, Enabled)> {
         match pooling_with(Enabled::Yes) {
             Ok(engine) => {
-                tracing::debug!("pooling allocator uses PAGEMAP_SCAN");
+                tracing::debug!(target: "outpost::engine", "pooling allocator uses PAGEMAP_SCAN");
                 Ok((engine, Enabled::Yes))
             }
             Err(e) => {
-                tracing::info!(reason = %format!("{e:#}"), "PAGEMAP_SCAN unavailable; pooling allocator resets whole kept-resident pages");
+                tracing::info!(target: "outpost::engine", reason = %format!("{e:#}"), "PAGEMAP_SCAN unavailable; pooling allocator resets whole kept-resident pages");
                 Ok((pooling_with(Enabled::No)?, Enabled::No))
             }
         }
@@ -173,7 +173,7 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<(Vec<Engine>, Allocator)> {
         AllocatorChoice::Auto => match pooling() {
             Ok((engine, scan)) => (engine, Allocator::Pooling, scan),
             Err(e) => {
-                tracing::warn!(
+                tracing::warn!(target: "outpost::engine",
                     error = %format!("{e:#}"),
                     max_instances = cfg.max_instances,
                     "cannot reserve the pooling allocator's address space; falling back to on-demand allocation"
@@ -193,7 +193,7 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<(Vec<Engine>, Allocator)> {
         match more {
             Ok(engine) => engines.push(engine),
             Err(e) => {
-                tracing::warn!(
+                tracing::warn!(target: "outpost::engine",
                     error = %format!("{e:#}"),
                     allocator = %allocator.as_str(),
                     wanted = cfg.engines,
@@ -204,7 +204,7 @@ pub fn build(cfg: &ServeConfig) -> anyhow::Result<(Vec<Engine>, Allocator)> {
             }
         }
     }
-    tracing::info!(
+    tracing::info!(target: "outpost::engine",
         allocator = %allocator.as_str(),
         max_instances = cfg.max_instances,
         engines = engines.len(),

@@ -55,8 +55,11 @@ impl FunctionConfig {
     pub fn parse(text: &str) -> Result<Self, FunctionConfigError> {
         let config: Self =
             toml::from_str(text).map_err(|e| FunctionConfigError::Parse(e.to_string()))?;
-        config.kv.validate()?;
+        // The order of the checks decides which error a file with several
+        // faults reports: grants, then hosts, then caps.
+        config.kv.validate_grants()?;
         config.http.validate()?;
+        config.kv.validate_caps()?;
         Ok(config)
     }
 

@@ -84,7 +84,7 @@ impl GuestBody {
         detail: &str,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let id = reply::error_id();
-        tracing::error!(function = %self.function, error_id = %id, code = %code, detail = %detail, "response cut off");
+        tracing::error!(target: "outpost::guest_body", function = %self.function, error_id = %id, code = %code, detail = %detail, "response cut off");
         self.guest = None;
         Poll::Ready(Some(Err(format!("{code} (error id {id})").into())))
     }
@@ -138,10 +138,10 @@ impl Body for GuestBody {
                         match tokio::time::timeout_at(deadline, guest).await {
                             Ok(GuestOutcome { result: Ok(()), .. }) => {}
                             Ok(GuestOutcome { result: Err(e), .. }) => {
-                                tracing::error!(function = %function, detail = %reply::one_line(&format!("{e:?}")), "guest failed after sending its response");
+                                tracing::error!(target: "outpost::guest_body", function = %function, detail = %reply::one_line(&format!("{e:?}")), "guest failed after sending its response");
                             }
                             Err(_) => {
-                                tracing::error!(function = %function, "guest still running at its deadline after sending its response; stopped");
+                                tracing::error!(target: "outpost::guest_body", function = %function, "guest still running at its deadline after sending its response; stopped");
                             }
                         }
                     });

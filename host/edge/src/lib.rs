@@ -122,14 +122,14 @@ pub async fn serve(
             metrics.clone(),
         )?),
         None => {
-            tracing::info!(
+            tracing::info!(target: "outpost",
                 pending = storage.outbox_len(),
                 "no --cloud: replicated writes and events stay in the outbox"
             );
             None
         }
     };
-    tracing::info!(
+    tracing::info!(target: "outpost",
         functions = count,
         node = %storage.node_id(),
         modules = %config.modules_dir.display(),
@@ -172,12 +172,12 @@ pub async fn serve(
         )
         .await;
     });
-    tracing::info!(
+    tracing::info!(target: "outpost",
         addr = %admin_local,
         token = config.admin_token.is_some(),
         "admin listening on http://{admin_local}"
     );
-    tracing::info!(addr = %local, "listening on http://{local}");
+    tracing::info!(target: "outpost", addr = %local, "listening on http://{local}");
     let edge = server::Edge {
         registry,
         storage: storage.clone(),

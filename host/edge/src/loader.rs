@@ -156,17 +156,17 @@ impl Loader {
             Some(component) => (component, Origin::Cache),
             None => (self.compile(name, bytes)?, Origin::Compiled),
         };
-        if tracing::enabled!(tracing::Level::DEBUG) {
+        if tracing::enabled!(target: "outpost::loader", tracing::Level::DEBUG) {
             let ty = component.component_type();
             let imports: Vec<&str> = ty.imports(self.engine()).map(|(name, _)| name).collect();
-            tracing::debug!(function = %name, imports = %imports.join(","), "component imports");
+            tracing::debug!(target: "outpost::loader", function = %name, imports = %imports.join(","), "component imports");
         }
         let first = link(&self.linkers[0], &component)?;
         if origin == Origin::Compiled {
             // Only valid functions are cached; a failed write costs a
             // recompile next start, nothing more.
             if let Err(e) = self.cache.put(&sha256, &component) {
-                tracing::warn!(function = %name, error = %format!("{e:#}"), "cannot write compiled code to the cache");
+                tracing::warn!(target: "outpost::loader", function = %name, error = %format!("{e:#}"), "cannot write compiled code to the cache");
             }
         }
         let mut pres = Vec::with_capacity(self.engines.len());
@@ -179,7 +179,7 @@ impl Loader {
                 // this core instantiates from that one instead (slower,
                 // never wrong; a store always takes its `pre`'s engine).
                 Err(e) => {
-                    tracing::warn!(function = %name, engine = index, error = %e, "this engine shares the first engine's copy of the function");
+                    tracing::warn!(target: "outpost::loader", function = %name, engine = index, error = %e, "this engine shares the first engine's copy of the function");
                     pres.push(first.clone());
                 }
             }
@@ -238,12 +238,12 @@ impl Loader {
     /// [`PROGRESS_EVERY`], that it is still going.
     fn compile(&self, name: &str, bytes: &[u8]) -> Result<Component, LoadError> {
         let started = Instant::now();
-        tracing::info!(function = %name, bytes = bytes.len(), "compiling: not in the cache");
+        tracing::info!(target: "outpost::loader", function = %name, bytes = bytes.len(), "compiling: not in the cache");
         let (done, finished) = std::sync::mpsc::channel::<()>();
         let compiled = std::thread::scope(|scope| {
             scope.spawn(move || {
                 while let Err(RecvTimeoutError::Timeout) = finished.recv_timeout(PROGRESS_EVERY) {
-                    tracing::info!(
+                    tracing::info!(target: "outpost::loader",
                         function = %name,
                         elapsed_ms = started.elapsed().as_millis() as u64,
                         "still compiling"

@@ -86,7 +86,7 @@ async fn route(
         }
         Route::Health => {
             let id = reply::error_id();
-            tracing::debug!(error_id = %id, method = %req.method(), "health check with a method other than GET");
+            tracing::debug!(target: "outpost::server", error_id = %id, method = %req.method(), "health check with a method other than GET");
             let code = ErrorCode::MethodNotAllowed;
             reply::error(code.status(), code.as_str(), "use GET", &id)
         }
@@ -97,7 +97,7 @@ async fn route(
 
 fn not_found(message: &str) -> Response<OutBody> {
     let id = reply::error_id();
-    tracing::debug!(error_id = %id, "404: {message}");
+    tracing::debug!(target: "outpost::server", error_id = %id, "404: {message}");
     let code = ErrorCode::NotFound;
     reply::error(code.status(), code.as_str(), message, &id)
 }

@@ -91,7 +91,7 @@ async fn run(
             event = events.recv() => match event {
                 None => return,
                 Some(Err(e)) => {
-                    tracing::warn!(error = %e, "file watcher error; rescanning the modules folder");
+                    tracing::warn!(target: "outpost::watcher", error = %e, "file watcher error; rescanning the modules folder");
                     rescan = true;
                 }
                 Some(Ok(event)) => {
@@ -107,7 +107,7 @@ async fn run(
                             FileKind::BadName | FileKind::Other => {
                                 let file = file_name.to_string_lossy().into_owned();
                                 if !matches!(event.kind, EventKind::Remove(_)) && warned.insert(file.clone()) {
-                                    tracing::warn!(file = %file, "skipping: a function is NAME.wasm with NAME matching [a-z0-9][a-z0-9_-]*");
+                                    tracing::warn!(target: "outpost::watcher", file = %file, "skipping: a function is NAME.wasm with NAME matching [a-z0-9][a-z0-9_-]*");
                                 }
                             }
                         }
@@ -121,7 +121,7 @@ async fn run(
             let deployer = deployer.clone();
             syncs.spawn(async move {
                 if let Err(e) = deployer.sync_all().await {
-                    tracing::error!(error = %e, "cannot rescan the modules folder");
+                    tracing::error!(target: "outpost::watcher", error = %e, "cannot rescan the modules folder");
                 }
             });
         }

@@ -65,7 +65,7 @@ pub async fn run(
                 Err(e) => {
                     // Out of file descriptors and the like: back off
                     // instead of spinning on the error.
-                    tracing::warn!(error = %e, "accept failed");
+                    tracing::warn!(target: "outpost::server", error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -76,7 +76,7 @@ pub async fn run(
             // At the limit: close at once rather than queue unbounded
             // sockets. Logged once per thousand to keep the log usable.
             if refused.is_multiple_of(1000) {
-                tracing::warn!(peer = %peer, max = limits.max_connections, refused = refused + 1, "connection limit reached; closing new connections");
+                tracing::warn!(target: "outpost::server", peer = %peer, max = limits.max_connections, refused = refused + 1, "connection limit reached; closing new connections");
             }
             refused += 1;
             drop(stream);
@@ -101,24 +101,26 @@ pub async fn run(
                 tokio::time::timeout(first_byte_timeout, stream.peek(&mut first)).await,
                 Ok(Ok(1))
             ) {
-                tracing::debug!(peer = %peer, "closed a connection that sent nothing");
+                tracing::debug!(target: "outpost::server", peer = %peer, "closed a connection that sent nothing");
                 return;
             }
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+                tracing::debug!(target: "outpost::server", peer = %peer, error = %e, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    tracing::info!(
+    tracing::info!(target: "outpost::server",
         connections = graceful.count(),
         grace_ms = grace.as_millis() as u64,
         "shutting down: no longer accepting, draining in-flight requests"
     );
     match tokio::time::timeout(grace, graceful.shutdown()).await {
-        Ok(()) => tracing::info!("all connections drained"),
-        Err(_) => tracing::warn!("grace period over; closing remaining connections"),
+        Ok(()) => tracing::info!(target: "outpost::server", "all connections drained"),
+        Err(_) => {
+            tracing::warn!(target: "outpost::server", "grace period over; closing remaining connections")
+        }
     }
 }
 

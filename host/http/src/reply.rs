@@ -95,9 +95,9 @@ pub fn logged_error<B: From<Full>>(
 ) -> Response<B> {
     let id = error_id();
     if status.is_server_error() {
-        tracing::error!(error_id = %id, status = status.as_u16(), code, detail, "{message}");
+        tracing::error!(target: "outpost::reply", error_id = %id, status = status.as_u16(), code, detail, "{message}");
     } else {
-        tracing::warn!(error_id = %id, status = status.as_u16(), code, detail, "{message}");
+        tracing::warn!(target: "outpost::reply", error_id = %id, status = status.as_u16(), code, detail, "{message}");
     }
     error(status, code, message, &id)
 }

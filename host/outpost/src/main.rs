@@ -1,8 +1,6 @@
 //! The `outpost` command line: `outpost serve` runs an edge node, `outpost
 //! cloud` the cloud tier.
 
-mod log_targets;
-
 use clap::{Parser, Subcommand};
 use outpost_edge::config::{AllocatorChoice, FileConfig, FlagConfig, ServeConfig};
 use std::io::IsTerminal;
@@ -124,10 +122,10 @@ struct ServeArgs {
 
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|directives| EnvFilter::try_new(log_targets::translate(&directives)).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+    // Every host log line keeps its `outpost::MODULE` target (set in each
+    // call), whatever crate the module lives in now, so `RUST_LOG`
+    // directives and log routing written for those targets keep working.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -119,7 +119,7 @@ impl Storage {
         }
         let node_id = match (node_id, stored) {
             (Some(given), Some(stored)) if given != stored => {
-                tracing::warn!(old = %stored, new = %given, "node id changed by configuration");
+                tracing::warn!(target: "outpost::storage", old = %stored, new = %given, "node id changed by configuration");
                 given.to_owned()
             }
             (Some(given), _) => given.to_owned(),

@@ -32,7 +32,9 @@ impl Catalog {
         let mut sticky = host_replicated;
         match storage.replicated_stores() {
             Ok(stored) => sticky.extend(stored),
-            Err(e) => tracing::error!(error = %e, "cannot read which stores replicated before"),
+            Err(e) => {
+                tracing::error!(target: "outpost::stores", error = %e, "cannot read which stores replicated before")
+            }
         }
         Self {
             replicated: ArcSwap::from_pointee(sticky.clone()),
@@ -54,9 +56,9 @@ impl Catalog {
             for store in &policy.replicated {
                 if sticky.insert(store.clone()) {
                     if let Err(e) = self.storage.mark_replicated(store) {
-                        tracing::error!(store = %store, error = %e, "cannot record that a store replicates");
+                        tracing::error!(target: "outpost::stores", store = %store, error = %e, "cannot record that a store replicates");
                     }
-                    tracing::info!(store = %store, "store now replicates");
+                    tracing::info!(target: "outpost::stores", store = %store, "store now replicates");
                 }
             }
         }

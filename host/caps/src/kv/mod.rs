@@ -91,7 +91,7 @@ impl KvView<'_> {
 
     fn io(&self, error: StorageError) -> Error {
         let id = outpost_wire::error_id();
-        tracing::error!(function = %self.ctx.function, error_id = %id, error = %error, "kv storage failure");
+        tracing::error!(target: "outpost::kv", function = %self.ctx.function, error_id = %id, error = %error, "kv storage failure");
         Error::Io(format!("storage failure (error id {id})"))
     }
 
@@ -134,7 +134,7 @@ impl kv::HostStore for KvView<'_> {
         let id = match self.ctx.policy.resolve(&name) {
             Ok(id) => id,
             Err(e) => {
-                tracing::debug!(function = %self.ctx.function, store = %name, error = ?e, "kv open refused");
+                tracing::debug!(target: "outpost::kv", function = %self.ctx.function, store = %name, error = ?e, "kv open refused");
                 return Ok(self.counted("open", Err(e)));
             }
         };

@@ -70,6 +70,12 @@ pub enum KvSettingsError {
 impl KvSection {
     /// Checks names, grants and caps.
     pub fn validate(&self) -> Result<(), KvSettingsError> {
+        self.validate_grants()?;
+        self.validate_caps()
+    }
+
+    /// Checks store names and that every replicated store is granted.
+    pub fn validate_grants(&self) -> Result<(), KvSettingsError> {
         for store in &self.stores {
             if !is_shared_store_name(store) {
                 return Err(KvSettingsError::BadStoreName(store.clone()));
@@ -80,6 +86,11 @@ impl KvSection {
                 return Err(KvSettingsError::NotGranted(store.clone()));
             }
         }
+        Ok(())
+    }
+
+    /// Checks the limits against what the system can carry.
+    pub fn validate_caps(&self) -> Result<(), KvSettingsError> {
         check_cap("max-value-bytes", self.max_value_bytes, MAX_VALUE_BYTES_CAP)?;
         check_cap("max-key-bytes", self.max_key_bytes, MAX_KEY_BYTES_CAP)
     }

@@ -87,7 +87,7 @@ where
     let req = Request::from_parts(parts, body);
 
     let engine = function.engine_index();
-    tracing::trace!(function = %function.name, engine, "instantiating");
+    tracing::trace!(target: "outpost::invoke", function = %function.name, engine, "instantiating");
     let pre = function.pres[engine].clone();
     let mut store = Store::new(
         pre.engine(),

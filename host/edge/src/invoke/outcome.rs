@@ -151,7 +151,7 @@ pub(super) fn fail(
 ) -> Response<OutBody> {
     let status = code.status();
     let id = reply::error_id();
-    tracing::error!(
+    tracing::error!(target: "outpost::invoke",
         function = %call.function.name,
         version = %call.function.short_hash(),
         request_id = %request_id::as_str(call.request_id),

@@ -46,7 +46,7 @@ pub fn start(
 ) -> Result<Replication, client::CloudError> {
     let client = Arc::new(client::CloudClient::new(base_url, token)?);
     let status = Arc::new(ReplicationStatus::new(base_url));
-    tracing::info!(cloud = %base_url, node = %storage.node_id(), "replication enabled");
+    tracing::info!(target: "outpost::replication", cloud = %base_url, node = %storage.node_id(), "replication enabled");
     let link = Link {
         client: client.clone(),
         status: status.clone(),

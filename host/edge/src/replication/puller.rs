@@ -21,7 +21,7 @@ pub async fn run(storage: Arc<Storage>, link: Link) {
         {
             Ok(position) => position,
             Err(e) => {
-                tracing::error!(error = %e, "cannot read the pull cursor");
+                tracing::error!(target: "outpost::replication::puller", error = %e, "cannot read the pull cursor");
                 tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
@@ -30,14 +30,14 @@ pub async fn run(storage: Arc<Storage>, link: Link) {
             Ok(page) => {
                 if failing {
                     failing = false;
-                    tracing::info!(cursor, "change feed reachable again");
+                    tracing::info!(target: "outpost::replication::puller", cursor, "change feed reachable again");
                 }
                 backoff.reset();
                 let (changes, next) = if known_cloud != 0 && page.cloud != known_cloud {
                     // A different cloud database (restored or replaced):
                     // our cursor means nothing there. Read it from the
                     // start; applying is idempotent.
-                    tracing::warn!(
+                    tracing::warn!(target: "outpost::replication::puller",
                         cursor,
                         "the cloud's database changed; reading its feed from the start"
                     );
@@ -69,10 +69,10 @@ pub async fn run(storage: Arc<Storage>, link: Link) {
                                 .inc_by(older);
                         }
                         link.status.pulled(count < PAGE, page.conflicts);
-                        tracing::debug!(count, "applied remote changes");
+                        tracing::debug!(target: "outpost::replication::puller", count, "applied remote changes");
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, "cannot apply remote changes");
+                        tracing::error!(target: "outpost::replication::puller", error = %e, "cannot apply remote changes");
                         tokio::time::sleep(backoff.next_delay()).await;
                     }
                 }
@@ -81,7 +81,7 @@ pub async fn run(storage: Arc<Storage>, link: Link) {
                 link.status.unreachable(&e);
                 if !failing {
                     failing = true;
-                    tracing::warn!(error = %e, cursor, "cannot read the cloud's change feed; will retry");
+                    tracing::warn!(target: "outpost::replication::puller", error = %e, cursor, "cannot read the cloud's change feed; will retry");
                 }
                 tokio::time::sleep(backoff.next_delay()).await;
             }

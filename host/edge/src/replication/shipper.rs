@@ -54,7 +54,7 @@ pub async fn run(storage: Arc<Storage>, link: Link, batch_max: usize) {
         let batch = match storage.outbox_batch(max, MAX_BATCH_BYTES) {
             Ok(batch) => batch,
             Err(e) => {
-                tracing::error!(error = %e, "cannot read the outbox");
+                tracing::error!(target: "outpost::replication::shipper", error = %e, "cannot read the outbox");
                 tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
@@ -83,9 +83,9 @@ pub async fn run(storage: Arc<Storage>, link: Link, batch_max: usize) {
                 }
                 singles = 0;
                 let reason = format!("cloud answered {status}: {body}");
-                tracing::error!(seq = last, reason = %reason, "the cloud refuses this outbox record; quarantined");
+                tracing::error!(target: "outpost::replication::shipper", seq = last, reason = %reason, "the cloud refuses this outbox record; quarantined");
                 if let Err(e) = storage.quarantine(last, &reason) {
-                    tracing::error!(error = %e, "cannot quarantine the record");
+                    tracing::error!(target: "outpost::replication::shipper", error = %e, "cannot quarantine the record");
                     tokio::time::sleep(backoff.next_delay()).await;
                 }
             }
@@ -95,16 +95,16 @@ pub async fn run(storage: Arc<Storage>, link: Link, batch_max: usize) {
                 let through = ack.through.min(last);
                 link.status.acked(through);
                 if let Err(e) = storage.outbox_ack(through) {
-                    tracing::error!(error = %e, "cannot drop acknowledged records from the outbox");
+                    tracing::error!(target: "outpost::replication::shipper", error = %e, "cannot drop acknowledged records from the outbox");
                 }
                 if let Some(since) = down_since.take() {
-                    tracing::info!(
+                    tracing::info!(target: "outpost::replication::shipper",
                         down_ms = since.elapsed().as_millis() as u64,
                         pending = storage.outbox_len(),
                         "cloud reachable again; draining the outbox"
                     );
                 }
-                tracing::debug!(
+                tracing::debug!(target: "outpost::replication::shipper",
                     records = batch.len(),
                     applied = ack.applied,
                     duplicates = ack.duplicates,
@@ -119,9 +119,9 @@ pub async fn run(storage: Arc<Storage>, link: Link, batch_max: usize) {
                 let delay = backoff.next_delay();
                 if down_since.is_none() {
                     down_since = Some(Instant::now());
-                    tracing::warn!(error = %e, pending = storage.outbox_len(), "cannot ship to the cloud; writes stay in the outbox and will be retried");
+                    tracing::warn!(target: "outpost::replication::shipper", error = %e, pending = storage.outbox_len(), "cannot ship to the cloud; writes stay in the outbox and will be retried");
                 } else {
-                    tracing::debug!(error = %e, retry_ms = delay.as_millis() as u64, "ship retry failed");
+                    tracing::debug!(target: "outpost::replication::shipper", error = %e, retry_ms = delay.as_millis() as u64, "ship retry failed");
                 }
                 tokio::time::sleep(delay).await;
             }

@@ -182,7 +182,7 @@ impl Committer {
                     // their writers learn the outcome is unknown, and nothing
                     // more is accepted.
                     let reason = format!("flush failed: {e}");
-                    tracing::error!(error = %e, "database flush failed; refusing further writes");
+                    tracing::error!(target: "outpost::storage::committer", error = %e, "database flush failed; refusing further writes");
                     for job in group {
                         let _ = job.reply.send(Err(StorageError::Poisoned(reason.clone())));
                     }
@@ -254,7 +254,7 @@ impl Committer {
     /// Says (once per thousand refusals) that the outbox is full.
     fn report_full_outbox(&mut self) {
         if self.outbox_full_refusals.is_multiple_of(1000) {
-            tracing::warn!(
+            tracing::warn!(target: "outpost::storage::committer",
                 used = self.progress.outbox_bytes.load(Ordering::Acquire),
                 max = self.max_outbox_bytes,
                 refused = self.outbox_full_refusals + 1,

@@ -33,7 +33,7 @@ impl Committer {
             if change.version.hlc <= horizon {
                 self.hlc.observe(change.version.hlc);
             } else {
-                tracing::warn!(node = %change.version.node, store = %change.store, key = %change.key, "remote write stamped far in the future; its clock is ignored");
+                tracing::warn!(target: "outpost::storage::committer", node = %change.version.node, store = %change.store, key = %change.key, "remote write stamped far in the future; its clock is ignored");
             }
             let tree = self.db.open_tree(tree_name(&change.store))?;
             let result = (&tree, &self.meta).transaction(|(tree, meta)| -> TxResult<bool> {
