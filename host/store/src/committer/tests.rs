@@ -14,6 +14,18 @@ fn open(dir: &TempDir) -> Arc<Storage> {
     Storage::open(dir.path(), Some(NODE)).expect("open the database")
 }
 
+/// A new database in a new temp dir (kept alive by the returned handle).
+fn fresh() -> (TempDir, Arc<Storage>) {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(&dir);
+    (dir, storage)
+}
+
+/// What `ApplyRemote` answers when `applied` changes won and `older` lost.
+fn remote_outcome(applied: u64, older: u64) -> Written {
+    Written::Remote { applied, older }
+}
+
 /// Drops `storage` and opens the same directory again. The writer thread
 /// holds sled's file lock until it sees its queue closed, so the open is
 /// retried until that thread has let go.
@@ -161,8 +173,7 @@ fn wall_ms() -> u64 {
 
 #[tokio::test]
 async fn set_then_get_returns_the_value() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     assert_eq!(write(&storage, set("k", b"v", false)).await, Written::Done);
     assert_eq!(storage.get(STORE, "k").unwrap(), Some(b"v".to_vec()));
     assert!(storage.exists(STORE, "k").unwrap());
@@ -171,8 +182,7 @@ async fn set_then_get_returns_the_value() {
 
 #[tokio::test]
 async fn a_local_write_adds_no_outbox_record() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     write(&storage, set("k", b"v", false)).await;
     assert_eq!(storage.outbox_len(), 0);
     assert_eq!(storage.outbox_bytes(), 0);
@@ -181,8 +191,7 @@ async fn a_local_write_adds_no_outbox_record() {
 
 #[tokio::test]
 async fn a_replicated_write_of_a_new_key_adds_one_record_that_saw_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     write(&storage, set("k", b"v", true)).await;
     let (store, key, value, version, seen) = only_kv_record(&storage);
     assert_eq!(store, STORE);
@@ -199,8 +208,7 @@ async fn a_replicated_write_of_a_new_key_adds_one_record_that_saw_nothing() {
 
 #[tokio::test]
 async fn a_replicated_overwrite_has_seen_the_previous_version() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     write(&storage, set("k", b"one", true)).await;
     let first = version_of(&storage, "k");
     storage.outbox_ack(u64::MAX).unwrap();
@@ -213,8 +221,7 @@ async fn a_replicated_overwrite_has_seen_the_previous_version() {
 
 #[tokio::test]
 async fn a_replicated_write_over_a_local_value_has_seen_its_version() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     write(&storage, set("k", b"local", false)).await;
     let local = version_of(&storage, "k");
     write(&storage, set("k", b"shared", true)).await;
@@ -224,8 +231,7 @@ async fn a_replicated_write_over_a_local_value_has_seen_its_version() {
 
 #[tokio::test]
 async fn outbox_bytes_counts_the_records_and_ack_releases_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     write(&storage, set("a", b"1", true)).await;
     write(&storage, enqueue("orders", b"{}", None)).await;
     let batch = storage.outbox_batch(usize::MAX, usize::MAX).unwrap();
@@ -240,8 +246,7 @@ async fn outbox_bytes_counts_the_records_and_ack_releases_them() {
 
 #[tokio::test]
 async fn writes_and_events_get_consecutive_seqs_in_commit_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     write(&storage, set("a", b"1", true)).await;
     let Written::Id(event) = write(&storage, enqueue("orders", b"{}", None)).await else {
         panic!("enqueue returns an id");
@@ -290,8 +295,7 @@ async fn concurrent_writes_each_get_their_own_seq() {
 
 #[tokio::test]
 async fn seqs_continue_after_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (dir, storage) = fresh();
     write(&storage, set("a", b"1", true)).await;
     write(&storage, enqueue("orders", b"{}", None)).await;
     let before = seqs(&storage);
@@ -305,8 +309,7 @@ async fn seqs_continue_after_a_reopen() {
 
 #[tokio::test]
 async fn seqs_are_not_reused_after_the_outbox_is_acked() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     write(&storage, set("a", b"1", true)).await;
     write(&storage, set("b", b"2", true)).await;
     let highest = *seqs(&storage).last().unwrap();
@@ -318,8 +321,7 @@ async fn seqs_are_not_reused_after_the_outbox_is_acked() {
 
 #[tokio::test]
 async fn seqs_are_not_reused_after_an_ack_and_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (dir, storage) = fresh();
     write(&storage, set("a", b"1", true)).await;
     write(&storage, enqueue("orders", b"{}", None)).await;
     let highest = *seqs(&storage).last().unwrap();
@@ -337,8 +339,7 @@ async fn seqs_are_not_reused_after_an_ack_and_a_reopen() {
 
 #[tokio::test]
 async fn values_survive_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (dir, storage) = fresh();
     write(&storage, set("local", b"l", false)).await;
     write(&storage, set("shared", b"s", true)).await;
     let storage = reopen(&dir, storage);
@@ -351,8 +352,7 @@ async fn values_survive_a_reopen() {
 
 #[tokio::test]
 async fn a_replicated_delete_of_an_absent_key_leaves_a_tombstone_and_a_record() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     assert_eq!(write(&storage, delete("k", true)).await, Written::Done);
     let tombstone = stored(&storage, "k").expect("a tombstone is stored");
     assert_eq!(tombstone.value, None);
@@ -366,8 +366,7 @@ async fn a_replicated_delete_of_an_absent_key_leaves_a_tombstone_and_a_record() 
 
 #[tokio::test]
 async fn a_local_delete_of_an_absent_key_writes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     assert_eq!(write(&storage, delete("k", false)).await, Written::Done);
     assert_eq!(stored(&storage, "k"), None);
     assert_eq!(storage.outbox_len(), 0);
@@ -375,8 +374,7 @@ async fn a_local_delete_of_an_absent_key_writes_nothing() {
 
 #[tokio::test]
 async fn after_a_replicated_delete_the_key_is_gone() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     write(&storage, set("k", b"v", true)).await;
     let written = version_of(&storage, "k");
     storage.outbox_ack(u64::MAX).unwrap();
@@ -397,8 +395,7 @@ async fn after_a_replicated_delete_the_key_is_gone() {
 
 #[tokio::test]
 async fn after_a_local_delete_the_key_is_gone() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     write(&storage, set("k", b"v", false)).await;
     write(&storage, delete("k", false)).await;
     assert_eq!(storage.get(STORE, "k").unwrap(), None);
@@ -408,8 +405,7 @@ async fn after_a_local_delete_the_key_is_gone() {
 
 #[tokio::test]
 async fn a_write_over_a_tombstone_has_seen_the_tombstone() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     write(&storage, delete("k", true)).await;
     let tombstone = version_of(&storage, "k");
     storage.outbox_ack(u64::MAX).unwrap();
@@ -423,8 +419,7 @@ async fn a_write_over_a_tombstone_has_seen_the_tombstone() {
 
 #[tokio::test]
 async fn increment_of_an_absent_key_starts_from_the_delta() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     assert_eq!(write(&storage, increment("n", 5)).await, Written::Number(5));
     assert_eq!(storage.get(STORE, "n").unwrap(), Some(b"5".to_vec()));
     assert_eq!(
@@ -437,8 +432,7 @@ async fn increment_of_an_absent_key_starts_from_the_delta() {
 
 #[tokio::test]
 async fn increment_of_a_non_integer_is_refused_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     write(&storage, set("n", b"abc", true)).await;
     let before = version_of(&storage, "n");
     let len = storage.outbox_len();
@@ -453,8 +447,7 @@ async fn increment_of_a_non_integer_is_refused_and_changes_nothing() {
 
 #[tokio::test]
 async fn increment_that_overflows_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     let max = i64::MAX.to_string();
     write(&storage, set("n", max.as_bytes(), true)).await;
     let len = storage.outbox_len();
@@ -470,8 +463,7 @@ async fn increment_that_overflows_is_refused() {
 
 #[tokio::test]
 async fn compare_and_swap_writes_over_the_expected_value() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     assert_eq!(
         write(&storage, cas("k", None, b"first")).await,
         Written::Done
@@ -487,8 +479,7 @@ async fn compare_and_swap_writes_over_the_expected_value() {
 
 #[tokio::test]
 async fn compare_and_swap_over_another_value_conflicts_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     write(&storage, set("k", b"current", true)).await;
     let before = version_of(&storage, "k");
     let len = storage.outbox_len();
@@ -508,8 +499,7 @@ async fn compare_and_swap_over_another_value_conflicts_and_changes_nothing() {
 
 #[tokio::test]
 async fn compare_and_swap_expecting_absence_succeeds_over_a_tombstone() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     write(&storage, delete("k", true)).await;
     assert_eq!(write(&storage, cas("k", None, b"new")).await, Written::Done);
     assert_eq!(storage.get(STORE, "k").unwrap(), Some(b"new".to_vec()));
@@ -519,8 +509,7 @@ async fn compare_and_swap_expecting_absence_succeeds_over_a_tombstone() {
 
 #[tokio::test]
 async fn enqueue_returns_the_seq_of_its_record() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     let Written::Id(id) = write(&storage, enqueue("orders", b"payload", Some("k1"))).await else {
         panic!("enqueue returns an id");
     };
@@ -545,8 +534,7 @@ async fn enqueue_returns_the_seq_of_its_record() {
 
 #[tokio::test]
 async fn a_retried_enqueue_returns_the_first_id_and_adds_no_record() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     let first = write(&storage, enqueue("orders", b"one", Some("k1"))).await;
     let again = write(&storage, enqueue("orders", b"two", Some("k1"))).await;
     assert!(matches!(first, Written::Id(_)));
@@ -556,8 +544,7 @@ async fn a_retried_enqueue_returns_the_first_id_and_adds_no_record() {
 
 #[tokio::test]
 async fn a_retried_enqueue_is_recognised_after_the_event_shipped_and_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (dir, storage) = fresh();
     let first = write(&storage, enqueue("orders", b"one", Some("k1"))).await;
     storage.outbox_ack(u64::MAX).unwrap();
     let storage = reopen(&dir, storage);
@@ -570,8 +557,7 @@ async fn a_retried_enqueue_is_recognised_after_the_event_shipped_and_a_reopen() 
 
 #[tokio::test]
 async fn the_same_idempotency_key_on_another_topic_is_a_new_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     let Written::Id(a) = write(&storage, enqueue("orders", b"x", Some("k1"))).await else {
         panic!("enqueue returns an id");
     };
@@ -584,8 +570,7 @@ async fn the_same_idempotency_key_on_another_topic_is_a_new_event() {
 
 #[tokio::test]
 async fn enqueues_without_a_key_are_never_deduplicated() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     let a = write(&storage, enqueue("orders", b"x", None)).await;
     let b = write(&storage, enqueue("orders", b"x", None)).await;
     assert_ne!(a, b);
@@ -689,17 +674,13 @@ async fn an_acked_outbox_has_room_again() {
 
 #[tokio::test]
 async fn a_newer_remote_change_replaces_the_local_value() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     write(&storage, set("k", b"mine", true)).await;
     let local = version_of(&storage, "k");
     let newer = change("k", Some(b"theirs"), local.hlc + 1, "node-b");
     assert_eq!(
         write(&storage, remote(vec![newer.clone()])).await,
-        Written::Remote {
-            applied: 1,
-            older: 0
-        }
+        remote_outcome(1, 0)
     );
     assert_eq!(storage.get(STORE, "k").unwrap(), Some(b"theirs".to_vec()));
     assert_eq!(version_of(&storage, "k"), newer.version);
@@ -707,17 +688,13 @@ async fn a_newer_remote_change_replaces_the_local_value() {
 
 #[tokio::test]
 async fn an_older_remote_change_is_left_alone_and_counted() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     write(&storage, set("k", b"mine", true)).await;
     let local = version_of(&storage, "k");
     let older = change("k", Some(b"theirs"), local.hlc - 1, "node-z");
     assert_eq!(
         write(&storage, remote(vec![older])).await,
-        Written::Remote {
-            applied: 0,
-            older: 1
-        }
+        remote_outcome(0, 1)
     );
     assert_eq!(storage.get(STORE, "k").unwrap(), Some(b"mine".to_vec()));
     assert_eq!(version_of(&storage, "k"), local);
@@ -725,27 +702,19 @@ async fn an_older_remote_change_is_left_alone_and_counted() {
 
 #[tokio::test]
 async fn a_remote_change_to_an_absent_key_is_applied() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     let result = write(
         &storage,
         remote(vec![change("k", Some(b"v"), 1 << 16, "node-b")]),
     )
     .await;
-    assert_eq!(
-        result,
-        Written::Remote {
-            applied: 1,
-            older: 0
-        }
-    );
+    assert_eq!(result, remote_outcome(1, 0));
     assert_eq!(storage.get(STORE, "k").unwrap(), Some(b"v".to_vec()));
 }
 
 #[tokio::test]
 async fn equal_remote_stamps_are_ordered_by_node_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     write(&storage, set("k", b"mine", true)).await;
     let hlc = version_of(&storage, "k").hlc;
     // "node-0" < "node-a" < "node-b".
@@ -753,57 +722,39 @@ async fn equal_remote_stamps_are_ordered_by_node_id() {
     let wins = change("k", Some(b"bee"), hlc, "node-b");
     assert_eq!(
         write(&storage, remote(vec![loses])).await,
-        Written::Remote {
-            applied: 0,
-            older: 1
-        }
+        remote_outcome(0, 1)
     );
     assert_eq!(storage.get(STORE, "k").unwrap(), Some(b"mine".to_vec()));
     assert_eq!(
         write(&storage, remote(vec![wins])).await,
-        Written::Remote {
-            applied: 1,
-            older: 0
-        }
+        remote_outcome(1, 0)
     );
     assert_eq!(storage.get(STORE, "k").unwrap(), Some(b"bee".to_vec()));
 }
 
 #[tokio::test]
 async fn a_remote_change_with_the_current_version_is_not_reapplied() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     let c = change("k", Some(b"v"), 7 << 16, "node-b");
     write(&storage, remote(vec![c.clone()])).await;
-    assert_eq!(
-        write(&storage, remote(vec![c])).await,
-        Written::Remote {
-            applied: 0,
-            older: 1
-        }
-    );
+    assert_eq!(write(&storage, remote(vec![c])).await, remote_outcome(0, 1));
 }
 
 #[tokio::test]
 async fn remote_changes_converge_whatever_their_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     let early = change("k", Some(b"early"), 5 << 16, "node-b");
     let late = change("k", Some(b"late"), 6 << 16, "node-c");
     assert_eq!(
         write(&storage, remote(vec![late, early])).await,
-        Written::Remote {
-            applied: 1,
-            older: 1
-        }
+        remote_outcome(1, 1)
     );
     assert_eq!(storage.get(STORE, "k").unwrap(), Some(b"late".to_vec()));
 }
 
 #[tokio::test]
 async fn a_remote_tombstone_deletes() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     write(&storage, set("k", b"mine", true)).await;
     let hlc = version_of(&storage, "k").hlc;
     write(&storage, remote(vec![change("k", None, hlc + 1, "node-b")])).await;
@@ -814,8 +765,7 @@ async fn a_remote_tombstone_deletes() {
 
 #[tokio::test]
 async fn remote_changes_add_no_outbox_record() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     let changes = vec![
         change("a", Some(b"1"), 1 << 16, "node-b"),
         change("b", None, 2 << 16, "node-b"),
@@ -827,8 +777,7 @@ async fn remote_changes_add_no_outbox_record() {
 
 #[tokio::test]
 async fn the_pull_cursor_and_cloud_id_read_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (dir, storage) = fresh();
     assert_eq!(
         (storage.pull_cursor().unwrap(), storage.cloud_id().unwrap()),
         (0, 0)
@@ -846,13 +795,7 @@ async fn the_pull_cursor_and_cloud_id_read_back() {
         cursor: 43,
         cloud: 7,
     };
-    assert_eq!(
-        write(&storage, empty).await,
-        Written::Remote {
-            applied: 0,
-            older: 0
-        }
-    );
+    assert_eq!(write(&storage, empty).await, remote_outcome(0, 0));
     assert_eq!(storage.pull_cursor().unwrap(), 43);
     let storage = reopen(&dir, storage);
     assert_eq!(storage.pull_cursor().unwrap(), 43);
@@ -861,8 +804,7 @@ async fn the_pull_cursor_and_cloud_id_read_back() {
 
 #[tokio::test]
 async fn a_local_write_after_a_remote_change_has_seen_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     let theirs = change("k", Some(b"theirs"), 1 << 16, "node-b");
     write(&storage, remote(vec![theirs.clone()])).await;
     write(&storage, set("k", b"mine", true)).await;
@@ -873,8 +815,7 @@ async fn a_local_write_after_a_remote_change_has_seen_it() {
 
 #[tokio::test]
 async fn the_clock_moves_past_an_observed_remote_stamp() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     // A minute ahead: a skewed but sane clock.
     let ahead = (wall_ms() + 60_000) << 16;
     write(
@@ -888,8 +829,7 @@ async fn the_clock_moves_past_an_observed_remote_stamp() {
 
 #[tokio::test]
 async fn an_observed_remote_stamp_survives_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (dir, storage) = fresh();
     let ahead = (wall_ms() + 60_000) << 16;
     write(
         &storage,
@@ -903,8 +843,7 @@ async fn an_observed_remote_stamp_survives_a_reopen() {
 
 #[tokio::test]
 async fn a_remote_stamp_far_in_the_future_does_not_drag_the_clock() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = open(&dir);
+    let (_dir, storage) = fresh();
     let wild = (wall_ms() + 60 * 60 * 1000) << 16;
     let result = write(
         &storage,
@@ -913,10 +852,7 @@ async fn a_remote_stamp_far_in_the_future_does_not_drag_the_clock() {
     .await;
     assert_eq!(
         result,
-        Written::Remote {
-            applied: 1,
-            older: 0
-        },
+        remote_outcome(1, 0),
         "the change itself still lands"
     );
     write(&storage, set("mine", b"v", true)).await;
