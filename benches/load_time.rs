@@ -15,7 +15,7 @@ mod support;
 
 /// A loader over its own (empty) code cache, sharing the engines (one per
 /// core, as `outpost serve` runs: a version is loaded into each).
-fn loader(engines: &[wasmtime::Engine], services: &Arc<outpost_caps::kv::KvServices>) -> Loader {
+fn loader(engines: &[wasmtime::Engine], services: &Arc<outpost_caps::Services>) -> Loader {
     let dir = support::scratch_dir("load-time");
     let cache = outpost_edge::cache::CodeCache::open(&dir, &engines[0]).expect("cache");
     Loader::new(
@@ -34,7 +34,7 @@ fn bench(c: &mut Criterion) {
     let (engines, _) = outpost_edge::engine::build(&config).expect("engines");
     let data = support::scratch_dir("load-time-db");
     let storage = outpost_store::Storage::open(&data, Some("bench")).expect("storage");
-    let services = Arc::new(outpost_caps::kv::KvServices {
+    let services = Arc::new(outpost_caps::Services {
         catalog: Arc::new(outpost_caps::kv::Catalog::new(
             Default::default(),
             storage.clone(),

@@ -139,7 +139,7 @@ pub fn load_with(
     let (engines, allocator) = outpost_edge::engine::build(&config).expect("engines");
     let cache = outpost_edge::cache::CodeCache::open(&data, &engines[0]).expect("cache");
     let storage = outpost_store::Storage::open(&data, Some("bench")).expect("storage");
-    let services = Arc::new(outpost_caps::kv::KvServices {
+    let services = Arc::new(outpost_caps::Services {
         storage: storage.clone(),
         catalog: Arc::new(outpost_caps::kv::Catalog::new(
             Default::default(),

@@ -20,3 +20,17 @@ pub mod kv;
 pub mod ops;
 pub mod outbound;
 pub mod queue;
+
+use std::sync::Arc;
+
+/// The node-wide parts the capabilities share: made once per node, held
+/// by every function version, and cloned (one `Arc`) into each request's
+/// kv and queue contexts.
+pub struct Services {
+    /// The node's database.
+    pub storage: Arc<outpost_store::Storage>,
+    /// Which stores replicate.
+    pub catalog: Arc<kv::Catalog>,
+    /// `outpost_kv_operations_total{op, result}`.
+    pub ops: ops::OpCounts,
+}

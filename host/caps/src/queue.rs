@@ -5,9 +5,9 @@
 //! It has no settings of its own: its policy ([`QueuePolicy`]) is the
 //! function's value limit, which also bounds payloads.
 
+use crate::Services;
 use crate::bindings::queue::{self, Error};
-use crate::ops::OpCounts;
-use outpost_store::{Rejection, Storage, StorageError, WriteOp, Written};
+use outpost_store::{Rejection, StorageError, WriteOp, Written};
 pub use outpost_wire::names::{MAX_TOPIC_BYTES, is_valid_topic};
 use std::sync::Arc;
 use wasmtime::component::{HasData, Linker};
@@ -47,12 +47,11 @@ impl QueuePolicy {
 pub struct QueueCtx {
     /// The function version's policy.
     pub policy: QueuePolicy,
-    /// The node's database, whose outbox holds the events.
-    pub storage: Arc<Storage>,
+    /// The node-wide parts: the database whose outbox holds the events,
+    /// and the counter of `enqueue` calls.
+    pub services: Arc<Services>,
     /// The function's name, for log lines.
     pub function: Arc<str>,
-    /// Counts `enqueue` calls.
-    pub ops: OpCounts,
 }
 
 /// What the generated bindings operate on.
@@ -109,7 +108,7 @@ impl queue::Host for QueueView<'_> {
             payload,
             idempotency_key,
         };
-        let result = match self.ctx.storage.write(op).await {
+        let result = match self.ctx.services.storage.write(op).await {
             Ok(Written::Id(id)) => Ok(id),
             Ok(Written::Rejected(Rejection::OutboxFull)) => Err(Error::OutboxFull),
             Ok(other) => unreachable!("enqueue answered {other:?}"),
@@ -120,7 +119,7 @@ impl queue::Host for QueueView<'_> {
             Err(Error::OutboxFull) => "outbox-full",
             Err(_) => "io",
         };
-        self.ctx.ops.count("enqueue", outcome);
+        self.ctx.services.ops.count("enqueue", outcome);
         Ok(result)
     }
 }

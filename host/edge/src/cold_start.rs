@@ -89,7 +89,7 @@ pub async fn run(path: &Path, requests: usize, request_path: &str) -> anyhow::Re
     let cache = crate::cache::CodeCache::open(scratch.path(), &engines[0])?;
     let storage = outpost_store::Storage::open(scratch.path(), Some("bench"))?;
     let metrics = crate::metrics::Metrics::new();
-    let services = Arc::new(outpost_caps::kv::KvServices {
+    let services = Arc::new(outpost_caps::Services {
         catalog: Arc::new(outpost_caps::kv::Catalog::new(
             Default::default(),
             storage.clone(),

@@ -59,6 +59,13 @@ pub struct Deployer {
 }
 
 impl Deployer {
+    /// Recomputes which stores replicate from the functions serving now.
+    fn rebuild_catalog(&self) {
+        let functions = self.registry.functions();
+        self.catalog
+            .rebuild(functions.iter().map(|f| &*f.policy.kv));
+    }
+
     pub fn new(
         loader: Arc<Loader>,
         registry: Arc<Registry>,
@@ -134,8 +141,7 @@ impl Deployer {
             Ok(None) => {
                 self.failed.lock().unwrap().remove(name);
                 let removed = self.registry.remove(name);
-                self.catalog
-                    .rebuild(self.registry.functions().iter().map(|f| &*f.policy.kv));
+                self.rebuild_catalog();
                 return match removed {
                     Some(old) => {
                         tracing::info!(target: "outpost::deployer", function = %name, version = %old.short_hash(), "removed: file deleted, route now answers 404");
@@ -186,8 +192,7 @@ impl Deployer {
                 let function = Arc::new(function);
                 self.failed.lock().unwrap().remove(name);
                 let previous = self.registry.publish(function.clone());
-                self.catalog
-                    .rebuild(self.registry.functions().iter().map(|f| &*f.policy.kv));
+                self.rebuild_catalog();
                 tracing::info!(target: "outpost::deployer",
                     function = %name,
                     version = %function.short_hash(),

@@ -3,7 +3,7 @@
 use crate::activity::FunctionStats;
 use crate::policy::Policy;
 use crate::state::RequestState;
-use outpost_caps::kv::KvServices;
+use outpost_caps::Services;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -36,7 +36,7 @@ pub struct Function {
     /// What this version's settings allow it.
     pub policy: Policy,
     /// The node's database and store catalog, shared by every function.
-    pub services: Arc<KvServices>,
+    pub services: Arc<Services>,
     /// Linked and type-checked once per version and engine (one per core,
     /// in engine order); each request only instantiates the one of the
     /// engine its thread uses (see [`Function::pre`]).

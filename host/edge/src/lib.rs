@@ -30,7 +30,8 @@ pub mod server;
 pub mod state;
 pub mod watcher;
 
-use outpost_caps::kv::{Catalog, KvServices};
+use outpost_caps::Services;
+use outpost_caps::kv::Catalog;
 use outpost_store::Storage;
 
 use anyhow::Context as _;
@@ -65,7 +66,7 @@ pub async fn serve(
             .collect(),
         storage.clone(),
     ));
-    let services = Arc::new(KvServices {
+    let services = Arc::new(Services {
         storage: storage.clone(),
         catalog: catalog.clone(),
         ops: metrics.kv_ops.clone(),

@@ -10,7 +10,8 @@ use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::state::RequestState;
-use outpost_caps::kv::{KvLimits, KvPolicy, KvServices};
+use outpost_caps::Services;
+use outpost_caps::kv::{KvLimits, KvPolicy};
 use outpost_caps::queue::QueuePolicy;
 use sha2::{Digest, Sha256};
 use std::cell::OnceCell;
@@ -57,7 +58,7 @@ pub struct Loader {
     /// One per engine, in the same order.
     linkers: Vec<Linker<RequestState>>,
     cache: CodeCache,
-    services: Arc<KvServices>,
+    services: Arc<Services>,
     /// Host-wide KV limits; a function's settings may override them.
     kv_limits: KvLimits,
     /// Host-wide request limits; a function's settings may only lower them.
@@ -100,7 +101,7 @@ impl Loader {
     pub fn new(
         engines: Vec<Engine>,
         cache: CodeCache,
-        services: Arc<KvServices>,
+        services: Arc<Services>,
         kv_limits: KvLimits,
         limits: Limits,
         metrics: Arc<Metrics>,
@@ -318,7 +319,7 @@ mod tests {
         assert_eq!(engines.len(), 3);
         let cache = CodeCache::open(data, &engines[0]).unwrap();
         let storage = outpost_store::Storage::open(data, Some("test")).unwrap();
-        let services = Arc::new(KvServices {
+        let services = Arc::new(Services {
             catalog: Arc::new(outpost_caps::kv::Catalog::new(
                 Default::default(),
                 storage.clone(),

@@ -4,7 +4,8 @@
 
 use crate::guest_log::{self, GuestLog};
 use crate::policy::Policy;
-use outpost_caps::kv::{KvCtx, KvServices, KvView};
+use outpost_caps::Services;
+use outpost_caps::kv::{KvCtx, KvView};
 use outpost_caps::outbound::Outbound;
 use outpost_caps::queue::{QueueCtx, QueueView};
 use std::sync::Arc;
@@ -74,7 +75,7 @@ impl RequestState {
     pub fn new(
         name: &Arc<str>,
         policy: &Policy,
-        services: &Arc<KvServices>,
+        services: &Arc<Services>,
         request_id: http::HeaderValue,
     ) -> Self {
         let (stdout, stderr) = GuestLog::pair(name.clone(), request_id, guest_log::DEFAULT_BUDGET);
@@ -101,9 +102,8 @@ impl RequestState {
             },
             queue: QueueCtx {
                 policy: policy.queue,
-                storage: services.storage.clone(),
+                services: services.clone(),
                 function: name.clone(),
-                ops: services.ops.clone(),
             },
         }
     }

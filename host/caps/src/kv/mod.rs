@@ -16,25 +16,15 @@ pub use catalog::{Catalog, own_store_id};
 pub use policy::KvPolicy;
 pub use settings::{KvLimits, KvSection, KvSettingsError, MAX_KEY_BYTES_CAP, MAX_VALUE_BYTES_CAP};
 
+use crate::Services;
 pub use crate::bindings::OpenStore;
 use crate::bindings::kv::{self, Error, KeyPage};
-use crate::ops::OpCounts;
-use outpost_store::{Rejection, Storage, StorageError, WriteOp, Written};
+use outpost_store::{Rejection, StorageError, WriteOp, Written};
 use std::sync::Arc;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 /// Most keys one `list-keys` call returns, whatever the guest asks for.
 pub const MAX_PAGE: u32 = 1000;
-
-/// The node-wide parts every request shares.
-pub struct KvServices {
-    /// The node's database.
-    pub storage: Arc<Storage>,
-    /// Which stores replicate.
-    pub catalog: Arc<Catalog>,
-    /// `outpost_kv_operations_total{op, result}`.
-    pub ops: OpCounts,
-}
 
 /// Per-request KV state: which function is asking, what it may do, and the
 /// node's database.
@@ -42,7 +32,7 @@ pub struct KvCtx {
     /// The function version's policy.
     pub policy: Arc<KvPolicy>,
     /// The node-wide parts.
-    pub services: Arc<KvServices>,
+    pub services: Arc<Services>,
     /// The function's name, for log lines.
     pub function: Arc<str>,
 }
