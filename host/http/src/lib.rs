@@ -1,15 +1,19 @@
 //! The HTTP layer every listener of Outpost shares (the edge, its admin API,
-//! the cloud tier): the accept loop with connection limits and graceful
-//! drain ([`listener`]), host-made replies with error ids ([`reply`]), the
+//! the cloud tier): the accept loop with connection limits, idle deadlines
+//! and graceful drain ([`listener`]), request bodies with a minimum rate
+//! ([`body`]), host-made replies with error ids ([`reply`]), the
 //! bearer-token check ([`bearer`]) and request ids ([`request_id`]).
 //!
 //! hyper only: nothing here links wasm.
 
 #![warn(missing_docs)]
 
+mod activity;
 pub mod bearer;
+pub mod body;
 pub mod listener;
 pub mod reply;
 pub mod request_id;
 
+pub use body::{BodyError, RequestBody};
 pub use listener::{ConnectionLimits, Handler, run};

@@ -1,30 +1,77 @@
 //! The HTTP listener: accept, HTTP/1 and HTTP/2 with keep-alive, limits on
 //! clients before any request reaches a handler, graceful drain on shutdown.
+//!
+//! Every connection runs under an idle watchdog: one with no request in
+//! flight for [`ConnectionLimits::idle_timeout`] (counted from the accept
+//! before its first request) is asked to close, and dropped if it is still
+//! open and idle a further timeout later. Without it an HTTP/2 client that
+//! sent only its preface held a connection slot forever: hyper's header
+//! timeout covers HTTP/1 only, and HTTP/2's graceful shutdown waits for a
+//! ping the client may never answer.
 
-use crate::reply::BoxError;
+use crate::activity::{Activity, Tracked};
+use crate::body::{BodyRate, MAX_BODY_WINDOW, MIN_BODY_BYTES, RequestBody};
+use crate::reply::{self, BoxError, Full};
+use crate::request_id;
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::GracefulConnection;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// Limits on clients, enforced before any request reaches a handler.
+///
+/// `header_read_timeout` also sets the connection deadlines (see its
+/// methods), so existing struct literals keep compiling.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
     /// Open connections at most; more are closed as soon as accepted.
     pub max_connections: usize,
-    /// Time to send a request's headers; also the idle keep-alive timeout.
+    /// Time to send a request's headers; also the idle timeout
+    /// ([`Self::idle_timeout`]), the HTTP/2 keep-alive ping interval and
+    /// ping timeout ([`Self::keep_alive`]), and the window of the minimum
+    /// body rate ([`Self::body_rate`]).
     pub header_read_timeout: Duration,
     /// Largest header section: HTTP/1 reads headers into a buffer of this
     /// size and answers 431 when they do not fit.
     pub max_header_bytes: usize,
     /// Time in-flight requests get after shutdown starts.
     pub grace: Duration,
+}
+
+impl ConnectionLimits {
+    /// How long a connection may have no request in flight, before its
+    /// first request and between requests, on HTTP/1 and HTTP/2: the
+    /// header read timeout. A request is in flight until its response body
+    /// has ended, so a slow download or a long poll is never cut.
+    pub fn idle_timeout(&self) -> Duration {
+        self.header_read_timeout
+    }
+
+    /// HTTP/2 keep-alive: a ping after this long without a frame from the
+    /// client, and the connection closed when that ping is not answered in
+    /// as long again, so a dead peer does not hold a request open forever.
+    pub fn keep_alive(&self) -> Duration {
+        self.header_read_timeout
+    }
+
+    /// The slowest request body accepted: [`MIN_BODY_BYTES`] per header
+    /// read timeout (at most [`MAX_BODY_WINDOW`]) of the handler waiting
+    /// for it; see [`crate::body`].
+    pub fn body_rate(&self) -> BodyRate {
+        BodyRate {
+            min_bytes: MIN_BODY_BYTES,
+            window: self.header_read_timeout.min(MAX_BODY_WINDOW),
+        }
+    }
 }
 
 /// Accepts connections on `listener` and answers each request with
@@ -53,10 +100,15 @@ pub async fn run(
     builder
         .http2()
         .timer(TokioTimer::new())
+        .keep_alive_interval(limits.keep_alive())
+        .keep_alive_timeout(limits.keep_alive())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    // Shared, not cloned per connection: a connection borrows it.
+    let builder = Arc::new(builder);
     let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let mut refused = 0u64;
-    let graceful = GracefulShutdown::new();
+    // Each connection holds a receiver; `closed()` says all have ended.
+    let (drain, _) = watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -83,43 +135,148 @@ pub async fn run(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let response = handler.call(req);
-            async move { Ok::<_, Infallible>(response.await) }
-        });
+        let activity = Arc::new(Activity::new(peer, limits.body_rate()));
+        let service = service(handler.clone(), activity.clone());
         let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let first_byte_timeout = limits.header_read_timeout;
+        let drained = drain.subscribe();
         tokio::spawn(async move {
             let _slot = slot;
-            // hyper's header timeout starts once it knows the protocol,
-            // which takes a first byte: a client that never sends one is
-            // closed here instead of holding its slot forever.
-            let mut first = [0u8; 1];
-            if !matches!(
-                tokio::time::timeout(first_byte_timeout, stream.peek(&mut first)).await,
-                Ok(Ok(1))
-            ) {
-                tracing::debug!(target: "outpost::server", peer = %peer, "closed a connection that sent nothing");
-                return;
-            }
             let connection = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(target: "outpost::server", peer = %peer, error = %e, "connection ended with an error");
-            }
+            watch_connection(connection, &activity, drained, limits.idle_timeout()).await;
         });
     }
     drop(listener);
     tracing::info!(target: "outpost::server",
-        connections = graceful.count(),
+        connections = drain.receiver_count(),
         grace_ms = grace.as_millis() as u64,
         "shutting down: no longer accepting, draining in-flight requests"
     );
-    match tokio::time::timeout(grace, graceful.shutdown()).await {
+    // No receiver left means nothing to drain; the send error says only that.
+    let _ = drain.send(());
+    match tokio::time::timeout(grace, drain.closed()).await {
         Ok(()) => tracing::info!(target: "outpost::server", "all connections drained"),
         Err(_) => {
             tracing::warn!(target: "outpost::server", "grace period over; closing remaining connections")
+        }
+    }
+}
+
+/// The hyper service of one connection: each request in flight while the
+/// handler works and its response body streams, its body paced, and a 408
+/// in place of the handler's answer when the body was cut off.
+fn service<H: Handler>(
+    handler: H,
+    activity: Arc<Activity>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Tracked<H::Body>>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone {
+    hyper::service::service_fn(move |req: Request<Incoming>| {
+        let busy = activity.begin();
+        let version = req.version();
+        let (req, cut) = {
+            let (parts, body) = req.into_parts();
+            let (body, cut) = RequestBody::new(body, &activity);
+            (Request::from_parts(parts, body), cut)
+        };
+        let response = handler.call(req);
+        async move {
+            let mut response = response.await;
+            if cut.is_some_and(|cut| cut.load(Ordering::Acquire)) {
+                response = too_slow(version, &response);
+            }
+            Ok::<_, Infallible>(response.map(|body| Tracked::new(body, busy)))
+        }
+    })
+}
+
+/// The listener's answer to a request whose body was cut off for arriving
+/// too slowly (already logged with the peer), whatever the handler made of
+/// the short body: the request was never received whole.
+fn too_slow<B: From<Full>>(version: Version, answered: &Response<B>) -> Response<B> {
+    let id = reply::error_id();
+    tracing::debug!(target: "outpost::server", error_id = %id, handler_status = answered.status().as_u16(), "answering 408 for a request body that was cut off");
+    let mut response: Response<B> = reply::error(
+        StatusCode::REQUEST_TIMEOUT,
+        "request-timeout",
+        "the request body arrived too slowly",
+        &id,
+    );
+    if let Some(request_id) = answered.headers().get(request_id::HEADER) {
+        response
+            .headers_mut()
+            .insert(request_id::HEADER, request_id.clone());
+    }
+    // HTTP/2 has no such header; there the connection gets a GOAWAY.
+    if version < Version::HTTP_2 {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// Drives `connection` to its end under the idle watchdog (see the module
+/// docs), the drain signal `drained` and close requests from its bodies.
+async fn watch_connection<C>(
+    connection: C,
+    activity: &Activity,
+    mut drained: watch::Receiver<()>,
+    idle: Duration,
+) where
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
+{
+    let peer = activity.peer;
+    let mut connection = std::pin::pin!(connection);
+    let check = tokio::time::sleep(idle);
+    let mut check = std::pin::pin!(check);
+    // When the connection was asked to close, for whatever reason.
+    let mut asked: Option<Instant> = None;
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(target: "outpost::server", peer = %peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            // An error means `run` is gone: drain all the same.
+            _ = drained.changed(), if !draining => {
+                draining = true;
+                connection.as_mut().graceful_shutdown();
+                asked.get_or_insert_with(Instant::now);
+            }
+            () = activity.close_requested(), if asked.is_none() => {
+                connection.as_mut().graceful_shutdown();
+                asked = Some(Instant::now());
+            }
+            () = &mut check => {
+                let now = Instant::now();
+                let next = match (activity.idle_since(), asked) {
+                    // Busy: look again later.
+                    (None, _) => now + idle,
+                    (Some(since), None) if now < since + idle => since + idle,
+                    (Some(_), None) => {
+                        tracing::debug!(target: "outpost::server", peer = %peer, idle_ms = idle.as_millis() as u64, "closing a connection with no request in flight");
+                        connection.as_mut().graceful_shutdown();
+                        asked = Some(now);
+                        now + idle
+                    }
+                    (Some(since), Some(at)) if now < since.max(at) + idle => since.max(at) + idle,
+                    (Some(_), Some(_)) => {
+                        // An HTTP/2 peer that ignores GOAWAY or never
+                        // answers its ping, or one that stopped reading:
+                        // nothing is in flight, so dropping loses nothing.
+                        tracing::debug!(target: "outpost::server", peer = %peer, "dropped an idle connection that did not close when asked");
+                        return;
+                    }
+                };
+                check.as_mut().reset(next);
+            }
         }
     }
 }
@@ -128,12 +285,15 @@ pub async fn run(
 pub trait Handler: Clone + Send + Sync + 'static {
     /// The response body: host-made bytes for the cloud and admin API
     /// ([`crate::reply::Full`]); the edge's own type, which can also stream
-    /// a guest's body, without boxing on the request path.
-    type Body: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static;
+    /// a guest's body, without boxing on the request path. `From<Full>` so
+    /// the listener can answer in it (408 for a body cut off); `Unpin` so
+    /// it can be wrapped without pinning.
+    type Body: http_body::Body<Data = Bytes, Error = BoxError> + From<Full> + Unpin + Send + 'static;
 
-    /// Answers one request.
+    /// Answers one request. Its body yields [`crate::BodyError::TooSlow`]
+    /// when the client sends it too slowly ([`ConnectionLimits::body_rate`]).
     fn call(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> impl Future<Output = Response<Self::Body>> + Send + 'static + use<Self>;
 }
