@@ -117,7 +117,8 @@ fn bench_drain(c: &mut Criterion, runtime: &tokio::runtime::Runtime) {
     let cloud = outpost_cloud::CloudConfig {
         listen: ([127, 0, 0, 1], port).into(),
         data_dir: scratch_dir("cloud"),
-        token: Some("bench".into()),
+        dev_token: Some("bench".into()),
+        ..Default::default()
     };
     runtime.spawn(outpost_cloud::serve(cloud, std::future::pending()));
     let url = format!("http://127.0.0.1:{port}");

@@ -525,6 +525,18 @@ impl Node {
         send(&self.agent, "GET", &url, headers, b"")
     }
 
+    /// A request of any method to the admin listener.
+    pub fn admin_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
+        let url = format!("http://{}{}", self.admin, path);
+        send(&self.agent, method, &url, headers, body)
+    }
+
     /// Waits until GET `path` answers `status` with `body`.
     pub fn wait_for(&self, path: &str, status: u16, body: &str) {
         eventually(&format!("GET {path} -> {status} {body:?}"), || {
@@ -534,7 +546,7 @@ impl Node {
     }
 }
 
-/// The bearer token test clouds use.
+/// The development-mode shared token test clouds use (see [`Cloud::start`]).
 pub const TOKEN: &str = "test-token";
 
 /// A running `outpost cloud` with its own data folder.
@@ -543,6 +555,9 @@ pub struct Cloud {
     pub addr: SocketAddr,
     pub dir: Arc<tempfile::TempDir>,
     agent: ureq::Agent,
+    /// Development mode (the shared [`TOKEN`]); otherwise per-node
+    /// credentials only, and this harness uses the admin token.
+    dev: bool,
 }
 
 impl std::ops::Deref for Cloud {
@@ -566,19 +581,39 @@ impl Cloud {
 
     /// Starts a cloud on `port` (reserved earlier with [`free_port`]).
     pub fn start_at(port: u16) -> Cloud {
-        Self::spawn(port, Arc::new(tempfile::tempdir().expect("tempdir")))
+        Self::spawn(
+            port,
+            Arc::new(tempfile::tempdir().expect("tempdir")),
+            true,
+            &[],
+        )
     }
 
-    fn spawn(port: u16, dir: Arc<tempfile::TempDir>) -> Cloud {
+    /// Starts a cloud without development mode: edges need credentials
+    /// from [`Cloud::enrol`].
+    pub fn start_secure(extra: &[&str]) -> Cloud {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        Self::spawn(free_port(), dir, false, extra)
+    }
+
+    /// The `outpost cloud` command on `port` and `dir`.
+    pub fn command(port: u16, dir: &Path, dev: bool) -> Command {
         let mut cmd = Command::new(outpost_bin());
         cmd.arg("cloud")
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data")
-            .arg(dir.path())
-            .arg("--token")
-            .arg(TOKEN)
+            .arg(dir)
             .env("RUST_LOG", "info,outpost=debug");
+        if dev {
+            cmd.arg("--dev-token").arg(TOKEN);
+        }
+        cmd
+    }
+
+    fn spawn(port: u16, dir: Arc<tempfile::TempDir>, dev: bool, extra: &[&str]) -> Cloud {
+        let mut cmd = Self::command(port, dir.path(), dev);
+        cmd.args(extra);
         let process = Process::spawn(cmd, "cloud");
         let addr = process.wait_addr(r"cloud listening on http://(\S+)");
         Cloud {
@@ -586,15 +621,16 @@ impl Cloud {
             addr,
             dir,
             agent: http_agent(),
+            dev,
         }
     }
 
     /// SIGKILL, then a new process on the same port and data.
     pub fn restart(mut self) -> Cloud {
         self.kill();
-        let (port, dir) = (self.addr.port(), self.dir.clone());
+        let (port, dir, dev) = (self.addr.port(), self.dir.clone(), self.dev);
         drop(self);
-        Self::spawn(port, dir)
+        Self::spawn(port, dir, dev, &[])
     }
 
     /// SIGKILL; the data stays for [`Cloud::resume`].
@@ -603,37 +639,85 @@ impl Cloud {
         (self.addr.port(), self.dir.clone())
     }
 
-    /// Starts again on the port and data of a stopped cloud.
+    /// Starts again (in development mode) on the port and data of a
+    /// stopped cloud.
     pub fn resume((port, dir): (u16, Arc<tempfile::TempDir>)) -> Cloud {
-        Self::spawn(port, dir)
+        Self::spawn(port, dir, true, &[])
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    /// POST with the bearer token.
-    pub fn post(&self, path: &str, body: &str) -> Reply {
-        let auth = format!("Bearer {TOKEN}");
+    /// The operator's token, from `DATA/admin-token`.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("admin-token"))
+            .expect("the cloud writes DATA/admin-token")
+            .trim()
+            .to_owned()
+    }
+
+    /// The token this harness calls with: [`TOKEN`] in development mode,
+    /// else the admin token.
+    pub fn token(&self) -> String {
+        if self.dev {
+            TOKEN.to_owned()
+        } else {
+            self.admin_token()
+        }
+    }
+
+    /// Runs `outpost cloud ARGS --cloud URL --data DIR` and returns its
+    /// stdout (a new token, or JSON); panics if it fails.
+    pub fn manage(&self, args: &[&str]) -> String {
+        let output = Command::new(outpost_bin())
+            .arg("cloud")
+            .args(args)
+            .arg("--cloud")
+            .arg(self.url())
+            .arg("--data")
+            .arg(self.dir.path())
+            .output()
+            .expect("run outpost cloud");
+        assert!(
+            output.status.success(),
+            "outpost cloud {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+
+    /// Enrols node `node` (stores: `--stores`, empty for the default) and
+    /// returns its token.
+    pub fn enrol(&self, node: &str, stores: &[&str]) -> String {
+        let joined = stores.join(",");
+        let mut args = vec!["enrol", node];
+        if !stores.is_empty() {
+            args.extend(["--stores", &joined]);
+        }
+        self.manage(&args)
+    }
+
+    /// A request with `token` as the bearer.
+    pub fn request_as(&self, token: &str, method: &str, path: &str, body: &[u8]) -> Reply {
+        let auth = format!("Bearer {token}");
         send(
             &self.agent,
-            "POST",
+            method,
             &format!("{}{path}", self.url()),
             &[("authorization", &auth)],
-            body.as_bytes(),
+            body,
         )
     }
 
-    /// GET with the bearer token.
+    /// POST with the harness's token.
+    pub fn post(&self, path: &str, body: &str) -> Reply {
+        self.request_as(&self.token(), "POST", path, body.as_bytes())
+    }
+
+    /// GET with the harness's token.
     pub fn get(&self, path: &str) -> Reply {
-        let auth = format!("Bearer {TOKEN}");
-        send(
-            &self.agent,
-            "GET",
-            &format!("{}{path}", self.url()),
-            &[("authorization", &auth)],
-            b"",
-        )
+        self.request_as(&self.token(), "GET", path, b"")
     }
 
     /// Every event of `topic`, following pages.

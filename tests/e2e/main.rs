@@ -21,4 +21,5 @@ mod reload;
 mod replication;
 mod routing;
 mod toolchains;
+mod trust;
 mod webdriver;

@@ -252,7 +252,7 @@ fn the_cloud_refuses_requests_without_the_token() {
     let args = ["--cloud", &url, "--cloud-token", "wrong"];
     let node = Node::spawn(dir, args.iter().map(|s| s.to_string()).collect(), None);
     set(&node, "k", "v");
-    node.wait_log(r"cannot ship to the cloud.*refused the token");
+    node.wait_log(r"the cloud refuses this node.s stream.*does not accept this node.s token");
     assert_eq!(get(&node, "k").as_deref(), Some("v"));
     assert_eq!(cloud.value("@kv", "k"), None);
 }

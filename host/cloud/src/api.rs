@@ -1,43 +1,63 @@
 //! The cloud tier's HTTP API. Everything but health needs
-//! `Authorization: Bearer TOKEN`.
+//! `Authorization: Bearer TOKEN`, and what a token may do depends on whose
+//! it is (see [`crate::credentials`]):
 //!
-//! | Method, path | What |
-//! |---|---|
-//! | `GET /_outpost/health` | 200 |
-//! | `POST /v1/ingest` | apply a [`Batch`], answer an [`outpost_wire::Ack`] once durable |
-//! | `GET /v1/feed?since=C&limit=N&wait=S` | accepted KV writes after cursor C, long-polling up to S seconds |
-//! | `GET /v1/conflicts?since=I&limit=N` | recorded conflicts |
-//! | `GET /v1/events/TOPIC?since=I&limit=N` | events of a topic |
-//! | `GET /v1/kv?store=S&key=K` | the cloud's current value of a key |
-//! | `GET /metrics` | Prometheus metrics |
+//! | Method, path | What | Who |
+//! |---|---|---|
+//! | `GET /_outpost/health` | 200, or 503 while storage fails | anyone |
+//! | `POST /v1/ingest` | apply a [`Batch`], answer an [`outpost_wire::Ack`] once durable | the batch's node |
+//! | `GET /v1/feed?since=C&limit=N&wait=S` | accepted KV writes after cursor C, long-polling up to S seconds | nodes (their stores), readers |
+//! | `GET /v1/conflicts?since=I&limit=N` | recorded conflicts | nodes (their stores), readers |
+//! | `GET /v1/events/TOPIC?since=I&limit=N` | events of a topic | readers |
+//! | `GET /v1/kv?store=S&key=K` | the cloud's current value of a key | readers |
+//! | `GET /metrics` | Prometheus metrics | readers |
+//! | `POST /v1/credentials`, `GET /v1/credentials`, `DELETE /v1/credentials/ID` | enrol, list, revoke | the operator |
+//!
+//! The operator (admin token) and development mode's shared token may do
+//! everything.
 
-use crate::contract::{CloudStore, CloudStoreError};
+use crate::contract::{Checked, CloudStore, CloudStoreError};
+use crate::credentials::{Enrol, Principal, token_hash};
 use crate::metrics::CloudMetrics;
 use base64::Engine as _;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use outpost_http::Handler;
+use outpost_http::RequestBody;
 use outpost_http::reply::{self, Full};
-use outpost_wire::Batch;
+use outpost_wire::validate::Rules;
+use outpost_wire::{Batch, refusal};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Largest ingest body accepted.
 pub const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
+/// Largest enrolment request.
+const MAX_ENROL_BYTES: usize = 64 * 1024;
 /// Most items one read returns.
 const MAX_LIMIT: usize = 1000;
 /// Longest a feed read may wait for changes.
 const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// How callers prove who they are.
+#[derive(Clone)]
+pub struct Auth {
+    /// The operator's token: everything, including enrolment.
+    pub admin_token: Option<Arc<str>>,
+    /// Development mode: one token for every edge and reader, any node id.
+    pub dev_token: Option<Arc<str>>,
+}
 
 /// The API's handler, over any [`CloudStore`] backend.
 #[derive(Clone)]
 pub struct Cloud<S> {
     /// The database.
     pub store: S,
-    /// The bearer token every edge and reader must present.
-    pub token: Arc<str>,
+    /// The fixed tokens (per-node and reader credentials are in `store`).
+    pub auth: Auth,
+    /// What every record must satisfy.
+    pub rules: Rules,
     /// The tier's metrics.
     pub metrics: Arc<CloudMetrics>,
 }
@@ -47,7 +67,7 @@ impl<S: CloudStore> Handler for Cloud<S> {
 
     fn call(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> impl Future<Output = Response<Full>> + Send + 'static + use<S> {
         let cloud = self.clone();
         async move { cloud.handle(req).await }
@@ -56,7 +76,7 @@ impl<S: CloudStore> Handler for Cloud<S> {
 
 use reply::logged_error as error;
 
-fn query(req: &Request<Incoming>) -> HashMap<String, String> {
+fn query(req: &Request<RequestBody>) -> HashMap<String, String> {
     form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
         .into_owned()
         .collect()
@@ -93,62 +113,196 @@ fn json<T: serde::Serialize>(value: &T) -> Response<Full> {
 }
 
 fn storage_failure(e: CloudStoreError) -> Response<Full> {
+    let mut response = match &e {
+        CloudStoreError::Unavailable(_) | CloudStoreError::Db(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage-unavailable",
+            "the cloud's storage is failing; nothing was applied that is not acknowledged: retry later",
+            &e.to_string(),
+        ),
+        _ => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "storage",
+            "the cloud's database failed",
+            &e.to_string(),
+        ),
+    };
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("5"),
+        );
+    }
+    response
+}
+
+fn forbidden(what: &str, principal: &Principal) -> Response<Full> {
     error(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "storage",
-        "the cloud's database failed",
-        &e.to_string(),
+        StatusCode::FORBIDDEN,
+        refusal::FORBIDDEN,
+        &format!("this credential may not {what}"),
+        &principal.describe(),
     )
 }
 
+fn method_not_allowed(allowed: &'static str, path: &str) -> Response<Full> {
+    let mut response = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        &format!("use {allowed}"),
+        path,
+    );
+    response
+        .headers_mut()
+        .insert(http::header::ALLOW, http::HeaderValue::from_static(allowed));
+    response
+}
+
+/// Reads a whole body of at most `limit` bytes; `Err` is the reply.
+async fn read_body(
+    req: Request<RequestBody>,
+    limit: usize,
+) -> Result<bytes::Bytes, Response<Full>> {
+    let too_large = |detail: &str| {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            refusal::TOO_LARGE,
+            &format!("bodies here are limited to {limit} bytes"),
+            detail,
+        )
+    };
+    // A declared length over the limit is refused before any byte is
+    // read; an undeclared one is cut off by `Limited` as it streams.
+    let declared = hyper::body::Body::size_hint(req.body()).lower();
+    if declared > limit as u64 {
+        return Err(too_large(&format!("declared {declared} bytes")));
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(body) => Ok(body.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large(""))
+        }
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "cannot read the body",
+            &e.to_string(),
+        )),
+    }
+}
+
 impl<S: CloudStore> Cloud<S> {
-    fn authorized(&self, req: &Request<Incoming>) -> bool {
-        outpost_http::bearer::authorized(req.headers(), &self.token)
+    /// Who sent `req`, or the reply refusing it.
+    async fn authenticate(&self, req: &Request<RequestBody>) -> Result<Principal, Response<Full>> {
+        let path = req.uri().path();
+        let refuse = |why: &str| {
+            self.metrics.unauthorized.inc();
+            error(StatusCode::UNAUTHORIZED, "unauthorized", why, path)
+        };
+        let Some(token) = outpost_http::bearer::presented(req.headers()) else {
+            return Err(refuse("missing bearer token"));
+        };
+        if let Some(admin) = &self.auth.admin_token
+            && outpost_http::bearer::same(token.as_bytes(), admin.as_bytes())
+        {
+            return Ok(Principal::Admin);
+        }
+        if let Some(dev) = &self.auth.dev_token
+            && outpost_http::bearer::same(token.as_bytes(), dev.as_bytes())
+        {
+            return Ok(Principal::Dev);
+        }
+        // Looked up by hash: the table holds no tokens, and a lookup by a
+        // 256-bit hash reveals nothing about how close a guess came.
+        match self.store.credential_by_hash(&token_hash(token)).await {
+            Ok(Some(credential)) if credential.revoked_ms.is_none() => {
+                Ok(Principal::Holder(credential))
+            }
+            Ok(Some(credential)) => {
+                tracing::warn!(target: "outpost::cloud::api", credential = %credential.id, path, "a revoked credential was used");
+                Err(refuse("this credential was revoked"))
+            }
+            Ok(None) => Err(refuse("unknown bearer token")),
+            Err(e) => Err(storage_failure(e)),
+        }
     }
 
-    async fn handle(self, req: Request<Incoming>) -> Response<Full> {
+    async fn handle(self, req: Request<RequestBody>) -> Response<Full> {
         let path = req.uri().path().to_owned();
         if path == "/_outpost/health" {
             return reply::json(StatusCode::OK, serde_json::json!({ "status": "ok" }));
         }
-        if !self.authorized(&req) {
-            self.metrics.unauthorized.inc();
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing or wrong bearer token",
-                &path,
-            );
-        }
-        match (req.method(), path.as_str()) {
-            (&Method::POST, "/v1/ingest") => {
-                let response = self.ingest(req).await;
-                let result = match response.status() {
-                    StatusCode::OK => "accepted",
-                    StatusCode::BAD_REQUEST => "malformed",
-                    StatusCode::PAYLOAD_TOO_LARGE => "too-large",
-                    _ => "failed",
-                };
-                CloudMetrics::count(&self.metrics.batches, result, 1);
+        let principal = match self.authenticate(&req).await {
+            Ok(principal) => principal,
+            Err(reply) => return reply,
+        };
+        let method = req.method().clone();
+        match path.as_str() {
+            "/v1/ingest" => {
+                if method != Method::POST {
+                    return method_not_allowed("POST", &path);
+                }
+                let response = self.ingest(req, &principal).await;
+                CloudMetrics::count(&self.metrics.batches, batch_result(&response), 1);
                 response
             }
-            (&Method::GET, "/metrics") => {
+            "/v1/credentials" => match method {
+                Method::POST if principal.is_admin() => self.enrol(req).await,
+                Method::GET if principal.is_admin() => match self.store.credentials().await {
+                    Ok(all) => json(&all.iter().map(|c| c.public()).collect::<Vec<_>>()),
+                    Err(e) => storage_failure(e),
+                },
+                Method::POST | Method::GET => forbidden("manage credentials", &principal),
+                _ => method_not_allowed("GET, POST", &path),
+            },
+            p if p.starts_with("/v1/credentials/") => {
+                if method != Method::DELETE {
+                    return method_not_allowed("DELETE", &path);
+                }
+                if !principal.is_admin() {
+                    return forbidden("manage credentials", &principal);
+                }
+                let id = &p["/v1/credentials/".len()..];
+                match self.store.revoke_credential(id).await {
+                    Ok(true) => {
+                        tracing::info!(target: "outpost::cloud::api", credential = %id, "credential revoked");
+                        reply::json(StatusCode::OK, serde_json::json!({ "revoked": id }))
+                    }
+                    Ok(false) => {
+                        error(StatusCode::NOT_FOUND, "not-found", "no such credential", id)
+                    }
+                    Err(e) => storage_failure(e),
+                }
+            }
+            _ if method != Method::GET => method_not_allowed("GET", &path),
+            "/metrics" => {
+                if !principal.may_read_all() {
+                    return forbidden("read metrics", &principal);
+                }
                 match self.store.conflict_count().await {
                     Ok(n) => self.metrics.conflicts.set(n as i64),
                     Err(e) => return storage_failure(e),
                 };
                 reply::ok(crate::metrics::CONTENT_TYPE, self.metrics.render())
             }
-            (&Method::GET, "/v1/feed") => self.feed(&req).await,
-            (&Method::GET, "/v1/conflicts") => match Paging::parse(&query(&req)) {
-                Ok(p) => self
-                    .store
-                    .conflicts(p.since, p.limit)
-                    .await
-                    .map_or_else(storage_failure, |page| json(&page)),
+            "/v1/feed" => self.feed(&req, &principal).await,
+            "/v1/conflicts" => match Paging::parse(&query(&req)) {
+                Ok(p) => match self.store.conflicts(p.since, p.limit).await {
+                    Ok(mut page) => {
+                        page.items.retain(|c| principal.may_see(&c.store));
+                        json(&page)
+                    }
+                    Err(e) => storage_failure(e),
+                },
                 Err(message) => error(StatusCode::BAD_REQUEST, "bad-request", &message, ""),
             },
-            (&Method::GET, "/v1/kv") => {
+            "/v1/kv" => {
+                if !principal.may_read_all() {
+                    return forbidden("read keys", &principal);
+                }
                 let params = query(&req);
                 let (Some(store), Some(key)) = (params.get("store"), params.get("key")) else {
                     return error(
@@ -167,7 +321,10 @@ impl<S: CloudStore> Cloud<S> {
                     Err(e) => storage_failure(e),
                 }
             }
-            (&Method::GET, p) if p.starts_with("/v1/events/") => {
+            p if p.starts_with("/v1/events/") => {
+                if !principal.may_read_all() {
+                    return forbidden("read events", &principal);
+                }
                 let topic = &p["/v1/events/".len()..];
                 match Paging::parse(&query(&req)) {
                     Ok(paging) => self
@@ -187,72 +344,139 @@ impl<S: CloudStore> Cloud<S> {
         }
     }
 
-    async fn ingest(&self, req: Request<Incoming>) -> Response<Full> {
-        let too_large = |detail: &str| {
-            error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too-large",
-                &format!("batches are limited to {MAX_BATCH_BYTES} bytes"),
-                detail,
-            )
+    async fn enrol(&self, req: Request<RequestBody>) -> Response<Full> {
+        let body = match read_body(req, MAX_ENROL_BYTES).await {
+            Ok(body) => body,
+            Err(reply) => return reply,
         };
-        // A declared length over the limit is refused before any byte is
-        // read; an undeclared one is cut off by `Limited` as it streams.
-        let declared = hyper::body::Body::size_hint(req.body()).lower();
-        if declared > MAX_BATCH_BYTES as u64 {
-            return too_large(&format!("declared {declared} bytes"));
-        }
-        let body = match Limited::new(req.into_body(), MAX_BATCH_BYTES)
-            .collect()
-            .await
-        {
-            Ok(body) => body.to_bytes(),
+        let enrol: Enrol = match serde_json::from_slice(&body) {
+            Ok(enrol) => enrol,
             Err(e) => {
-                return if e
-                    .downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    too_large("")
-                } else {
-                    error(
-                        StatusCode::BAD_REQUEST,
-                        "bad-request",
-                        "cannot read the body",
-                        &e.to_string(),
-                    )
-                };
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad-request",
+                    "expected {\"role\": \"node\"|\"reader\", \"node\": ID, \"stores\": [...], \"label\": ...}",
+                    &e.to_string(),
+                );
             }
+        };
+        let (credential, token) = match enrol.issue() {
+            Ok(issued) => issued,
+            Err(message) => return error(StatusCode::BAD_REQUEST, "bad-request", &message, ""),
+        };
+        let mut public = credential.public();
+        if let Err(e) = self.store.put_credential(credential.clone()).await {
+            return storage_failure(e);
+        }
+        tracing::info!(target: "outpost::cloud::api", credential = %credential.id, role = ?credential.role, node = ?credential.node, stores = ?credential.stores, "credential issued");
+        public["token"] = serde_json::Value::String(token);
+        reply::json(StatusCode::CREATED, public)
+    }
+
+    async fn ingest(&self, req: Request<RequestBody>, principal: &Principal) -> Response<Full> {
+        let node_credential = principal.node().cloned();
+        if node_credential.is_none() && !matches!(principal, Principal::Dev) {
+            return forbidden("ship batches (only a node credential may)", principal);
+        }
+        let body = match read_body(req, MAX_BATCH_BYTES).await {
+            Ok(body) => body,
+            Err(reply) => return reply,
         };
         let batch: Batch = match serde_json::from_slice(&body) {
             Ok(batch) => batch,
             Err(e) => {
                 return error(
                     StatusCode::BAD_REQUEST,
-                    "malformed-batch",
+                    refusal::MALFORMED,
                     "the body is not a valid batch",
                     &e.to_string(),
                 );
             }
         };
+        if !outpost_wire::names::is_valid_node_id(&batch.node) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                refusal::MALFORMED,
+                "the batch's node id breaks the node-id rule",
+                &format!("{:?}", batch.node.chars().take(80).collect::<String>()),
+            );
+        }
+        if let Some(credential) = &node_credential
+            && credential.node.as_deref() != Some(batch.node.as_str())
+        {
+            return error(
+                StatusCode::FORBIDDEN,
+                refusal::WRONG_NODE,
+                "the batch names another node than this credential's",
+                &format!(
+                    "batch node {:?}, credential {}",
+                    batch.node,
+                    principal.describe()
+                ),
+            );
+        }
+        let now = outpost_wire::validate::now_ms();
         let node = batch.node.clone();
-        match self.store.ingest(batch).await {
+        let entries = batch
+            .entries
+            .into_iter()
+            .map(|entry| {
+                let mut verdict = self.rules.check_record(&entry.record, &node, now).err();
+                if verdict.is_none()
+                    && let (Some(credential), outpost_wire::Record::Kv { store, .. }) =
+                        (&node_credential, &entry.record)
+                    && !credential.may_write(store)
+                {
+                    verdict = Some(outpost_wire::validate::Invalid::StoreNotAllowed);
+                }
+                (entry, verdict)
+            })
+            .collect();
+        let checked = Checked {
+            node: node.clone(),
+            epoch: batch.epoch,
+            entries,
+        };
+        match self.store.ingest(checked).await {
             Ok(ack) => {
                 CloudMetrics::count(&self.metrics.entries, "applied", ack.applied);
                 CloudMetrics::count(&self.metrics.entries, "duplicate", ack.duplicates);
+                CloudMetrics::count(&self.metrics.entries, "refused", ack.refused.len() as u64);
+                for refused in &ack.refused {
+                    tracing::warn!(target: "outpost::cloud::api", node = %node, epoch = batch.epoch, seq = refused.seq, code = %refused.code, "entry refused: {}", refused.reason);
+                }
                 tracing::debug!(target: "outpost::cloud::api", node = %node, applied = ack.applied, duplicates = ack.duplicates, through = ack.through, "batch ingested");
                 json(&ack)
             }
             Err(e @ CloudStoreError::OutOfOrder(..)) => error(
                 StatusCode::BAD_REQUEST,
-                "malformed-batch",
+                refusal::MALFORMED,
                 "entries are not in sequence order",
                 &e.to_string(),
+            ),
+            Err(e @ CloudStoreError::EpochOwned { .. }) => error(
+                StatusCode::CONFLICT,
+                refusal::EPOCH_OWNED,
+                "this database epoch belongs to another node: the data dir was copied; start this edge with --new-epoch",
+                &format!("node {node}: {e}"),
+            ),
+            Err(e @ CloudStoreError::SequenceGap { .. }) => error(
+                StatusCode::CONFLICT,
+                refusal::SEQUENCE_GAP,
+                "the batch skips sequence numbers: records were lost before they reached the cloud",
+                &format!("node {node} epoch {}: {e}", batch.epoch),
+            ),
+            Err(e @ CloudStoreError::CloneDetected(_)) => error(
+                StatusCode::CONFLICT,
+                refusal::CLONE_DETECTED,
+                "an applied sequence number came again with other content: two edges share one data dir; start one with --new-epoch",
+                &format!("node {node} epoch {}: {e}", batch.epoch),
             ),
             Err(e) => storage_failure(e),
         }
     }
 
-    async fn feed(&self, req: &Request<Incoming>) -> Response<Full> {
+    async fn feed(&self, req: &Request<RequestBody>, principal: &Principal) -> Response<Full> {
         let Paging { since, limit, wait } = match Paging::parse(&query(req)) {
             Ok(paging) => paging,
             Err(message) => return error(StatusCode::BAD_REQUEST, "bad-request", &message, ""),
@@ -263,7 +487,10 @@ impl<S: CloudStore> Cloud<S> {
             // Register for wake-ups before looking, so no ingest is missed.
             let grew = self.store.feed_grew().notified();
             match self.store.feed(since, limit).await {
-                Ok(page) if !page.changes.is_empty() => {
+                Ok(mut page) if page.next > since => {
+                    // A node sees only the stores it may write; the cursor
+                    // still moves past the rest.
+                    page.changes.retain(|c| principal.may_see(&c.store));
                     self.metrics.feed_changes.inc_by(page.changes.len() as u64);
                     return json(&page);
                 }
@@ -275,5 +502,18 @@ impl<S: CloudStore> Cloud<S> {
                 Err(e) => return storage_failure(e),
             }
         }
+    }
+}
+
+/// The `result` label of an ingest answer.
+fn batch_result(response: &Response<Full>) -> &'static str {
+    match response.status() {
+        StatusCode::OK => "accepted",
+        StatusCode::BAD_REQUEST => "malformed",
+        StatusCode::PAYLOAD_TOO_LARGE => "too-large",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::CONFLICT => "refused",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        _ => "failed",
     }
 }

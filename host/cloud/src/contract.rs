@@ -10,8 +10,27 @@
 //! - the feed, events and conflicts are served only below the durable
 //!   marks, so no reader holds a position a crash could take back.
 
-use outpost_wire::{Ack, Batch, Conflict, Event, FeedPage, Page, Version};
+use crate::credentials::Credential;
+use outpost_wire::validate::Invalid;
+use outpost_wire::{Ack, Conflict, Entry, Event, FeedPage, Page, Version};
 use tokio::sync::Notify;
+
+/// A batch as the API hands it to the store: the authenticated sender,
+/// and every entry with the API's verdict on it (`Some`: refused for good;
+/// the entry still consumes its sequence number).
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// The node the credential is bound to (the batch's `node`).
+    pub node: String,
+    /// The edge database epoch the entries are numbered in.
+    pub epoch: u64,
+    /// The entries, in increasing sequence order, with their verdicts.
+    pub entries: Vec<(Entry, Option<Invalid>)>,
+}
+
+/// Most bytes of items a feed, events or conflicts page holds (a page
+/// always holds at least one item, however large).
+pub const MAX_PAGE_BYTES: usize = 8 * 1024 * 1024;
 
 /// A key's current version, and its value (`None`: deleted).
 pub type Current = (Version, Option<Vec<u8>>);
@@ -25,6 +44,28 @@ pub enum CloudStoreError {
     /// A batch whose entries are not in increasing sequence order.
     #[error("entries must be in increasing sequence order (seq {0} after {1})")]
     OutOfOrder(u64, u64),
+    /// The epoch was first shipped by another node: the data dir was copied.
+    #[error("epoch {epoch} belongs to node {owner}")]
+    EpochOwned {
+        /// The batch's epoch.
+        epoch: u64,
+        /// The node that shipped it first.
+        owner: String,
+    },
+    /// The batch skips sequence numbers (before it, or inside it).
+    #[error("sequence gap: expected seq {expected}, got {got}")]
+    SequenceGap {
+        /// The next sequence number the cloud expects.
+        expected: u64,
+        /// What the batch has there.
+        got: u64,
+    },
+    /// An applied sequence number came again with other content.
+    #[error("seq {0} was already applied with different content")]
+    CloneDetected(u64),
+    /// The storage is failing (full disk, I/O errors); try again later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     /// The store could not run the call (a worker task failed).
     #[error("internal error: {0}")]
     Internal(String),
@@ -33,10 +74,13 @@ pub enum CloudStoreError {
 /// The cloud tier's database, as the API uses it.
 pub trait CloudStore: Clone + Send + Sync + 'static {
     /// Applies `batch` exactly once per (epoch, seq) and acknowledges it
-    /// once durable.
-    fn ingest(&self, batch: Batch) -> impl Future<Output = Result<Ack, CloudStoreError>> + Send;
+    /// once durable. Refuses, changing nothing, a batch whose epoch belongs
+    /// to another node, that skips sequence numbers, or that repeats an
+    /// applied one with other content.
+    fn ingest(&self, batch: Checked) -> impl Future<Output = Result<Ack, CloudStoreError>> + Send;
 
-    /// Up to `limit` accepted KV writes after cursor `since`.
+    /// Up to `limit` accepted KV writes after cursor `since`, stopping
+    /// once [`MAX_PAGE_BYTES`] are reached.
     fn feed(
         &self,
         since: u64,
@@ -64,6 +108,27 @@ pub trait CloudStore: Clone + Send + Sync + 'static {
         since: u64,
         limit: usize,
     ) -> impl Future<Output = Result<Page<Event>, CloudStoreError>> + Send;
+
+    /// Stores a new credential.
+    fn put_credential(
+        &self,
+        credential: Credential,
+    ) -> impl Future<Output = Result<(), CloudStoreError>> + Send;
+
+    /// The credential whose token hashes to `token_sha256`.
+    fn credential_by_hash(
+        &self,
+        token_sha256: &str,
+    ) -> impl Future<Output = Result<Option<Credential>, CloudStoreError>> + Send;
+
+    /// Every credential issued, revoked ones too.
+    fn credentials(&self) -> impl Future<Output = Result<Vec<Credential>, CloudStoreError>> + Send;
+
+    /// Marks credential `id` revoked; `false` if there is none.
+    fn revoke_credential(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<bool, CloudStoreError>> + Send;
 
     /// The cloud's current version and value of a key.
     fn get(

@@ -4,14 +4,17 @@
 
 #![warn(missing_docs)]
 
+pub mod admin_client;
 pub mod api;
 pub mod contract;
+pub mod credentials;
 pub mod metrics;
 pub mod sled_store;
 
 use anyhow::Context as _;
+use outpost_wire::validate::Rules;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,11 +23,17 @@ use std::time::Duration;
 pub struct CloudConfig {
     /// Address the API listens on.
     pub listen: SocketAddr,
-    /// Where the embedded database (and the generated token) live.
+    /// Where the embedded database (and the admin token) live.
     pub data_dir: PathBuf,
-    /// Bearer token edges and readers must present; `None`: use the one in
-    /// `DATA/token`, generating it on first start.
-    pub token: Option<String>,
+    /// The operator's token (enrols and revokes credentials, reads
+    /// everything); `None`: the one in `DATA/admin-token`, generated on
+    /// first start.
+    pub admin_token: Option<String>,
+    /// Development mode: one shared token that every edge and reader may
+    /// use, as any node. Never for edges you do not fully trust.
+    pub dev_token: Option<String>,
+    /// What every record must satisfy (sizes, clock skew).
+    pub rules: Rules,
 }
 
 impl Default for CloudConfig {
@@ -32,23 +41,50 @@ impl Default for CloudConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             data_dir: PathBuf::from("./.outpost-cloud"),
-            token: None,
+            admin_token: None,
+            dev_token: None,
+            rules: Rules::default(),
         }
     }
 }
 
-/// The configured token, or the one kept in `DATA/token` (created, readable
-/// by the owner only, on first start).
-fn resolve_token(config: &CloudConfig) -> anyhow::Result<String> {
-    if let Some(token) = &config.token {
-        anyhow::ensure!(!token.is_empty(), "the cloud token must not be empty");
-        return Ok(token.clone());
+/// The file under the data dir holding the operator's token.
+pub fn admin_token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin-token")
+}
+
+/// Reads a token file; an empty one is an error, never "no token".
+pub fn read_token_file(path: &Path) -> anyhow::Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let token = text.trim();
+            anyhow::ensure!(
+                !token.is_empty(),
+                "{} is empty: delete it to have a new token generated, or put a token in it",
+                path.display()
+            );
+            Ok(Some(token.to_owned()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
-    let path = config.data_dir.join("token");
-    if let Ok(token) = std::fs::read_to_string(&path) {
+}
+
+/// The configured admin token, or the one kept in `DATA/admin-token`
+/// (created, readable by the owner only, on first start).
+fn resolve_admin_token(config: &CloudConfig) -> anyhow::Result<String> {
+    if let Some(token) = &config.admin_token {
+        anyhow::ensure!(
+            !token.trim().is_empty(),
+            "the admin token must not be empty"
+        );
         return Ok(token.trim().to_owned());
     }
-    let token = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+    let path = admin_token_path(&config.data_dir);
+    if let Some(token) = read_token_file(&path)? {
+        return Ok(token);
+    }
+    let token = format!("op1.admin.{}", credentials::random_hex(16));
     {
         use std::io::Write as _;
         use std::os::unix::fs::OpenOptionsExt as _;
@@ -59,8 +95,9 @@ fn resolve_token(config: &CloudConfig) -> anyhow::Result<String> {
             .open(&path)
             .with_context(|| format!("cannot create {}", path.display()))?;
         file.write_all(token.as_bytes())?;
+        file.sync_all()?;
     }
-    tracing::warn!(target: "outpost::cloud", path = %path.display(), "no --token given: generated one; give it to edges with --cloud-token");
+    tracing::info!(target: "outpost::cloud", path = %path.display(), "generated the admin token; enrol edges with `outpost cloud enrol NODE-ID`");
     Ok(token)
 }
 
@@ -68,7 +105,11 @@ fn resolve_token(config: &CloudConfig) -> anyhow::Result<String> {
 pub async fn serve(config: CloudConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-    let token = resolve_token(&config)?;
+    let admin_token = resolve_admin_token(&config)?;
+    if let Some(dev) = &config.dev_token {
+        anyhow::ensure!(!dev.trim().is_empty(), "the dev token must not be empty");
+        tracing::warn!(target: "outpost::cloud", "development mode: one shared token lets anyone holding it ship as any node; enrol edges instead for real deployments");
+    }
     let store = sled_store::Sled::open(&config.data_dir)
         .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -78,7 +119,11 @@ pub async fn serve(config: CloudConfig, shutdown: impl Future<Output = ()>) -> a
     tracing::info!(target: "outpost::cloud", addr = %local, data = %config.data_dir.display(), "cloud listening on http://{local}");
     let handler = api::Cloud {
         store,
-        token: Arc::from(token),
+        auth: api::Auth {
+            admin_token: Some(Arc::from(admin_token)),
+            dev_token: config.dev_token.map(|t| Arc::from(t.trim())),
+        },
+        rules: config.rules,
         metrics: Arc::default(),
     };
     let limits = outpost_http::ConnectionLimits {

@@ -3,9 +3,12 @@
 //! writes last-writer-wins, records conflicts, keeps queue events per topic,
 //! and serves the change feed. [`Sled`] puts it behind the store contract.
 
+use crate::contract::{Checked, MAX_PAGE_BYTES};
 use crate::contract::{CloudStore, CloudStoreError, Current};
+use crate::credentials::Credential;
 use outpost_wire::envelope;
-use outpost_wire::{Ack, Batch, Change, Conflict, Entry, Event, FeedPage, Page, Record};
+use outpost_wire::{Ack, Change, Conflict, Entry, Event, FeedPage, Page, Record, Refusal};
+use sha2::{Digest, Sha256};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::{Transactional, Tree};
 use std::path::Path;
@@ -48,6 +51,17 @@ pub struct SledStore {
     /// order). Keyed by epoch, not node id, so renaming a node cannot make
     /// its unacknowledged records look new.
     applied: Tree,
+    /// Edge database epoch -> the node that first shipped it: a second
+    /// node on one epoch is a copied data dir, refused.
+    epochs: Tree,
+    /// `epoch seq` -> digest of the entry, for the last [`DIGEST_WINDOW`]
+    /// sequence numbers of each epoch: a redelivery must match, or two
+    /// processes ship under one identity.
+    digests: Tree,
+    /// Credential id -> [`Credential`] JSON.
+    credentials: Tree,
+    /// Token SHA-256 (hex) -> credential id.
+    token_hashes: Tree,
     /// `store \0 key` -> envelope (version + value or tombstone).
     kv: Tree,
     /// cursor -> [`Change`] JSON.
@@ -66,6 +80,10 @@ pub struct SledStore {
     pub feed_grew: Notify,
 }
 
+/// How many recent entries per epoch keep a digest. Redeliveries are of
+/// unacknowledged batches, so they fall well inside it.
+const DIGEST_WINDOW: u64 = 4096;
+
 fn be(n: u64) -> [u8; 8] {
     n.to_be_bytes()
 }
@@ -78,6 +96,21 @@ fn u64_of(bytes: Option<sled::IVec>) -> u64 {
 
 fn kv_key(store: &str, key: &str) -> Vec<u8> {
     [store.as_bytes(), b"\0", key.as_bytes()].concat()
+}
+
+fn digest_key(epoch: u64, seq: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&be(epoch));
+    key[8..].copy_from_slice(&be(seq));
+    key
+}
+
+/// What identifies an entry's content: its record, re-serialized (serde
+/// writes a struct the same way every time).
+fn digest(entry: &Entry) -> [u8; 8] {
+    let json = serde_json::to_vec(&entry.record).expect("serializes");
+    let hash = Sha256::digest(&json);
+    hash[..8].try_into().expect("8 bytes")
 }
 
 fn topic_key(topic: &str, rest: &[u8]) -> Vec<u8> {
@@ -123,6 +156,10 @@ impl SledStore {
             id,
             durable,
             applied: db.open_tree("applied")?,
+            epochs: db.open_tree("epochs")?,
+            digests: db.open_tree("digests")?,
+            credentials: db.open_tree("credentials")?,
+            token_hashes: db.open_tree("token_hashes")?,
             kv: db.open_tree("kv")?,
             feed: db.open_tree("feed")?,
             conflicts: db.open_tree("conflicts")?,
@@ -136,32 +173,67 @@ impl SledStore {
     }
 
     /// Applies a batch: each entry exactly once (entries at or below the
-    /// node's watermark are duplicates), then flushes. The ack is only
-    /// returned once everything it covers is durable.
-    pub fn ingest(&self, batch: &Batch) -> Result<Ack, CloudStoreError> {
+    /// epoch's watermark are duplicates, and must match what was applied),
+    /// then flushes. The ack is only returned once everything it covers is
+    /// durable. Refused entries advance the watermark without applying.
+    pub fn ingest(&self, batch: &Checked) -> Result<Ack, CloudStoreError> {
         for pair in batch.entries.windows(2) {
-            if pair[1].seq <= pair[0].seq {
-                return Err(CloudStoreError::OutOfOrder(pair[1].seq, pair[0].seq));
+            let (before, after) = (pair[0].0.seq, pair[1].0.seq);
+            if after <= before {
+                return Err(CloudStoreError::OutOfOrder(after, before));
+            }
+            if after != before + 1 {
+                return Err(CloudStoreError::SequenceGap {
+                    expected: before + 1,
+                    got: after,
+                });
             }
         }
         let mut counters = self.ingest_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mark_key = be(batch.epoch);
+        match self.epochs.get(mark_key)? {
+            Some(owner) if owner.as_ref() != batch.node.as_bytes() => {
+                return Err(CloudStoreError::EpochOwned {
+                    epoch: batch.epoch,
+                    owner: String::from_utf8_lossy(&owner).into_owned(),
+                });
+            }
+            Some(_) => {}
+            None if batch.entries.is_empty() => {}
+            None => {
+                self.epochs.insert(mark_key, batch.node.as_bytes())?;
+            }
+        }
         let mark = u64_of(self.applied.get(mark_key)?);
-        if let Some(first) = batch.entries.first()
+        if let Some((first, _)) = batch.entries.first()
             && first.seq > mark + 1
         {
-            // Edges number records without gaps; a gap means records were
-            // lost on the way (or a bug), and they will never be applied.
-            tracing::warn!(target: "outpost::cloud::store", node = %batch.node, epoch = batch.epoch, after = mark, next = first.seq, "sequence gap in a batch");
+            // Edges number records without gaps: the missing ones were lost
+            // on the way, and accepting past them would make them vanish.
+            return Err(CloudStoreError::SequenceGap {
+                expected: mark + 1,
+                got: first.seq,
+            });
+        }
+        // A redelivery carries what was applied before; anything else under
+        // the same (epoch, seq) is a second process on one identity.
+        for (entry, _) in batch.entries.iter().take_while(|(e, _)| e.seq <= mark) {
+            if let Some(kept) = self.digests.get(digest_key(batch.epoch, entry.seq))?
+                && kept.as_ref() != digest(entry)
+            {
+                return Err(CloudStoreError::CloneDetected(entry.seq));
+            }
         }
         let mut ack = Ack {
             applied: 0,
             duplicates: 0,
             through: 0,
+            refused: Vec::new(),
         };
-        for entry in &batch.entries {
+        for (entry, verdict) in &batch.entries {
             ack.through = ack.through.max(entry.seq);
             let start = *counters;
+            let entry_digest = digest(entry);
             let result = (
                 &self.applied,
                 &self.kv,
@@ -170,22 +242,29 @@ impl SledStore {
                 &self.events,
                 &self.idempotency,
                 &self.meta,
+                &self.digests,
             )
                 .transaction(
-                    |(applied, kv, feed, conflicts, events, idempotency, meta)| {
+                    |(applied, kv, feed, conflicts, events, idempotency, meta, digests)| {
                         if u64_of(applied.get(mark_key)?) >= entry.seq {
                             return Ok(None);
                         }
                         let mut next = start;
-                        let views = Views {
-                            kv,
-                            feed,
-                            conflicts,
-                            events,
-                            idempotency,
-                        };
-                        apply_entry(&views, &mut next, &batch.node, entry)?;
+                        if verdict.is_none() {
+                            let views = Views {
+                                kv,
+                                feed,
+                                conflicts,
+                                events,
+                                idempotency,
+                            };
+                            apply_entry(&views, &mut next, &batch.node, entry)?;
+                        }
                         applied.insert(&mark_key, &be(entry.seq))?;
+                        digests.insert(&digest_key(batch.epoch, entry.seq), &entry_digest)?;
+                        if let Some(old) = entry.seq.checked_sub(DIGEST_WINDOW) {
+                            digests.remove(&digest_key(batch.epoch, old))?;
+                        }
                         meta.insert("next_feed", &be(next.feed))?;
                         meta.insert("next_event", &be(next.event))?;
                         meta.insert("next_conflict", &be(next.conflict))?;
@@ -195,7 +274,14 @@ impl SledStore {
             match result {
                 Ok(Some(next)) => {
                     *counters = next;
-                    ack.applied += 1;
+                    match verdict {
+                        None => ack.applied += 1,
+                        Some(invalid) => ack.refused.push(Refusal {
+                            seq: entry.seq,
+                            code: invalid.code().to_owned(),
+                            reason: invalid.describe().to_owned(),
+                        }),
+                    }
                 }
                 Ok(None) => ack.duplicates += 1,
                 Err(TransactionError::Storage(e)) => return Err(e.into()),
@@ -210,7 +296,8 @@ impl SledStore {
     }
 
     /// The values of `tree` keyed `prefix + id` for ids after `since` and
-    /// below `durable`, at most `limit`, with the last id scanned. Entries
+    /// below `durable`, at most `limit` and (past the first) at most
+    /// [`MAX_PAGE_BYTES`] of them, with the last id scanned. Entries
     /// that fail to decode are logged and skipped, never allowed to stall
     /// a reader.
     fn scan<T: serde::de::DeserializeOwned>(
@@ -224,8 +311,13 @@ impl SledStore {
         let end = [prefix, &be(durable)].concat();
         let mut items = Vec::new();
         let mut last = since;
+        let mut bytes = 0;
         for item in tree.range(start..end).take(limit) {
             let (key, json) = item?;
+            if !items.is_empty() && bytes + json.len() > MAX_PAGE_BYTES {
+                break;
+            }
+            bytes += json.len();
             last = u64_of(Some(key.subslice(prefix.len(), 8)));
             match serde_json::from_slice(&json) {
                 Ok(value) => items.push(value),
@@ -275,6 +367,67 @@ impl SledStore {
         let prefix = topic_key(topic, b"");
         let (items, next) = Self::scan(&self.events, &prefix, since, durable, limit)?;
         Ok(Page { items, next })
+    }
+
+    /// Stores a new credential (and its token hash, for lookups), durably.
+    pub fn put_credential(&self, credential: &Credential) -> Result<(), CloudStoreError> {
+        let json = serde_json::to_vec(credential).expect("serializes");
+        (&self.credentials, &self.token_hashes)
+            .transaction(|(credentials, hashes)| {
+                credentials.insert(credential.id.as_bytes(), json.as_slice())?;
+                hashes.insert(credential.token_sha256.as_bytes(), credential.id.as_bytes())?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(e) => CloudStoreError::Db(e),
+                TransactionError::Abort(()) => unreachable!("never aborts"),
+            })?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn credential(&self, id: &[u8]) -> Result<Option<Credential>, CloudStoreError> {
+        Ok(self
+            .credentials
+            .get(id)?
+            .and_then(|json| serde_json::from_slice(&json).ok()))
+    }
+
+    /// The credential whose token hashes to `token_sha256`.
+    pub fn credential_by_hash(
+        &self,
+        token_sha256: &str,
+    ) -> Result<Option<Credential>, CloudStoreError> {
+        match self.token_hashes.get(token_sha256.as_bytes())? {
+            Some(id) => self.credential(&id),
+            None => Ok(None),
+        }
+    }
+
+    /// Every credential, in id order.
+    pub fn credentials(&self) -> Result<Vec<Credential>, CloudStoreError> {
+        let mut all = Vec::new();
+        for item in self.credentials.iter() {
+            let (_, json) = item?;
+            if let Ok(credential) = serde_json::from_slice(&json) {
+                all.push(credential);
+            }
+        }
+        Ok(all)
+    }
+
+    /// Marks credential `id` revoked, durably; `false` if there is none.
+    pub fn revoke_credential(&self, id: &str) -> Result<bool, CloudStoreError> {
+        let Some(mut credential) = self.credential(id.as_bytes())? else {
+            return Ok(false);
+        };
+        if credential.revoked_ms.is_none() {
+            credential.revoked_ms = Some(crate::credentials::now_ms());
+            let json = serde_json::to_vec(&credential).expect("serializes");
+            self.credentials.insert(id.as_bytes(), json)?;
+            self.db.flush()?;
+        }
+        Ok(true)
     }
 
     /// The cloud's current value of a key: version, and value or `None`
@@ -375,6 +528,8 @@ fn apply_entry(views: &Views<'_>, next: &mut Counters, node: &str, entry: &Entry
             )?;
             next.event += 1;
         }
+        // The edge set the original aside; the sequence number is spent.
+        Record::Skipped { .. } => {}
     }
     Ok(())
 }
@@ -392,7 +547,7 @@ impl Sled {
 }
 
 impl CloudStore for Sled {
-    async fn ingest(&self, batch: Batch) -> Result<Ack, CloudStoreError> {
+    async fn ingest(&self, batch: Checked) -> Result<Ack, CloudStoreError> {
         let store = self.0.clone();
         tokio::task::spawn_blocking(move || store.ingest(&batch))
             .await
@@ -424,6 +579,31 @@ impl CloudStore for Sled {
         self.0.events(topic, since, limit)
     }
 
+    async fn put_credential(&self, credential: Credential) -> Result<(), CloudStoreError> {
+        let store = self.0.clone();
+        tokio::task::spawn_blocking(move || store.put_credential(&credential))
+            .await
+            .map_err(|e| CloudStoreError::Internal(e.to_string()))?
+    }
+
+    async fn credential_by_hash(
+        &self,
+        token_sha256: &str,
+    ) -> Result<Option<Credential>, CloudStoreError> {
+        self.0.credential_by_hash(token_sha256)
+    }
+
+    async fn credentials(&self) -> Result<Vec<Credential>, CloudStoreError> {
+        self.0.credentials()
+    }
+
+    async fn revoke_credential(&self, id: &str) -> Result<bool, CloudStoreError> {
+        let (store, id) = (self.0.clone(), id.to_owned());
+        tokio::task::spawn_blocking(move || store.revoke_credential(&id))
+            .await
+            .map_err(|e| CloudStoreError::Internal(e.to_string()))?
+    }
+
     async fn get(&self, store: &str, key: &str) -> Result<Option<Current>, CloudStoreError> {
         self.0.get(store, key)
     }
@@ -451,12 +631,180 @@ mod tests {
     }
 
     /// Each test node has its own database, so its own epoch.
-    fn batch(node: &str, entries: Vec<Entry>) -> Batch {
-        Batch {
+    fn batch(node: &str, entries: Vec<Entry>) -> Checked {
+        Checked {
             node: node.into(),
             epoch: u64::from(node.as_bytes()[0]),
-            entries,
+            entries: entries.into_iter().map(|e| (e, None)).collect(),
         }
+    }
+
+    #[test]
+    fn a_second_node_on_an_epoch_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store
+            .ingest(&batch("a", vec![kv(1, "k", "v1", 10, "a", None)]))
+            .unwrap();
+        let mut copy = batch("b", vec![kv(2, "k", "v2", 11, "b", None)]);
+        copy.epoch = u64::from(b'a');
+        assert!(matches!(
+            store.ingest(&copy),
+            Err(CloudStoreError::EpochOwned { owner, .. }) if owner == "a"
+        ));
+        assert_eq!(store.get("s", "k").unwrap().unwrap().1.unwrap(), b"v1");
+    }
+
+    #[test]
+    fn gaps_before_or_inside_a_batch_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let late = batch("a", vec![kv(2, "k", "v", 10, "a", None)]);
+        assert!(matches!(
+            store.ingest(&late),
+            Err(CloudStoreError::SequenceGap {
+                expected: 1,
+                got: 2
+            })
+        ));
+        let holed = batch(
+            "a",
+            vec![
+                kv(1, "k", "v", 10, "a", None),
+                kv(3, "k", "v", 11, "a", None),
+            ],
+        );
+        assert!(matches!(
+            store.ingest(&holed),
+            Err(CloudStoreError::SequenceGap {
+                expected: 2,
+                got: 3
+            })
+        ));
+        assert!(store.get("s", "k").unwrap().is_none());
+        assert_eq!(
+            store
+                .ingest(&batch("a", vec![kv(1, "k", "v", 10, "a", None)]))
+                .unwrap()
+                .applied,
+            1
+        );
+    }
+
+    #[test]
+    fn a_redelivery_with_other_content_is_a_clone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store
+            .ingest(&batch("a", vec![kv(1, "k", "mine", 10, "a", None)]))
+            .unwrap();
+        let same = store
+            .ingest(&batch("a", vec![kv(1, "k", "mine", 10, "a", None)]))
+            .unwrap();
+        assert_eq!(same.duplicates, 1);
+        let other = batch(
+            "a",
+            vec![
+                kv(1, "k", "theirs", 12, "a", None),
+                kv(2, "j", "x", 13, "a", None),
+            ],
+        );
+        assert!(matches!(
+            store.ingest(&other),
+            Err(CloudStoreError::CloneDetected(1))
+        ));
+        assert!(
+            store.get("s", "j").unwrap().is_none(),
+            "nothing of it applied"
+        );
+    }
+
+    #[test]
+    fn refused_entries_consume_their_sequence_number_and_apply_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let mut b = batch(
+            "a",
+            vec![
+                kv(1, "k", "bad", 10, "a", None),
+                kv(2, "j", "good", 11, "a", None),
+            ],
+        );
+        b.entries[0].1 = Some(outpost_wire::validate::Invalid::ClockSkew);
+        let ack = store.ingest(&b).unwrap();
+        assert_eq!((ack.applied, ack.through), (1, 2));
+        assert_eq!(ack.refused.len(), 1);
+        assert_eq!(
+            (ack.refused[0].seq, ack.refused[0].code.as_str()),
+            (1, "clock-skew")
+        );
+        assert!(store.get("s", "k").unwrap().is_none());
+        let again = store.ingest(&b).unwrap();
+        assert_eq!((again.duplicates, again.refused.len()), (2, 0));
+        let next = store
+            .ingest(&batch("a", vec![kv(3, "k", "v", 12, "a", None)]))
+            .unwrap();
+        assert_eq!(next.applied, 1, "no gap after a refusal");
+    }
+
+    #[test]
+    fn pages_stop_at_a_byte_budget_but_hold_at_least_one_item() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let big = "x".repeat(MAX_PAGE_BYTES / 3);
+        let entries = (1..=5)
+            .map(|i| kv(i, &format!("k{i}"), &big, 10 + i, "a", None))
+            .collect();
+        store.ingest(&batch("a", entries)).unwrap();
+        let page = store.feed(0, 1000).unwrap();
+        assert!(
+            (1..5).contains(&page.changes.len()),
+            "{} changes",
+            page.changes.len()
+        );
+        let huge = "y".repeat(MAX_PAGE_BYTES + 1);
+        store
+            .ingest(&batch("b", vec![kv(1, "h", &huge, 99, "b", None)]))
+            .unwrap();
+        let mut since = page.next;
+        let mut seen = page.changes.len();
+        while seen < 6 {
+            let page = store.feed(since, 1000).unwrap();
+            assert!(!page.changes.is_empty());
+            seen += page.changes.len();
+            since = page.next;
+        }
+    }
+
+    #[test]
+    fn credentials_are_found_by_token_hash_and_revoked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let (credential, token) = crate::credentials::Enrol {
+            role: crate::credentials::Role::Node,
+            node: Some("edge-a".into()),
+            stores: None,
+            label: String::new(),
+        }
+        .issue()
+        .unwrap();
+        store.put_credential(&credential).unwrap();
+        let hash = crate::credentials::token_hash(&token);
+        assert_eq!(
+            store.credential_by_hash(&hash).unwrap(),
+            Some(credential.clone())
+        );
+        assert!(store.revoke_credential(&credential.id).unwrap());
+        assert!(
+            store
+                .credential_by_hash(&hash)
+                .unwrap()
+                .unwrap()
+                .revoked_ms
+                .is_some()
+        );
+        assert!(!store.revoke_credential("nope").unwrap());
+        assert_eq!(store.credentials().unwrap().len(), 1);
     }
 
     #[test]

@@ -76,6 +76,10 @@ pub struct ServeConfig {
     /// outbox keeps growing on disk until a cloud is configured).
     pub cloud: Option<String>,
     pub cloud_token: Option<String>,
+    /// Give the data dir a new database epoch (and renumber its outbox)
+    /// before serving: for a copied data dir, or a stream the cloud refuses
+    /// for a gap. A flag only, never in a file: it is a one-off act.
+    pub new_epoch: bool,
     /// Most outbox records sent in one batch.
     pub ship_batch: usize,
     pub kv_limits: KvLimits,
@@ -141,6 +145,7 @@ impl Default for ServeConfig {
             node_id: None,
             cloud: None,
             cloud_token: None,
+            new_epoch: false,
             ship_batch: 256,
             kv_limits: KvLimits::default(),
             stores: BTreeMap::new(),
@@ -368,6 +373,7 @@ impl ServeConfig {
                 .map_or(d.queue_timeout, ms),
             max_outbox_bytes: pick(None, file.max_outbox_bytes, env, "OUTPOST_MAX_OUTBOX_BYTES")?
                 .unwrap_or(d.max_outbox_bytes),
+            new_epoch: false,
             admin_listen: pick(
                 flags.admin_listen,
                 file.admin_listen,

@@ -51,6 +51,16 @@ pub async fn serve(
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let cache = cache::CodeCache::open(&config.data_dir, &engines[0])
         .with_context(|| format!("cannot open code cache in {}", config.data_dir.display()))?;
+    if config.new_epoch {
+        let renewed = outpost_store::epoch::renew(&config.data_dir)
+            .with_context(|| format!("cannot renew the epoch in {}", config.data_dir.display()))?;
+        tracing::warn!(target: "outpost",
+            old = renewed.old,
+            new = renewed.new,
+            records = renewed.records,
+            "--new-epoch: this data dir ships under a new database epoch; its outbox is renumbered from 1"
+        );
+    }
     let storage = Storage::open_with_limit(
         &config.data_dir,
         config.node_id.as_deref(),
@@ -183,6 +193,7 @@ pub async fn serve(
         registry,
         storage: storage.clone(),
         admission,
+        replication: _replication.as_ref().map(|r| r.status.clone()),
     };
     let limits = outpost_http::ConnectionLimits {
         max_connections: config.max_connections,

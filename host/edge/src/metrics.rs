@@ -160,6 +160,8 @@ pub struct Metrics {
     /// Batches sent to the cloud, by outcome.
     pub ship_batches: Family<ResultLabels, Counter>,
     pub ship_bytes: Counter,
+    /// Outbox records the cloud refused for good, by its code.
+    pub ship_refused: Family<ResultLabels, Counter>,
     /// Writes from other nodes read from the feed, by whether they won here.
     pub remote_writes: Family<ResultLabels, Counter>,
     /// Refreshed when scraped.
@@ -181,6 +183,8 @@ pub struct ScrapeGauges {
     pub replication_lag: Gauge<f64, AtomicU64>,
     pub conflicts_seen: Gauge,
     pub cloud_reachable: Gauge,
+    /// 1 while the cloud refuses this node's stream (shipping stopped).
+    pub replication_blocked: Gauge,
 }
 
 impl Metrics {
@@ -269,6 +273,11 @@ impl Metrics {
             self.ship_bytes.clone(),
         );
         r.register(
+            "shipper_refused_records",
+            "Outbox records the cloud refused for good (quarantined here), by the cloud's code",
+            self.ship_refused.clone(),
+        );
+        r.register(
             "remote_writes",
             "Writes from the cloud's feed, by whether they won here (applied) or lost to a newer local version (older)",
             self.remote_writes.clone(),
@@ -315,6 +324,11 @@ impl Metrics {
                 "cloud_reachable",
                 "1 if the last exchange with the cloud succeeded",
                 &g.cloud_reachable,
+            ),
+            (
+                "replication_blocked",
+                "1 while the cloud refuses this node's stream (a copied data dir, a gap, a wrong credential); records are kept",
+                &g.replication_blocked,
             ),
         ] {
             r.register(name, help, gauge.clone());

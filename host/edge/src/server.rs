@@ -6,10 +6,11 @@ use crate::body::OutBody;
 use crate::error_code::ErrorCode;
 use crate::invoke::{self, admission::Admission};
 use crate::registry::Registry;
+use crate::replication::status::ReplicationStatus;
 use crate::router::{self, Route};
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
-use outpost_http::{Handler, reply, request_id};
+use http_body_util::BodyExt as _;
+use outpost_http::{BodyError, Handler, RequestBody, reply, request_id};
 use outpost_store::Storage;
 use std::sync::Arc;
 
@@ -22,6 +23,8 @@ pub struct Edge {
     pub admission: Arc<Admission>,
     /// For the health report (outbox backlog).
     pub storage: Arc<Storage>,
+    /// For the health report: whether the cloud refuses this node's stream.
+    pub replication: Option<Arc<ReplicationStatus>>,
 }
 
 impl Handler for Edge {
@@ -29,7 +32,7 @@ impl Handler for Edge {
 
     fn call(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> impl Future<Output = Response<OutBody>> + Send + 'static + use<> {
         let edge = self.clone();
         async move { handle(&edge, req).await }
@@ -37,7 +40,7 @@ impl Handler for Edge {
 }
 
 /// Answers one request, under its request id (the client's or a new one).
-pub async fn handle(edge: &Edge, mut req: Request<Incoming>) -> Response<OutBody> {
+pub async fn handle(edge: &Edge, mut req: Request<RequestBody>) -> Response<OutBody> {
     let request_id = request_id::take_or_make(req.headers_mut());
     let mut response = route(edge, req, &request_id).await;
     response
@@ -48,7 +51,7 @@ pub async fn handle(edge: &Edge, mut req: Request<Incoming>) -> Response<OutBody
 
 async fn route(
     edge: &Edge,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     request_id: &http::HeaderValue,
 ) -> Response<OutBody> {
     let registry = &edge.registry;
@@ -56,6 +59,7 @@ async fn route(
         Route::Function(name) => match registry.get(name) {
             Some(function) => {
                 let started = std::time::Instant::now();
+                let req = req.map(|body| body.map_err(guest_body_error as fn(BodyError) -> _));
                 let response =
                     invoke::invoke(function.clone(), &edge.admission, req, request_id).await;
                 let status = response.status().as_u16();
@@ -70,10 +74,17 @@ async fn route(
         },
         Route::Health if req.method() == Method::GET || req.method() == Method::HEAD => {
             let storage = &edge.storage;
+            let blocked = edge
+                .replication
+                .as_ref()
+                .and_then(|status| status.snapshot().blocked);
+            // Serving goes on while the cloud refuses this node's stream, so
+            // that is "degraded", not a failed check.
+            let status = if blocked.is_some() { "degraded" } else { "ok" };
             reply::json(
                 StatusCode::OK,
                 serde_json::json!({
-                    "status": "ok",
+                    "status": status,
                     "functions": registry.len(),
                     "node": storage.node_id(),
                     "outbox": {
@@ -81,6 +92,10 @@ async fn route(
                         "bytes": storage.outbox_bytes(),
                         "quarantined": storage.quarantined(),
                     },
+                    "replication": blocked.map(|b| serde_json::json!({
+                        "blocked": b.code,
+                        "message": b.message,
+                    })),
                 }),
             )
         }
@@ -92,6 +107,16 @@ async fn route(
         }
         Route::Reserved => not_found("no such host endpoint under /_outpost/"),
         Route::NoFunction => not_found("no function at this path; functions are served at /NAME"),
+    }
+}
+
+/// A request body failure as wasi:http reports it to the guest: a body cut
+/// off for arriving too slowly is a read timeout (the listener answers the
+/// client 408 itself).
+fn guest_body_error(error: BodyError) -> wasmtime_wasi_http::Error {
+    match error.into_hyper() {
+        Some(e) => wasmtime_wasi_http::Error::Hyper(e),
+        None => wasmtime_wasi_http::Error::ConnectionReadTimeout,
     }
 }
 

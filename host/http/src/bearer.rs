@@ -11,17 +11,21 @@ use http::{HeaderMap, header};
 /// must lock the endpoint, not open it. Compared in constant time, so the
 /// token cannot be guessed byte by byte.
 pub fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    let expected = token.as_bytes();
-    if expected.is_empty() {
-        return false;
-    }
-    let Some(given) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| credentials(v.as_bytes()))
-    else {
-        return false;
-    };
-    given.len() == expected.len()
+    presented(headers).is_some_and(|given| same(given.as_bytes(), token.as_bytes()))
+}
+
+/// The token a request presents as `Authorization: Bearer <token>` (same
+/// parsing as [`authorized`]), for callers that look tokens up.
+pub fn presented(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?;
+    std::str::from_utf8(credentials(value.as_bytes())?).ok()
+}
+
+/// Whether `given` equals a non-empty `expected`, in time that does not
+/// depend on where they differ.
+pub fn same(given: &[u8], expected: &[u8]) -> bool {
+    !expected.is_empty()
+        && given.len() == expected.len()
         && given
             .iter()
             .zip(expected)

@@ -55,18 +55,147 @@ enum BenchCommand {
     },
 }
 
-/// Flags for `outpost cloud`.
+/// `outpost cloud`: run the cloud tier, or manage its credentials.
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 struct CloudArgs {
+    #[command(subcommand)]
+    action: Option<CloudAction>,
+    #[command(flatten)]
+    run: CloudRunArgs,
+}
+
+/// Flags for running the cloud tier.
+#[derive(clap::Args)]
+struct CloudRunArgs {
     /// Address to listen on.
     #[arg(long, env = "OUTPOST_CLOUD_LISTEN", default_value = "127.0.0.1:9090")]
     listen: SocketAddr,
     /// Cloud data folder.
     #[arg(long, env = "OUTPOST_CLOUD_DATA", default_value = "./.outpost-cloud")]
     data: PathBuf,
-    /// Bearer token edges must present [default: generated into DATA/token].
-    #[arg(long, env = "OUTPOST_CLOUD_TOKEN")]
-    token: Option<String>,
+    /// The operator's token: enrols and revokes credentials [default: generated into DATA/admin-token].
+    #[arg(long, env = "OUTPOST_CLOUD_ADMIN_TOKEN")]
+    admin_token: Option<String>,
+    /// Development mode: one shared token every edge and reader may use, as any node (`--token` is the old name).
+    #[arg(long, alias = "token", env = "OUTPOST_CLOUD_DEV_TOKEN")]
+    dev_token: Option<String>,
+    /// Largest value or event payload accepted, in bytes.
+    #[arg(long, default_value_t = outpost_wire::validate::MAX_VALUE_BYTES)]
+    max_value_bytes: usize,
+    /// How far ahead of this machine's clock a record's HLC may be, in milliseconds.
+    #[arg(long, default_value_t = outpost_wire::validate::DEFAULT_MAX_CLOCK_SKEW_MS)]
+    max_clock_skew_ms: u64,
+}
+
+/// Managing credentials on a running cloud.
+#[derive(Subcommand)]
+enum CloudAction {
+    /// Enrol an edge: print a new credential bound to NODE_ID (give it to the edge as --cloud-token).
+    Enrol {
+        /// The edge's node id (its --node-id).
+        node_id: String,
+        /// Stores the edge may write: store ids (@FUNCTION, shared names) or * and @* [default: *].
+        #[arg(long, value_delimiter = ',')]
+        stores: Option<Vec<String>>,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Print a new read-only credential (feed, events, conflicts, keys, metrics).
+    Reader {
+        /// A name for the reader, shown in listings.
+        name: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// List the credentials issued (never their tokens).
+    Credentials {
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Revoke a credential by id: its token stops working at once.
+    Revoke {
+        /// The credential id (from `enrol` or `credentials`).
+        id: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+}
+
+/// Which cloud to manage, and the operator's token for it.
+#[derive(clap::Args)]
+struct AdminTarget {
+    /// The cloud's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:9090")]
+    cloud: String,
+    /// The admin token [default: read from DATA/admin-token].
+    #[arg(long, env = "OUTPOST_CLOUD_ADMIN_TOKEN")]
+    admin_token: Option<String>,
+    /// The cloud's data folder, to read its admin token from.
+    #[arg(long, env = "OUTPOST_CLOUD_DATA", default_value = "./.outpost-cloud")]
+    data: PathBuf,
+}
+
+impl AdminTarget {
+    fn token(&self) -> anyhow::Result<String> {
+        if let Some(token) = &self.admin_token {
+            return Ok(token.clone());
+        }
+        let path = outpost_cloud::admin_token_path(&self.data);
+        outpost_cloud::read_token_file(&path)?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "no --admin-token given and {} does not exist",
+                path.display()
+            )
+        })
+    }
+}
+
+/// Runs one credentials command against a running cloud and prints the
+/// answer: a new token alone on stdout (for scripts), the rest as JSON.
+async fn manage(action: CloudAction) -> anyhow::Result<()> {
+    use http::Method;
+    let (target, method, path, body) = match &action {
+        CloudAction::Enrol {
+            node_id,
+            stores,
+            target,
+        } => (
+            target,
+            Method::POST,
+            "/v1/credentials".to_owned(),
+            Some(serde_json::json!({ "role": "node", "node": node_id, "stores": stores })),
+        ),
+        CloudAction::Reader { name, target } => (
+            target,
+            Method::POST,
+            "/v1/credentials".to_owned(),
+            Some(serde_json::json!({ "role": "reader", "label": name })),
+        ),
+        CloudAction::Credentials { target } => {
+            (target, Method::GET, "/v1/credentials".to_owned(), None)
+        }
+        CloudAction::Revoke { id, target } => (
+            target,
+            Method::DELETE,
+            format!("/v1/credentials/{id}"),
+            None,
+        ),
+    };
+    let answer =
+        outpost_cloud::admin_client::call(&target.cloud, &target.token()?, method, &path, body)
+            .await?;
+    match answer.get("token").and_then(|t| t.as_str()) {
+        Some(token) => {
+            eprintln!(
+                "credential {} issued; the token is shown once:",
+                answer["id"].as_str().unwrap_or("?")
+            );
+            println!("{token}");
+        }
+        None => println!("{}", serde_json::to_string_pretty(&answer)?),
+    }
+    Ok(())
 }
 
 /// Flags for `outpost serve`. Each overrides `outpost.toml`, which overrides
@@ -109,6 +238,9 @@ struct ServeArgs {
     /// Bearer token for the cloud tier.
     #[arg(long)]
     cloud_token: Option<String>,
+    /// Take a new database epoch before serving, renumbering the outbox: for a data dir copied from another node, or one the cloud refuses for a sequence gap.
+    #[arg(long)]
+    new_epoch: bool,
     /// Most outbox records per upload [default: 256].
     #[arg(long)]
     ship_batch: Option<usize>,
@@ -153,6 +285,7 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         None => (PathBuf::from("outpost.toml"), false),
     };
     let file = FileConfig::read(&config_path, required)?;
+    let new_epoch = args.new_epoch;
     let flags = FlagConfig {
         listen: args.listen,
         modules: args.modules,
@@ -169,9 +302,9 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         admin_listen: args.admin_listen,
         admin_token: args.admin_token,
     };
-    Ok(ServeConfig::resolve(flags, file, &|key| {
-        std::env::var(key).ok()
-    })?)
+    let mut config = ServeConfig::resolve(flags, file, &|key| std::env::var(key).ok())?;
+    config.new_epoch = new_epoch;
+    Ok(config)
 }
 
 /// mimalloc: a request allocates and frees a few hundred small objects
@@ -218,11 +351,26 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Cloud(args) => {
+        Command::Cloud(CloudArgs {
+            action: Some(action),
+            ..
+        }) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(manage(action))
+        }
+        Command::Cloud(CloudArgs { action: None, run }) => {
             let config = outpost_cloud::CloudConfig {
-                listen: args.listen,
-                data_dir: args.data,
-                token: args.token,
+                listen: run.listen,
+                data_dir: run.data,
+                admin_token: run.admin_token,
+                dev_token: run.dev_token,
+                rules: outpost_wire::validate::Rules {
+                    max_value_bytes: run.max_value_bytes,
+                    max_key_bytes: outpost_wire::validate::MAX_KEY_BYTES,
+                    max_clock_skew_ms: run.max_clock_skew_ms,
+                },
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

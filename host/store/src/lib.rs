@@ -8,6 +8,8 @@
 #![warn(missing_docs)]
 
 pub mod committer;
+pub mod epoch;
+pub mod quarantine;
 
 pub use committer::{Rejection, WriteOp, Written};
 pub use outpost_wire::names::{MAX_NODE_ID_BYTES, is_valid_node_id};
@@ -28,6 +30,9 @@ pub(crate) const META_NEXT_SEQ: &[u8] = b"next_seq";
 pub(crate) const META_HLC: &[u8] = b"hlc";
 pub(crate) const META_PULL_CURSOR: &[u8] = b"pull_cursor";
 pub(crate) const META_CLOUD_ID: &[u8] = b"cloud_id";
+/// The first sequence number written under the current node id, set when
+/// the configured id differs from the stored one (see [`epoch::renew`]).
+pub(crate) const META_RENAMED_AT: &[u8] = b"renamed_at_seq";
 
 /// Default cap on the outbox: how much a cut-off node buffers for the cloud.
 pub const DEFAULT_MAX_OUTBOX_BYTES: u64 = 1024 * 1024 * 1024;
@@ -120,6 +125,7 @@ impl Storage {
         let node_id = match (node_id, stored) {
             (Some(given), Some(stored)) if given != stored => {
                 tracing::warn!(target: "outpost::storage", old = %stored, new = %given, "node id changed by configuration");
+                epoch::note_rename(&meta, &outbox)?;
                 given.to_owned()
             }
             (Some(given), _) => given.to_owned(),
@@ -283,7 +289,7 @@ impl Storage {
         let hlc = match serde_json::from_slice::<outpost_wire::Record>(&value) {
             Ok(outpost_wire::Record::Kv { version, .. }) => version.hlc,
             Ok(outpost_wire::Record::Event { hlc, .. }) => hlc,
-            Err(_) => 0,
+            Ok(outpost_wire::Record::Skipped { .. }) | Err(_) => 0,
         };
         let written = std::time::UNIX_EPOCH + std::time::Duration::from_millis(hlc >> 16);
         Ok(Some((u64_value(Some(key)), written)))
@@ -308,38 +314,6 @@ impl Storage {
     /// Resolves when records may have been added to the outbox.
     pub fn outbox_grew(&self) -> &Notify {
         &self.progress.outbox_grew
-    }
-
-    /// Moves an outbox record the cloud will never accept (it answered 400
-    /// or 413 to it alone) out of the way, keeping it on disk.
-    pub fn quarantine(&self, seq: u64, reason: &str) -> Result<(), StorageError> {
-        use sled::Transactional;
-        let key = seq.to_be_bytes();
-        let moved = (&self.outbox, &self.quarantine)
-            .transaction(|(outbox, quarantine)| {
-                let Some(record) = outbox.remove(&key)? else {
-                    return Ok(0);
-                };
-                let mut kept = reason.as_bytes().to_vec();
-                kept.push(b'\n');
-                kept.extend_from_slice(&record);
-                quarantine.insert(&key, kept)?;
-                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(record.len() as u64)
-            })
-            .map_err(|e| match e {
-                sled::transaction::TransactionError::Storage(e) => StorageError::Db(e),
-                sled::transaction::TransactionError::Abort(()) => unreachable!(),
-            })?;
-        self.progress
-            .outbox_bytes
-            .fetch_sub(moved, Ordering::AcqRel);
-        self.db.flush()?;
-        Ok(())
-    }
-
-    /// Records moved aside by [`Storage::quarantine`].
-    pub fn quarantined(&self) -> usize {
-        self.quarantine.len()
     }
 
     /// Position in the cloud's change feed up to which this node has applied.

@@ -1,7 +1,8 @@
 //! What the edge and the cloud tier agree on: the protocol between them
 //! ([`protocol`]), the clock that orders writes ([`hlc`]), how a versioned
 //! value is stored ([`envelope`]), the rules for names both sides check
-//! ([`names`]), and the short ids that tie an error to its log line.
+//! ([`names`]) and for
+//! every record ([`validate`]), and the short ids that tie an error to its log line.
 //!
 //! No I/O and no runtime: serde, and nothing that links wasm.
 
@@ -11,6 +12,7 @@ pub mod envelope;
 pub mod hlc;
 pub mod names;
 pub mod protocol;
+pub mod validate;
 
 pub use protocol::*;
 

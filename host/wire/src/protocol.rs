@@ -44,6 +44,12 @@ pub enum Record {
         /// HLC stamp at enqueue time.
         hlc: u64,
     },
+    /// A placeholder for a record the edge set aside after the cloud refused
+    /// its bytes: it keeps the sequence without a gap and applies nothing.
+    Skipped {
+        /// Why the original was set aside.
+        reason: String,
+    },
 }
 
 /// A record with its per-node sequence number.
@@ -77,6 +83,43 @@ pub struct Ack {
     pub duplicates: u64,
     /// Highest sequence number in the batch: everything up to it may go.
     pub through: u64,
+    /// Entries the cloud refused for good (its verdict on each, by code):
+    /// they count as consumed, so the edge sets them aside instead of
+    /// sending them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<Refusal>,
+}
+
+/// The cloud's verdict on one entry it will never apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// The entry's sequence number.
+    pub seq: u64,
+    /// A code of [`crate::validate::Invalid`].
+    pub code: String,
+    /// What was wrong, for the operator.
+    pub reason: String,
+}
+
+/// Codes of the cloud's refusals of a whole batch (the `error` field of its
+/// JSON error body). The edge stops shipping on these until the cause is
+/// fixed, and never drops records for them.
+pub mod refusal {
+    /// The batch's epoch belongs to another node: the data dir was copied.
+    pub const EPOCH_OWNED: &str = "epoch-owned";
+    /// The batch does not start at the next expected sequence number.
+    pub const SEQUENCE_GAP: &str = "sequence-gap";
+    /// An already applied sequence number arrived with different content:
+    /// two processes ship under one database identity.
+    pub const CLONE_DETECTED: &str = "clone-detected";
+    /// The batch names another node than the credential's.
+    pub const WRONG_NODE: &str = "wrong-node";
+    /// The credential may not ship batches (a reader's).
+    pub const FORBIDDEN: &str = "forbidden";
+    /// The body is over the cloud's batch limit.
+    pub const TOO_LARGE: &str = "too-large";
+    /// The body is not a batch at all.
+    pub const MALFORMED: &str = "malformed-batch";
 }
 
 /// One accepted KV write, as served by the change feed.

@@ -7,7 +7,9 @@
 //! | `GET /metrics` | Prometheus (OpenMetrics text) |
 //! | `GET /functions` | every function: version, source, load error, request counts, latency |
 //! | `GET /events?limit=N` | recent loads, reloads, removals and failures, newest first |
-//! | `GET /outbox` | outbox depth and age, last ack, cloud link, replication lag |
+//! | `GET /outbox` | outbox depth and age, epoch, last ack, cloud link (blocked or not), replication lag |
+//! | `GET /outbox/quarantine?since=I&limit=N` | records the cloud refused for good, with its reason |
+//! | `POST /outbox/quarantine/ID/resend` | put a quarantined record back in the outbox (new sequence number) |
 //! | `GET /conflicts?since=I&limit=N` | the cloud tier's conflicts, passed through |
 
 use crate::activity::{Activity, rfc3339};
@@ -17,9 +19,8 @@ use crate::registry::Registry;
 use crate::replication::client::{CloudClient, CloudError};
 use crate::replication::status::ReplicationStatus;
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
-use outpost_http::Handler;
 use outpost_http::reply::{self, Full};
+use outpost_http::{Handler, RequestBody};
 use outpost_store::Storage;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -30,7 +31,8 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 /// Most items one `/events` or `/conflicts` read returns.
 const MAX_LIMIT: usize = 1000;
 
-/// Everything the admin listener reads; it changes nothing.
+/// Everything the admin listener reads; the one thing it changes is a
+/// re-send of a quarantined record.
 #[derive(Clone)]
 pub struct Admin {
     /// When set, every path but `/` needs `Authorization: Bearer TOKEN`.
@@ -49,7 +51,7 @@ impl Handler for Admin {
 
     fn call(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> impl Future<Output = Response<Full>> + Send + 'static + use<> {
         let admin = self.clone();
         async move { admin.handle(req).await }
@@ -60,7 +62,7 @@ use reply::logged_error as error;
 
 /// `name`'s value in the query string, as a number; `Err` holds the
 /// offending text.
-fn number(req: &Request<Incoming>, name: &str) -> Result<Option<u64>, String> {
+fn number(req: &Request<RequestBody>, name: &str) -> Result<Option<u64>, String> {
     let query = req.uri().query().unwrap_or("");
     match form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name) {
         None => Ok(None),
@@ -85,16 +87,23 @@ fn age_seconds(at: SystemTime) -> f64 {
 }
 
 impl Admin {
-    async fn handle(self, req: Request<Incoming>) -> Response<Full> {
-        if req.method() != Method::GET && req.method() != Method::HEAD {
+    async fn handle(self, req: Request<RequestBody>) -> Response<Full> {
+        let path = req.uri().path();
+        let resend = path
+            .strip_prefix("/outbox/quarantine/")
+            .and_then(|rest| rest.strip_suffix("/resend"));
+        let allowed = match resend {
+            Some(_) => req.method() == Method::POST,
+            None => req.method() == Method::GET || req.method() == Method::HEAD,
+        };
+        if !allowed {
             return error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
-                "the admin API is read-only: use GET",
+                "the admin API is read-only: use GET (POST only for .../resend)",
                 req.method().as_str(),
             );
         }
-        let path = req.uri().path();
         if path == "/" {
             return reply::ok("text/html; charset=utf-8", DASHBOARD);
         }
@@ -122,6 +131,8 @@ impl Admin {
                 Err(given) => bad_number(&given),
             },
             "/outbox" => reply::json(StatusCode::OK, self.outbox()),
+            "/outbox/quarantine" => self.quarantine(&req),
+            _ if resend.is_some() => self.resend(resend.unwrap_or_default()).await,
             "/conflicts" => self.conflicts(&req).await,
             _ => error(
                 StatusCode::NOT_FOUND,
@@ -154,6 +165,8 @@ impl Admin {
             g.conflicts_seen.set(state.conflicts.unwrap_or(0) as i64);
             g.cloud_reachable
                 .set(i64::from(state.reachable == Some(true)));
+            g.replication_blocked
+                .set(i64::from(state.blocked.is_some()));
         }
         self.metrics.render()
     }
@@ -211,6 +224,10 @@ impl Admin {
                         "url": status.url,
                         "reachable": state.reachable,
                         "last_error": state.last_error,
+                        "blocked": state.blocked.as_ref().map(|b| json!({
+                            "code": b.code,
+                            "message": b.message,
+                        })),
                     }),
                     Some(status.lag().as_secs_f64()),
                     state.conflicts,
@@ -224,13 +241,15 @@ impl Admin {
                 )
             }
             None => (
-                json!({ "configured": false, "url": null, "reachable": null, "last_error": null }),
+                json!({ "configured": false, "url": null, "reachable": null, "last_error": null, "blocked": null }),
                 None,
                 None,
                 None,
             ),
         };
         json!({
+            "node": self.storage.node_id(),
+            "epoch": self.storage.epoch(),
             "records": self.storage.outbox_len(),
             "bytes": self.storage.outbox_bytes(),
             "quarantined": self.storage.quarantined(),
@@ -242,7 +261,70 @@ impl Admin {
         })
     }
 
-    async fn conflicts(&self, req: &Request<Incoming>) -> Response<Full> {
+    fn quarantine(&self, req: &Request<RequestBody>) -> Response<Full> {
+        let (since, limit) = match (number(req, "since"), number(req, "limit")) {
+            (Ok(since), Ok(limit)) => (since.unwrap_or(0), limit.unwrap_or(100) as usize),
+            (Err(given), _) | (_, Err(given)) => return bad_number(&given),
+        };
+        match self
+            .storage
+            .quarantined_records(since, limit.clamp(1, MAX_LIMIT))
+        {
+            Ok(items) => {
+                let next = items.last().map_or(since, |q| q.seq);
+                let items: Vec<Value> = items
+                    .into_iter()
+                    .map(|q| {
+                        json!({
+                            "seq": q.seq,
+                            "reason": q.reason,
+                            "record": serde_json::from_slice::<Value>(&q.record)
+                                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&q.record).into_owned())),
+                        })
+                    })
+                    .collect();
+                reply::json(StatusCode::OK, json!({ "items": items, "next": next }))
+            }
+            Err(e) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage",
+                "cannot read the quarantine",
+                &e.to_string(),
+            ),
+        }
+    }
+
+    async fn resend(&self, id: &str) -> Response<Full> {
+        let Ok(id) = id.parse::<u64>() else {
+            return bad_number(id);
+        };
+        match self.storage.resend_quarantined(id).await {
+            Ok(Some(outpost_store::Written::Id(seq))) => {
+                tracing::info!(target: "outpost::admin", quarantined = id, seq, "quarantined record put back in the outbox");
+                reply::json(StatusCode::OK, json!({ "resent": id, "seq": seq }))
+            }
+            Ok(Some(_)) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "outbox-full",
+                "the outbox is full; the record stays in quarantine",
+                "",
+            ),
+            Ok(None) => error(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "no quarantined record with this id",
+                &id.to_string(),
+            ),
+            Err(e) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage",
+                "cannot put the record back; it stays in quarantine",
+                &e.to_string(),
+            ),
+        }
+    }
+
+    async fn conflicts(&self, req: &Request<RequestBody>) -> Response<Full> {
         let Some((_, client)) = &self.cloud else {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,

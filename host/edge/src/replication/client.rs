@@ -14,6 +14,10 @@ use std::time::Duration;
 const INGEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the cloud may hold a feed request open waiting for changes.
 pub const FEED_WAIT: Duration = Duration::from_secs(20);
+/// Largest answer read from the cloud: a feed page holds at most 8 MiB of
+/// changes, or one change of the largest value (16 MiB, base64 in JSON).
+/// Anything bigger is not an answer this client asked for.
+pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CloudError {
@@ -26,9 +30,34 @@ pub enum CloudError {
     #[error("the cloud refused the token (401)")]
     Unauthorized,
     #[error("the cloud answered {status}: {body}")]
-    Status { status: StatusCode, body: String },
+    Status {
+        status: StatusCode,
+        /// The `error` code of an Outpost JSON error body; `None` when the
+        /// answer is not one (a proxy, a load balancer), which is never
+        /// taken as the cloud's verdict.
+        code: Option<String>,
+        body: String,
+    },
+    #[error("the cloud's answer is over {MAX_RESPONSE_BYTES} bytes")]
+    TooLarge,
     #[error("cannot decode the cloud's answer: {0}")]
     Decode(String),
+}
+
+/// The `error` field of an Outpost error body
+/// (`{"error": CODE, "message": ..., "id": ...}`), if `body` is one.
+fn outpost_error_code(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        error: String,
+        #[allow(dead_code)]
+        message: String,
+        #[allow(dead_code)]
+        id: String,
+    }
+    serde_json::from_slice::<ErrorBody>(body)
+        .ok()
+        .map(|b| b.error)
 }
 
 pub struct CloudClient {
@@ -79,18 +108,24 @@ impl CloudClient {
                 .await
                 .map_err(|e| CloudError::Unreachable(format!("{e:#}")))?;
             let status = response.status();
-            let body = response
-                .into_body()
+            let body = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
                 .collect()
                 .await
-                .map_err(|e| CloudError::Unreachable(format!("{e:#}")))?
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        CloudError::TooLarge
+                    } else {
+                        CloudError::Unreachable(format!("{e:#}"))
+                    }
+                })?
                 .to_bytes();
             match status {
                 StatusCode::OK => Ok(body),
                 StatusCode::UNAUTHORIZED => Err(CloudError::Unauthorized),
                 status => Err(CloudError::Status {
                     status,
-                    body: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+                    code: outpost_error_code(&body),
+                    body: String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
                 }),
             }
         };

@@ -5,11 +5,56 @@ use super::Link;
 use super::backoff::Backoff;
 use crate::metrics::ResultLabels;
 use outpost_store::{Storage, WriteOp, Written};
+use outpost_wire::Change;
+use outpost_wire::validate::Rules;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Changes asked for per feed request.
 const PAGE: usize = 500;
+
+/// The changes this node may apply: valid by the rules the cloud checks,
+/// and for a store that replicates here (a function's own store that is
+/// not replicated is nobody else's to write). The rest are counted and
+/// logged, never applied.
+fn admissible(storage: &Storage, link: &Link, changes: Vec<Change>) -> Vec<Change> {
+    // The clock is not checked here: the cloud checked it at ingest, and a
+    // change the cloud holds must land everywhere or the nodes diverge.
+    let rules = Rules {
+        max_clock_skew_ms: u64::MAX,
+        ..Rules::default()
+    };
+    let replicated: HashSet<String> = match storage.replicated_stores() {
+        Ok(stores) => stores.into_iter().collect(),
+        Err(e) => {
+            tracing::error!(target: "outpost::replication::puller", error = %e, "cannot read which stores replicate; applying none of this page");
+            HashSet::new()
+        }
+    };
+    let refuse = |result: &'static str| {
+        link.metrics
+            .remote_writes
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    };
+    changes
+        .into_iter()
+        .filter(|change| {
+            if let Err(invalid) = rules.check_change(change, 0) {
+                refuse("refused");
+                tracing::warn!(target: "outpost::replication::puller", cursor = change.cursor, code = invalid.code(), "refusing a change from the feed: {invalid}");
+                false
+            } else if !replicated.contains(&change.store) {
+                refuse("not-replicated");
+                tracing::warn!(target: "outpost::replication::puller", cursor = change.cursor, store = %change.store, "refusing a change from the feed for a store that does not replicate on this node");
+                false
+            } else {
+                true
+            }
+        })
+        .collect()
+}
 
 pub async fn run(storage: Arc<Storage>, link: Link) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
@@ -52,6 +97,7 @@ pub async fn run(storage: Arc<Storage>, link: Link) {
                     continue;
                 };
                 let count = changes.len();
+                let changes = admissible(&storage, &link, changes);
                 let op = WriteOp::ApplyRemote {
                     changes,
                     cursor: next,

@@ -6,6 +6,7 @@
 use super::Link;
 use super::backoff::Backoff;
 use super::client::CloudError;
+use super::status::Blocked;
 use crate::metrics::ResultLabels;
 use bytes::Bytes;
 use http::StatusCode;
@@ -37,6 +38,56 @@ fn encode_batch(node: &str, epoch: u64, records: &[(u64, outpost_store::IVec)]) 
     Bytes::from(out)
 }
 
+/// How often a blocked stream asks the cloud again: the operator's fix
+/// (a new credential, a restored cloud) is picked up without a restart.
+const BLOCKED_RETRY: Duration = Duration::from_secs(30);
+
+/// What the shipper does with a failed upload.
+enum Verdict {
+    /// The cloud refused the stream itself: keep every record, stop, say so.
+    Block(Blocked),
+    /// The cloud's typed refusal of the batch's bytes: narrow it down to the
+    /// record at fault and set that one aside.
+    Narrow(String),
+    /// Anything else (the link, a proxy, a 5xx, an untyped 4xx): retry.
+    Retry,
+}
+
+fn verdict(error: &CloudError) -> Verdict {
+    use outpost_wire::refusal;
+    match error {
+        CloudError::Unauthorized => Verdict::Block(Blocked {
+            code: "unauthorized".into(),
+            message: "the cloud does not accept this node's token (unknown or revoked): enrol the node (`outpost cloud enrol NODE-ID`) and restart it with the new --cloud-token".into(),
+        }),
+        CloudError::Status {
+            status,
+            code: Some(code),
+            body,
+        } => match code.as_str() {
+            refusal::EPOCH_OWNED | refusal::CLONE_DETECTED => Verdict::Block(Blocked {
+                code: code.clone(),
+                message: format!("{body} — this data dir was copied from another node; restart this node with --new-epoch"),
+            }),
+            refusal::SEQUENCE_GAP => Verdict::Block(Blocked {
+                code: code.clone(),
+                message: format!("{body} — records are missing before the cloud's next expected one; restart this node with --new-epoch to renumber its outbox"),
+            }),
+            refusal::WRONG_NODE | refusal::FORBIDDEN => Verdict::Block(Blocked {
+                code: code.clone(),
+                message: format!("{body} — the --cloud-token does not belong to this node id"),
+            }),
+            refusal::TOO_LARGE | refusal::MALFORMED
+                if *status == StatusCode::PAYLOAD_TOO_LARGE || *status == StatusCode::BAD_REQUEST =>
+            {
+                Verdict::Narrow(format!("cloud answered {status} {code}: {body}"))
+            }
+            _ => Verdict::Retry,
+        },
+        _ => Verdict::Retry,
+    }
+}
+
 pub async fn run(storage: Arc<Storage>, link: Link, batch_max: usize) {
     let count = |result: &'static str| {
         link.metrics
@@ -46,8 +97,8 @@ pub async fn run(storage: Arc<Storage>, link: Link, batch_max: usize) {
     };
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     let mut down_since: Option<Instant> = None;
-    // After the cloud refused a batch as malformed or too large, the records
-    // of that batch go one at a time, so the culprit is found and set aside.
+    // After the cloud refused a batch's bytes (typed too-large/malformed),
+    // the records of that batch go one at a time, so the culprit is found.
     let mut singles = 0usize;
     loop {
         let max = if singles > 0 { 1 } else { batch_max };
@@ -70,29 +121,32 @@ pub async fn run(storage: Arc<Storage>, link: Link, batch_max: usize) {
         let body = encode_batch(storage.node_id(), storage.epoch(), &batch);
         link.metrics.ship_bytes.inc_by(body.len() as u64);
         match link.client.ingest(body).await {
-            Err(CloudError::Status { status, body })
-                if status == StatusCode::BAD_REQUEST || status == StatusCode::PAYLOAD_TOO_LARGE =>
-            {
-                count("refused");
-                // Retrying the same bytes cannot succeed. Narrow down to the
-                // record at fault and set it aside (on disk, reported), so
-                // one bad record cannot block every later one.
-                if batch.len() > 1 {
-                    singles = batch.len();
-                    continue;
-                }
-                singles = 0;
-                let reason = format!("cloud answered {status}: {body}");
-                tracing::error!(target: "outpost::replication::shipper", seq = last, reason = %reason, "the cloud refuses this outbox record; quarantined");
-                if let Err(e) = storage.quarantine(last, &reason) {
-                    tracing::error!(target: "outpost::replication::shipper", error = %e, "cannot quarantine the record");
-                    tokio::time::sleep(backoff.next_delay()).await;
-                }
-            }
             Ok(ack) => {
                 count("acked");
                 singles = singles.saturating_sub(1);
                 let through = ack.through.min(last);
+                for refused in &ack.refused {
+                    if !batch.iter().any(|(seq, _)| *seq == refused.seq) {
+                        continue;
+                    }
+                    // The cloud's verdict on this record, and it has
+                    // consumed the sequence number: set it aside (on disk,
+                    // listed and re-sendable from the admin API).
+                    let reason = format!("{}: {}", refused.code, refused.reason);
+                    tracing::error!(target: "outpost::replication::shipper", seq = refused.seq, code = %refused.code, reason = %refused.reason, "the cloud refused this outbox record; quarantined");
+                    link.metrics
+                        .ship_refused
+                        .get_or_create(&ResultLabels {
+                            result: known_code(&refused.code),
+                        })
+                        .inc();
+                    if let Err(e) = storage.quarantine(refused.seq, &reason) {
+                        tracing::error!(target: "outpost::replication::shipper", error = %e, "cannot quarantine the record");
+                    }
+                }
+                if let Some(blocked) = link.status.snapshot().blocked {
+                    tracing::info!(target: "outpost::replication::shipper", code = %blocked.code, "the cloud accepts this node's stream again; shipping resumed");
+                }
                 link.status.acked(through);
                 if let Err(e) = storage.outbox_ack(through) {
                     tracing::error!(target: "outpost::replication::shipper", error = %e, "cannot drop acknowledged records from the outbox");
@@ -108,25 +162,67 @@ pub async fn run(storage: Arc<Storage>, link: Link, batch_max: usize) {
                     records = batch.len(),
                     applied = ack.applied,
                     duplicates = ack.duplicates,
+                    refused = ack.refused.len(),
                     through,
                     "batch acknowledged"
                 );
                 backoff.reset();
             }
-            Err(e) => {
-                count("failed");
-                link.status.unreachable(&e);
-                let delay = backoff.next_delay();
-                if down_since.is_none() {
-                    down_since = Some(Instant::now());
-                    tracing::warn!(target: "outpost::replication::shipper", error = %e, pending = storage.outbox_len(), "cannot ship to the cloud; writes stay in the outbox and will be retried");
-                } else {
-                    tracing::debug!(target: "outpost::replication::shipper", error = %e, retry_ms = delay.as_millis() as u64, "ship retry failed");
+            Err(e) => match verdict(&e) {
+                Verdict::Block(blocked) => {
+                    count("blocked");
+                    if link.status.snapshot().blocked.as_ref() != Some(&blocked) {
+                        tracing::error!(target: "outpost::replication::shipper",
+                            code = %blocked.code,
+                            pending = storage.outbox_len(),
+                            "the cloud refuses this node's stream; shipping stopped, records kept: {}",
+                            blocked.message
+                        );
+                    }
+                    link.status.block(blocked);
+                    tokio::time::sleep(BLOCKED_RETRY).await;
                 }
-                tokio::time::sleep(delay).await;
-            }
+                Verdict::Narrow(reason) if batch.len() > 1 => {
+                    count("refused");
+                    tracing::warn!(target: "outpost::replication::shipper", records = batch.len(), reason = %reason, "the cloud refused a batch; sending its records one at a time");
+                    singles = batch.len();
+                }
+                Verdict::Narrow(reason) => {
+                    count("refused");
+                    singles = 0;
+                    tracing::error!(target: "outpost::replication::shipper", seq = last, reason = %reason, "the cloud refuses this outbox record; quarantined, and a placeholder keeps its sequence number");
+                    if let Err(e) = storage.quarantine_and_skip(last, &reason) {
+                        tracing::error!(target: "outpost::replication::shipper", error = %e, "cannot quarantine the record");
+                        tokio::time::sleep(backoff.next_delay()).await;
+                    }
+                }
+                Verdict::Retry => {
+                    count("failed");
+                    link.status.unreachable(&e);
+                    let delay = backoff.next_delay();
+                    if let CloudError::Status {
+                        code: None, status, ..
+                    } = &e
+                    {
+                        tracing::warn!(target: "outpost::replication::shipper", status = status.as_u16(), error = %e, "an answer that is not the cloud's own verdict (a proxy?); records kept, will retry");
+                    }
+                    if down_since.is_none() {
+                        down_since = Some(Instant::now());
+                        tracing::warn!(target: "outpost::replication::shipper", error = %e, pending = storage.outbox_len(), "cannot ship to the cloud; writes stay in the outbox and will be retried");
+                    } else {
+                        tracing::debug!(target: "outpost::replication::shipper", error = %e, retry_ms = delay.as_millis() as u64, "ship retry failed");
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+            },
         }
     }
+}
+
+/// `code` as a label value: one of the known refusal codes, else `other`
+/// (so a misbehaving cloud cannot grow the label set).
+fn known_code(code: &str) -> &'static str {
+    outpost_wire::validate::Invalid::from_code(code).map_or("other", |i| i.code())
 }
 
 #[cfg(test)]

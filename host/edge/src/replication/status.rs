@@ -27,6 +27,19 @@ pub struct State {
     in_sync: bool,
     /// Conflicts the cloud had recorded, as of the last feed page.
     pub conflicts: Option<u64>,
+    /// Why the shipper stopped: the cloud refused this node's stream (a
+    /// copied data dir, a sequence gap, a credential for another node). The
+    /// records stay in the outbox; shipping resumes once this clears.
+    pub blocked: Option<Blocked>,
+}
+
+/// A refusal that stops the shipper until an operator acts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocked {
+    /// The cloud's code (`epoch-owned`, `sequence-gap`, ...).
+    pub code: String,
+    /// What the operator should know and do.
+    pub message: String,
 }
 
 impl ReplicationStatus {
@@ -50,6 +63,7 @@ impl ReplicationStatus {
         self.with(|s| {
             s.reachable = Some(true);
             s.last_error = None;
+            s.blocked = None;
             s.last_ack = Some((through, SystemTime::now()));
         });
     }
@@ -59,6 +73,15 @@ impl ReplicationStatus {
             s.reachable = Some(false);
             s.last_error = Some(error.to_string());
             s.in_sync = false;
+        });
+    }
+
+    /// The cloud refused the stream; see [`State::blocked`].
+    pub fn block(&self, blocked: Blocked) {
+        self.with(|s| {
+            s.reachable = Some(true);
+            s.last_error = Some(format!("{}: {}", blocked.code, blocked.message));
+            s.blocked = Some(blocked);
         });
     }
 

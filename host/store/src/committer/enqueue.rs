@@ -59,4 +59,29 @@ impl Committer {
             Err(TransactionError::Storage(e)) => Err(e.into()),
         }
     }
+
+    /// Appends a stored record under the next sequence number (an
+    /// operator's re-send of a quarantined record).
+    pub(super) fn requeue(&mut self, json: &[u8]) -> Result<Written, StorageError> {
+        let seq = self.next_seq;
+        if json.len() as u64 > self.outbox_room() {
+            return Ok(Written::Rejected(Rejection::OutboxFull));
+        }
+        let outcome = (&self.outbox, &self.meta).transaction(|(outbox, meta)| -> TxResult<()> {
+            outbox.insert(&be(seq), json)?;
+            meta.insert(META_NEXT_SEQ, &be(seq + 1))?;
+            Ok(())
+        });
+        match outcome {
+            Ok(()) => {
+                self.next_seq += 1;
+                self.progress
+                    .outbox_bytes
+                    .fetch_add(json.len() as u64, Ordering::AcqRel);
+                Ok(Written::Id(seq))
+            }
+            Err(TransactionError::Abort(rejection)) => Ok(Written::Rejected(rejection)),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+        }
+    }
 }

@@ -61,6 +61,12 @@ pub enum WriteOp {
         /// Retries with the same topic and key return the first event's id.
         idempotency_key: Option<String>,
     },
+    /// Put a quarantined record (stored JSON) back in the outbox under the
+    /// next sequence number, for an operator's re-send.
+    Requeue {
+        /// The record, as it was stored.
+        record: Vec<u8>,
+    },
     /// Writes from the cloud's feed, applied last-writer-wins, the feed
     /// position they bring this node up to, and the id of the cloud
     /// database that cursor belongs to.

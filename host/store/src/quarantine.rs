@@ -1,0 +1,157 @@
+//! Outbox records set aside: the cloud's verdict refused them for good, so
+//! they leave the outbox (one bad record must not block every later one)
+//! but stay on disk, listed for operators and re-sendable.
+
+use crate::{Storage, StorageError, WriteOp, Written, u64_value};
+use outpost_wire::Record;
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use std::sync::atomic::Ordering;
+
+/// One quarantined record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    /// The sequence number it had in the outbox.
+    pub seq: u64,
+    /// Why it was set aside (the cloud's code and reason).
+    pub reason: String,
+    /// The record as it was stored (JSON).
+    pub record: Vec<u8>,
+}
+
+fn split(seq: u64, kept: &[u8]) -> Quarantined {
+    let (reason, record) = match kept.iter().position(|&b| b == b'\n') {
+        Some(i) => (&kept[..i], &kept[i + 1..]),
+        None => (&kept[..0], kept),
+    };
+    Quarantined {
+        seq,
+        reason: String::from_utf8_lossy(reason).into_owned(),
+        record: record.to_vec(),
+    }
+}
+
+/// The quarantine key for a record of sequence number `seq`: `seq` itself,
+/// or past the last key if an earlier epoch's record already holds it
+/// (after `--new-epoch`, sequence numbers start again).
+pub(crate) fn free_slot(quarantine: &sled::Tree, seq: u64) -> Result<[u8; 8], StorageError> {
+    if !quarantine.contains_key(seq.to_be_bytes())? {
+        return Ok(seq.to_be_bytes());
+    }
+    let last = quarantine
+        .last()?
+        .map_or(0, |(key, _)| u64_value(Some(key)));
+    Ok(last.max(seq).saturating_add(1).to_be_bytes())
+}
+
+impl Storage {
+    /// Moves outbox record `seq` into quarantine with `reason`; with
+    /// `placeholder`, a [`Record::Skipped`] takes its place in the outbox,
+    /// so the cloud, which never consumed the sequence number, sees no gap.
+    fn set_aside(&self, seq: u64, reason: &str, placeholder: bool) -> Result<(), StorageError> {
+        let key = seq.to_be_bytes();
+        let slot = free_slot(&self.quarantine, seq)?;
+        let skipped = serde_json::to_vec(&Record::Skipped {
+            reason: reason.chars().take(1024).collect(),
+        })
+        .expect("serializes");
+        let moved = (&self.outbox, &self.quarantine)
+            .transaction(|(outbox, quarantine)| {
+                let Some(record) = outbox.remove(&key)? else {
+                    return Ok(0i64);
+                };
+                let mut kept = reason.replace('\n', " ").into_bytes();
+                kept.push(b'\n');
+                kept.extend_from_slice(&record);
+                quarantine.insert(&slot, kept)?;
+                let mut delta = record.len() as i64;
+                if placeholder {
+                    outbox.insert(&key, skipped.as_slice())?;
+                    delta -= skipped.len() as i64;
+                }
+                Ok::<_, ConflictableTransactionError<()>>(delta)
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(e) => StorageError::Db(e),
+                TransactionError::Abort(()) => unreachable!("never aborts"),
+            })?;
+        if moved >= 0 {
+            self.progress
+                .outbox_bytes
+                .fetch_sub(moved as u64, Ordering::AcqRel);
+        } else {
+            self.progress
+                .outbox_bytes
+                .fetch_add(moved.unsigned_abs(), Ordering::AcqRel);
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Moves a record the cloud refused for good (its verdict consumed the
+    /// sequence number) out of the outbox, keeping it on disk.
+    pub fn quarantine(&self, seq: u64, reason: &str) -> Result<(), StorageError> {
+        self.set_aside(seq, reason, false)
+    }
+
+    /// Sets aside a record whose bytes the cloud refuses (typed too-large
+    /// or malformed, sent alone), leaving a placeholder that keeps its
+    /// sequence number in the stream.
+    pub fn quarantine_and_skip(&self, seq: u64, reason: &str) -> Result<(), StorageError> {
+        self.set_aside(seq, reason, true)
+    }
+
+    /// Records set aside, by quarantine id (their sequence number when they
+    /// were set aside, unless an earlier epoch's record had it): at most
+    /// `limit`, after `since`.
+    pub fn quarantined_records(
+        &self,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<Quarantined>, StorageError> {
+        let mut out = Vec::new();
+        for item in self
+            .quarantine
+            .range(since.saturating_add(1).to_be_bytes()..)
+            .take(limit)
+        {
+            let (key, kept) = item?;
+            out.push(split(u64_value(Some(key)), &kept));
+        }
+        Ok(out)
+    }
+
+    /// Records moved aside.
+    pub fn quarantined(&self) -> usize {
+        self.quarantine.len()
+    }
+
+    /// Puts quarantined record `id` back in the outbox under a new sequence
+    /// number, durably, then drops it from quarantine. `Ok(None)`: no such
+    /// record. A crash between the two leaves it in both places, so the
+    /// operator sees it still listed; never in neither.
+    pub async fn resend_quarantined(&self, id: u64) -> Result<Option<Written>, StorageError> {
+        let Some(kept) = self.quarantine.get(id.to_be_bytes())? else {
+            return Ok(None);
+        };
+        let record = split(id, &kept).record;
+        let written = self.write(WriteOp::Requeue { record }).await?;
+        if matches!(written, Written::Id(_)) {
+            self.quarantine.remove(id.to_be_bytes())?;
+            self.db.flush()?;
+        }
+        Ok(Some(written))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_and_records_split_at_the_first_newline() {
+        let q = split(7, b"clock-skew: too far\n{\"kind\":\"event\"}");
+        assert_eq!(q.reason, "clock-skew: too far");
+        assert_eq!(q.record, b"{\"kind\":\"event\"}");
+    }
+}
