@@ -232,3 +232,94 @@ fn clients_that_read_nothing_do_not_make_the_server_buffer_their_answers() {
     drop(streams);
     assert_eq!(node.get("/hello").status, 200);
 }
+
+/// The HTTP/2 client preface and an empty SETTINGS frame: a connection
+/// that speaks h2 and then asks for nothing.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+/// Opens `n` h2c connections to `addr` that send only the preface, and
+/// checks the server closes every one of them (reads end).
+fn preface_only_connections_are_closed(addr: std::net::SocketAddr, n: usize) {
+    let sockets: Vec<TcpStream> = (0..n)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(crate::harness::WAIT)).unwrap();
+            s.write_all(H2_PREFACE).unwrap();
+            s
+        })
+        .collect();
+    for mut socket in sockets {
+        let mut rest = Vec::new();
+        let read = socket.read_to_end(&mut rest);
+        assert!(
+            read.is_ok(),
+            "an idle h2 connection was not closed: {read:?}"
+        );
+    }
+}
+
+#[test]
+fn idle_http2_connections_cannot_lock_out_the_edge() {
+    let node = node();
+    // Every slot taken by h2c connections that never open a stream: they
+    // are closed at the idle deadline, and real clients get in again.
+    preface_only_connections_are_closed(node.addr, 40);
+    let url = node.url("/hello");
+    crate::harness::eventually("a request after the h2 flood", || {
+        ureq::get(&url)
+            .call()
+            .is_ok_and(|r| r.status() == 200)
+            .then_some(())
+    });
+}
+
+#[test]
+fn idle_http2_connections_cannot_lock_out_the_cloud() {
+    let cloud = crate::harness::Cloud::start();
+    preface_only_connections_are_closed(cloud.addr, 200);
+    assert_eq!(cloud.get("/v1/feed").status, 200);
+}
+
+/// Sends a request whose body trickles in at one byte per 300 ms and
+/// returns the answer.
+fn trickle(addr: std::net::SocketAddr, head: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(crate::harness::WAIT)).unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    let writer = {
+        let mut stream = stream.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for _ in 0..1000 {
+                if stream.write_all(b"x").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        })
+    };
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    drop(writer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn a_body_sent_at_a_byte_a_moment_is_cut_off_with_408() {
+    let node = node();
+    let answer = trickle(
+        node.addr,
+        "POST /hostile/read-body HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:.200}");
+    node.wait_log("request body too slow");
+    let cloud = crate::harness::Cloud::start();
+    let answer = trickle(
+        cloud.addr,
+        &format!(
+            "POST /v1/ingest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 100000\r\n\r\n",
+            crate::harness::TOKEN
+        ),
+    );
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:.200}");
+    cloud.wait_log("request body too slow");
+}

@@ -43,3 +43,25 @@ fn odd_file_names_are_skipped_not_served() {
     }
     assert_eq!(node.get("/_outpost/health").json()["functions"], 1);
 }
+
+fn mkfifo(path: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0, "mkfifo");
+}
+
+#[test]
+fn a_fifo_named_like_a_module_is_skipped_and_the_node_gets_ready() {
+    let dir = crate::harness::prepare(&[("hello", "hello")]);
+    // Opening a FIFO for reading blocks until a writer comes: it must not
+    // hold up the first load, nor a later one.
+    mkfifo(&dir.path().join("modules").join("x.wasm"));
+    let node = Node::spawn(dir, Vec::new(), None);
+    node.wait_log(r"x\.wasm is not a regular file");
+    assert_eq!(node.get("/hello").body, HELLO);
+    mkfifo(&node.modules_dir().join("y.wasm"));
+    node.wait_log(r"y\.wasm is not a regular file");
+    assert_eq!(node.get("/x").status, 404);
+    assert_eq!(node.get("/hello").body, HELLO);
+}

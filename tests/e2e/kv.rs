@@ -77,7 +77,12 @@ fn every_operation_behaves_as_documented() {
         &[("key", "big")],
         i64::MAX.to_string().as_bytes(),
     ));
-    assert_eq!(err(call("incr", &[("key", "big")], b"")), "not-a-number");
+    assert_eq!(err(call("incr", &[("key", "big")], b"")), "overflow");
+    assert_eq!(
+        ok(call("get", &[("key", "big")], b"")),
+        json!(i64::MAX.to_string()),
+        "an overflowing increment changes nothing"
+    );
 
     // compare-and-swap
     ok(call("cas", &[("key", "c"), ("absent", "1")], b"v1"));
@@ -444,4 +449,31 @@ fn idempotency_keys_deduplicate_on_the_node() {
     assert_eq!(first, again);
     assert_ne!(first, other);
     assert_ne!(first, other_topic);
+}
+
+#[test]
+fn a_function_cannot_raise_the_hosts_kv_limits() {
+    let dir = prepare(&[("kv", "kvtest"), ("greedy", "kvtest")]);
+    write_settings(&dir, "greedy", "[kv]\nmax-value-bytes = 2097152\n");
+    crate::harness::write_host_config(&dir, "[kv]\nmax-value-bytes = 1048576\n");
+    let node = Node::spawn(dir, Vec::new(), None);
+    node.wait_log(r"max-value-bytes = 2097152 is above the host's limit of 1048576");
+    assert_eq!(
+        node.get("/greedy").status,
+        404,
+        "not served with a raised limit"
+    );
+    // Lowering it is fine, and takes effect on the settings change.
+    node.write_settings("greedy", "[kv]\nmax-value-bytes = 10\n");
+    eventually("greedy served with its lower limit", || {
+        let v = op(
+            &node,
+            "greedy",
+            "default",
+            "set",
+            &[("key", "k")],
+            &[b'v'; 11],
+        );
+        (v.get("error") == Some(&json!("value-too-large"))).then_some(())
+    });
 }

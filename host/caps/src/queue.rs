@@ -117,6 +117,7 @@ impl queue::Host for QueueView<'_> {
         let outcome = match result {
             Ok(_) => "ok",
             Err(Error::OutboxFull) => "outbox-full",
+            Err(Error::OutcomeUnknown(_)) => "outcome-unknown",
             Err(_) => "io",
         };
         self.ctx.services.ops.count("enqueue", outcome);

@@ -45,6 +45,8 @@ pub enum LoadError {
     NoHandler(String),
     #[error(transparent)]
     Limits(#[from] crate::limits::AboveHostLimit),
+    #[error(transparent)]
+    KvLimits(#[from] outpost_caps::kv::KvSettingsError),
     #[error("cannot load the compiled code into engine {engine}: {message}")]
     OtherEngine { engine: usize, message: String },
 }
@@ -124,7 +126,7 @@ impl Loader {
 
     /// What `settings` allow function `name`, within the host's limits.
     pub fn policy(&self, name: &str, settings: &Settings) -> Result<Policy, LoadError> {
-        let kv = KvPolicy::new(name, &settings.config.kv, self.kv_limits);
+        let kv = KvPolicy::new(name, &settings.config.kv, self.kv_limits)?;
         Ok(Policy {
             queue: QueuePolicy {
                 max_payload_bytes: kv.limits.max_value_bytes,

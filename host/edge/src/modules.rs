@@ -3,6 +3,7 @@
 use outpost_wire::names;
 use std::ffi::OsStr;
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 /// Largest module file accepted; bigger files are refused before they are
@@ -113,7 +114,14 @@ impl ModulesDir {
         if !target.starts_with(&self.canonical) {
             return Err(ReadError::Escapes { path, target });
         }
-        let file = match std::fs::File::open(&target) {
+        // Non-blocking, so a FIFO (or a device) named like a module cannot
+        // hang the open; regular files ignore the flag. The type is checked
+        // on the opened file, so a swap after the check changes nothing.
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&target)
+        {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io(e)),

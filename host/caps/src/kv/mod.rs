@@ -89,6 +89,7 @@ impl KvView<'_> {
         match self.ctx.services.storage.write(op).await {
             Ok(Written::Rejected(Rejection::Conflict)) => Err(Error::Conflict),
             Ok(Written::Rejected(Rejection::NotANumber)) => Err(Error::NotANumber),
+            Ok(Written::Rejected(Rejection::Overflow)) => Err(Error::Overflow),
             Ok(Written::Rejected(Rejection::OutboxFull)) => Err(Error::OutboxFull),
             Ok(written) => Ok(written),
             Err(e) => Err(self.io(e)),
@@ -105,6 +106,8 @@ impl KvView<'_> {
             Err(Error::ValueTooLarge) => "value-too-large",
             Err(Error::Conflict) => "conflict",
             Err(Error::NotANumber) => "not-a-number",
+            Err(Error::Overflow) => "overflow",
+            Err(Error::OutcomeUnknown(_)) => "outcome-unknown",
             Err(Error::OutboxFull) => "outbox-full",
             Err(Error::Io(_)) => "io",
         };

@@ -2,7 +2,7 @@
 //! its `[kv]` settings and the host's limits.
 
 use super::catalog::own_store_id;
-use super::settings::{KvLimits, KvSection};
+use super::settings::{KvLimits, KvSection, KvSettingsError};
 use crate::bindings::kv::Error;
 use outpost_wire::names::is_shared_store_name;
 use std::collections::HashSet;
@@ -16,13 +16,19 @@ pub struct KvPolicy {
     pub grants: HashSet<String>,
     /// Store ids this function declares replicated.
     pub replicated: HashSet<String>,
-    /// Key and value limits: the function's where it sets them, else the host's.
+    /// Key and value limits: the function's where it sets them (never above
+    /// the host's), else the host's.
     pub limits: KvLimits,
 }
 
 impl KvPolicy {
-    /// The policy of function `function` under `section`.
-    pub fn new(function: &str, section: &KvSection, host_limits: KvLimits) -> Self {
+    /// The policy of function `function` under `section`; refused if the
+    /// section raises a host limit.
+    pub fn new(
+        function: &str,
+        section: &KvSection,
+        host_limits: KvLimits,
+    ) -> Result<Self, KvSettingsError> {
         let own_store = own_store_id(function);
         let replicated = section
             .replicated
@@ -35,17 +41,12 @@ impl KvPolicy {
                 }
             })
             .collect();
-        Self {
+        Ok(Self {
             grants: section.stores.iter().cloned().collect(),
             replicated,
-            limits: KvLimits {
-                max_key_bytes: section.max_key_bytes.unwrap_or(host_limits.max_key_bytes),
-                max_value_bytes: section
-                    .max_value_bytes
-                    .unwrap_or(host_limits.max_value_bytes),
-            },
+            limits: section.limits(host_limits)?,
             own_store,
-        }
+        })
     }
 
     /// The store id `name` opens for this function.
@@ -91,7 +92,7 @@ mod tests {
             max_value_bytes: Some(10),
             ..Default::default()
         };
-        KvPolicy::new("shop", &section, KvLimits::default())
+        KvPolicy::new("shop", &section, KvLimits::default()).unwrap()
     }
 
     #[test]

@@ -55,6 +55,16 @@ pub enum KvSettingsError {
     /// A replicated store the function was not granted.
     #[error("replicated store {0:?} is neither \"default\" nor listed in [kv] stores")]
     NotGranted(String),
+    /// A function's limit above the host's: a function may only lower them.
+    #[error("[kv] {key} = {value} is above the host's limit of {host}")]
+    AboveHost {
+        /// The setting.
+        key: &'static str,
+        /// What the function asked for.
+        value: usize,
+        /// The host's limit.
+        host: usize,
+    },
     /// A limit above what the system can carry.
     #[error("{key} = {value} is over the cap of {cap}")]
     OverCap {
@@ -96,6 +106,26 @@ impl KvSection {
     }
 }
 
+impl KvSection {
+    /// The function's limits: its own where it sets them (only ever lower
+    /// than the host's), else the host's.
+    pub fn limits(&self, host: KvLimits) -> Result<KvLimits, KvSettingsError> {
+        let narrow = |key, own: Option<usize>, host: usize| match own {
+            Some(value) if value > host => Err(KvSettingsError::AboveHost { key, value, host }),
+            Some(value) => Ok(value),
+            None => Ok(host),
+        };
+        Ok(KvLimits {
+            max_key_bytes: narrow("max-key-bytes", self.max_key_bytes, host.max_key_bytes)?,
+            max_value_bytes: narrow(
+                "max-value-bytes",
+                self.max_value_bytes,
+                host.max_value_bytes,
+            )?,
+        })
+    }
+}
+
 /// Refuses a limit above what the system can carry.
 pub fn check_cap(
     key: &'static str,
@@ -118,6 +148,31 @@ mod tests {
             replicated: replicated.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_function_may_only_lower_the_hosts_limits() {
+        let host = KvLimits::default();
+        let lower = KvSection {
+            max_value_bytes: Some(10),
+            ..Default::default()
+        };
+        assert_eq!(lower.limits(host).unwrap().max_value_bytes, 10);
+        assert_eq!(
+            lower.limits(host).unwrap().max_key_bytes,
+            host.max_key_bytes
+        );
+        let higher = KvSection {
+            max_key_bytes: Some(host.max_key_bytes + 1),
+            ..Default::default()
+        };
+        assert!(matches!(
+            higher.limits(host),
+            Err(KvSettingsError::AboveHost {
+                key: "max-key-bytes",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -108,6 +108,8 @@ pub enum Rejection {
     Conflict,
     /// `Increment` found a non-integer, or would overflow.
     NotANumber,
+    /// `Increment`'s result would not fit an `i64`.
+    Overflow,
     /// A replicated write or an event would take the outbox over its limit.
     OutboxFull,
 }
@@ -159,7 +161,7 @@ pub fn increment(current: Option<&[u8]>, delta: i64) -> Decision {
         None => 0,
         Some(bytes) => parse_integer(bytes).ok_or(Rejection::NotANumber)?,
     };
-    let next = now.checked_add(delta).ok_or(Rejection::NotANumber)?;
+    let next = now.checked_add(delta).ok_or(Rejection::Overflow)?;
     Ok(Some(Some(next.to_string().into_bytes())))
 }
 
@@ -198,10 +200,7 @@ mod tests {
         assert_eq!(increment(Some(b"abc"), 1), Err(Rejection::NotANumber));
         assert_eq!(increment(Some(b"1.5"), 1), Err(Rejection::NotANumber));
         let max = i64::MAX.to_string();
-        assert_eq!(
-            increment(Some(max.as_bytes()), 1),
-            Err(Rejection::NotANumber)
-        );
+        assert_eq!(increment(Some(max.as_bytes()), 1), Err(Rejection::Overflow));
     }
 
     #[test]

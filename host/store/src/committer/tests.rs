@@ -453,7 +453,7 @@ async fn increment_that_overflows_is_refused() {
     let len = storage.outbox_len();
     assert_eq!(
         write(&storage, increment("n", 1)).await,
-        Written::Rejected(Rejection::NotANumber)
+        Written::Rejected(Rejection::Overflow)
     );
     assert_eq!(storage.get(STORE, "n").unwrap(), Some(max.into_bytes()));
     assert_eq!(storage.outbox_len(), len);

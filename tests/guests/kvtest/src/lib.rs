@@ -25,8 +25,10 @@ fn kv_error(e: kv::Error) -> Value {
         kv::Error::ValueTooLarge => "value-too-large".to_string(),
         kv::Error::Conflict => "conflict".to_string(),
         kv::Error::NotANumber => "not-a-number".to_string(),
+        kv::Error::Overflow => "overflow".to_string(),
         kv::Error::OutboxFull => "outbox-full".to_string(),
         kv::Error::Io(detail) => format!("io: {detail}"),
+        kv::Error::OutcomeUnknown(detail) => format!("outcome-unknown: {detail}"),
     };
     json!({ "error": name })
 }
@@ -59,6 +61,9 @@ fn handle(req: Request) -> Response {
                 }
                 Err(queue::Error::OutboxFull) => json!({ "error": "outbox-full" }),
                 Err(queue::Error::Io(detail)) => json!({ "error": format!("io: {detail}") }),
+                Err(queue::Error::OutcomeUnknown(detail)) => {
+                    json!({ "error": format!("outcome-unknown: {detail}") })
+                }
             },
         );
     }
