@@ -615,7 +615,7 @@ impl Cloud {
         let mut cmd = Self::command(port, dir.path(), dev);
         cmd.args(extra);
         let process = Process::spawn(cmd, "cloud");
-        let addr = process.wait_addr(r"cloud listening on http://(\S+)");
+        let addr = process.wait_addr(r"cloud listening on https?://(\S+)");
         Cloud {
             process,
             addr,

@@ -20,6 +20,7 @@ mod outbound;
 mod reload;
 mod replication;
 mod routing;
+mod tls;
 mod toolchains;
 mod trust;
 mod webdriver;

@@ -34,6 +34,11 @@ pub struct CloudConfig {
     pub dev_token: Option<String>,
     /// What every record must satisfy (sizes, clock skew).
     pub rules: Rules,
+    /// PEM certificate chain (leaf first) to serve HTTPS with; with
+    /// `tls_key`. Neither: plain HTTP.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for CloudConfig {
@@ -44,6 +49,8 @@ impl Default for CloudConfig {
             admin_token: None,
             dev_token: None,
             rules: Rules::default(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -112,11 +119,23 @@ pub async fn serve(config: CloudConfig, shutdown: impl Future<Output = ()>) -> a
     }
     let store = sled_store::Sled::open(&config.data_dir)
         .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
+    // Loaded before the bind: a bad file stops the start, and the cloud
+    // never answers in plain HTTP when TLS was asked for.
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(outpost_http::tls::server_config(cert, key)?),
+        (None, None) => None,
+        (Some(_), None) => anyhow::bail!("a TLS certificate is given without its key (--tls-key)"),
+        (None, Some(_)) => anyhow::bail!("a TLS key is given without its certificate (--tls-cert)"),
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
-    tracing::info!(target: "outpost::cloud", addr = %local, data = %config.data_dir.display(), "cloud listening on http://{local}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    if tls.is_none() && !local.ip().is_loopback() {
+        tracing::warn!(target: "outpost::cloud", addr = %local, "credential sent in clear: no --tls-cert, so edges' tokens cross the network unencrypted; serve TLS for anything but a trusted network");
+    }
+    tracing::info!(target: "outpost::cloud", addr = %local, data = %config.data_dir.display(), tls = tls.is_some(), "cloud listening on {scheme}://{local}");
     let handler = api::Cloud {
         store,
         auth: api::Auth {
@@ -132,6 +151,6 @@ pub async fn serve(config: CloudConfig, shutdown: impl Future<Output = ()>) -> a
         max_header_bytes: 64 * 1024,
         grace: Duration::from_secs(10),
     };
-    outpost_http::run(listener, handler, shutdown, limits).await;
+    outpost_http::run_tls(listener, handler, shutdown, limits, tls).await;
     Ok(())
 }

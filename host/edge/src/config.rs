@@ -76,6 +76,9 @@ pub struct ServeConfig {
     /// outbox keeps growing on disk until a cloud is configured).
     pub cloud: Option<String>,
     pub cloud_token: Option<String>,
+    /// PEM file of the CA(s) an https cloud's certificate must chain to,
+    /// instead of the public roots; `None`: the `webpki-roots` set.
+    pub cloud_ca: Option<PathBuf>,
     /// Give the data dir a new database epoch (and renumber its outbox)
     /// before serving: for a copied data dir, or a stream the cloud refuses
     /// for a gap. A flag only, never in a file: it is a one-off act.
@@ -145,6 +148,7 @@ impl Default for ServeConfig {
             node_id: None,
             cloud: None,
             cloud_token: None,
+            cloud_ca: None,
             new_epoch: false,
             ship_batch: 256,
             kv_limits: KvLimits::default(),
@@ -177,6 +181,7 @@ pub struct FileConfig {
     pub node_id: Option<String>,
     pub cloud: Option<String>,
     pub cloud_token: Option<String>,
+    pub cloud_ca: Option<PathBuf>,
     pub ship_batch: Option<usize>,
     #[serde(default)]
     pub kv: KvFileConfig,
@@ -228,6 +233,7 @@ pub struct FlagConfig {
     pub node_id: Option<String>,
     pub cloud: Option<String>,
     pub cloud_token: Option<String>,
+    pub cloud_ca: Option<PathBuf>,
     pub ship_batch: Option<usize>,
     pub admin_listen: Option<SocketAddr>,
     pub admin_token: Option<String>,
@@ -344,6 +350,7 @@ impl ServeConfig {
                 env,
                 "OUTPOST_CLOUD_TOKEN",
             )?,
+            cloud_ca: pick(flags.cloud_ca, file.cloud_ca, env, "OUTPOST_CLOUD_CA")?,
             ship_batch: pick(flags.ship_batch, file.ship_batch, env, "OUTPOST_SHIP_BATCH")?
                 .unwrap_or(d.ship_batch)
                 .max(1),
@@ -467,6 +474,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("OUTPOST_MAX_INSTANCES"), "{err}");
+    }
+
+    #[test]
+    fn cloud_ca_from_flag_file_or_env() {
+        let env = |k: &str| (k == "OUTPOST_CLOUD_CA").then(|| "/env/ca.pem".to_string());
+        let c = ServeConfig::resolve(FlagConfig::default(), FileConfig::default(), &env).unwrap();
+        assert_eq!(c.cloud_ca, Some(PathBuf::from("/env/ca.pem")));
+        let file =
+            FileConfig::parse(Path::new("outpost.toml"), "cloud-ca = \"/file/ca.pem\"\n").unwrap();
+        let c = ServeConfig::resolve(FlagConfig::default(), file, &env).unwrap();
+        assert_eq!(c.cloud_ca, Some(PathBuf::from("/file/ca.pem")));
+        let c =
+            ServeConfig::resolve(FlagConfig::default(), FileConfig::default(), &no_env).unwrap();
+        assert_eq!(c.cloud_ca, None);
     }
 
     #[test]

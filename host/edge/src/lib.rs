@@ -125,10 +125,11 @@ pub async fn serve(
     .with_context(|| format!("cannot watch {}", config.modules_dir.display()))?;
     let count = deployer.sync_all().await?;
     let _replication = match &config.cloud {
-        Some(url) => Some(replication::start(
+        Some(url) => Some(replication::start_with_ca(
             storage.clone(),
             url,
             config.cloud_token.clone(),
+            config.cloud_ca.as_deref(),
             config.ship_batch,
             metrics.clone(),
         )?),

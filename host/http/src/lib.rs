@@ -1,8 +1,9 @@
 //! The HTTP layer every listener of Outpost shares (the edge, its admin API,
 //! the cloud tier): the accept loop with connection limits, idle deadlines
-//! and graceful drain ([`listener`]), request bodies with a minimum rate
-//! ([`body`]), host-made replies with error ids ([`reply`]), the
-//! bearer-token check ([`bearer`]) and request ids ([`request_id`]).
+//! and graceful drain ([`listener`]), TLS for listeners and for clients of
+//! the cloud ([`tls`]), request bodies with a minimum rate ([`body`]),
+//! host-made replies with error ids ([`reply`]), the bearer-token check
+//! ([`bearer`]) and request ids ([`request_id`]).
 //!
 //! hyper only: nothing here links wasm.
 
@@ -14,6 +15,7 @@ pub mod body;
 pub mod listener;
 pub mod reply;
 pub mod request_id;
+pub mod tls;
 
 pub use body::{BodyError, RequestBody};
-pub use listener::{ConnectionLimits, Handler, run};
+pub use listener::{ConnectionLimits, Handler, run, run_tls};

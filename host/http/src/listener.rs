@@ -1,13 +1,18 @@
-//! The HTTP listener: accept, HTTP/1 and HTTP/2 with keep-alive, limits on
-//! clients before any request reaches a handler, graceful drain on shutdown.
+//! The HTTP listener: accept, optionally TLS, HTTP/1 and HTTP/2 with
+//! keep-alive, limits on clients before any request reaches a handler,
+//! graceful drain on shutdown.
 //!
 //! Every connection runs under an idle watchdog: one with no request in
-//! flight for [`ConnectionLimits::idle_timeout`] (counted from the accept
-//! before its first request) is asked to close, and dropped if it is still
-//! open and idle a further timeout later. Without it an HTTP/2 client that
-//! sent only its preface held a connection slot forever: hyper's header
-//! timeout covers HTTP/1 only, and HTTP/2's graceful shutdown waits for a
-//! ping the client may never answer.
+//! flight for [`ConnectionLimits::idle_timeout`] (counted from the accept,
+//! or from the end of the TLS handshake, before its first request) is asked
+//! to close, and dropped if it is still open and idle a further timeout
+//! later. Without it an HTTP/2 client that sent only its preface held a
+//! connection slot forever: hyper's header timeout covers HTTP/1 only, and
+//! HTTP/2's graceful shutdown waits for a ping the client may never answer.
+//!
+//! A TLS handshake must end within the header read timeout: it happens
+//! before hyper or the watchdog see the connection, so nothing else would
+//! stop a client that opens TCP and never finishes it.
 
 use crate::activity::{Activity, Tracked};
 use crate::body::{BodyRate, MAX_BODY_WINDOW, MIN_BODY_BYTES, RequestBody};
@@ -77,13 +82,29 @@ impl ConnectionLimits {
 /// Accepts connections on `listener` and answers each request with
 /// `handler` until `shutdown` resolves, then stops accepting and gives
 /// in-flight requests up to `limits.grace` to finish. Used by the edge, its
-/// admin listener and the cloud.
+/// admin listener and the cloud. Plain HTTP; see [`run_tls`].
 pub async fn run(
     listener: TcpListener,
     handler: impl Handler,
     shutdown: impl Future<Output = ()>,
     limits: ConnectionLimits,
 ) {
+    run_tls(listener, handler, shutdown, limits, None).await;
+}
+
+/// [`run`], speaking TLS with `tls` on every connection when it is given
+/// (see [`crate::tls::server_config`]; HTTP/2 or HTTP/1.1 as its ALPN
+/// settles), plain HTTP when it is `None`. Every deadline of `limits`
+/// applies to TLS connections as well; the handshake itself must end
+/// within `limits.header_read_timeout`.
+pub async fn run_tls(
+    listener: TcpListener,
+    handler: impl Handler,
+    shutdown: impl Future<Output = ()>,
+    limits: ConnectionLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let grace = limits.grace;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -135,14 +156,35 @@ pub async fn run(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity::new(peer, limits.body_rate()));
-        let service = service(handler.clone(), activity.clone());
+        let handler = handler.clone();
         let builder = builder.clone();
-        let drained = drain.subscribe();
+        let mut drained = drain.subscribe();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            watch_connection(connection, &activity, drained, limits.idle_timeout()).await;
+            let Some(acceptor) = acceptor else {
+                serve(&builder, stream, peer, handler, drained, limits).await;
+                return;
+            };
+            let handshake =
+                tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+            let stream = tokio::select! {
+                done = handshake => match done {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        // Debug: scanners and plain-HTTP clients do this all day.
+                        tracing::debug!(target: "outpost::server", peer = %peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(target: "outpost::server", peer = %peer, timeout_ms = limits.header_read_timeout.as_millis() as u64, "TLS handshake not finished in time; closing");
+                        return;
+                    }
+                },
+                // Shutting down: a half-done handshake has nothing in flight.
+                _ = drained.changed() => return,
+            };
+            serve(&builder, stream, peer, handler, drained, limits).await;
         });
     }
     drop(listener);
@@ -159,6 +201,25 @@ pub async fn run(
             tracing::warn!(target: "outpost::server", "grace period over; closing remaining connections")
         }
     }
+}
+
+/// Serves HTTP on one accepted (and, with TLS, handshaken) connection
+/// until it ends, under the idle watchdog.
+async fn serve<H, I>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    peer: std::net::SocketAddr,
+    handler: H,
+    drained: watch::Receiver<()>,
+    limits: ConnectionLimits,
+) where
+    H: Handler,
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Arc::new(Activity::new(peer, limits.body_rate()));
+    let service = service(handler, activity.clone());
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    watch_connection(connection, &activity, drained, limits.idle_timeout()).await;
 }
 
 /// The hyper service of one connection: each request in flight while the

@@ -3,7 +3,9 @@
 //! or hostile one can (HTTP/2 preface only, idle keep-alive, a trickled
 //! body), beside ones that must not be cut (a slow download, a steady
 //! upload). Bounds on closing are generous (the machine is shared); the
-//! configured limits are short.
+//! configured limits are short. The TLS tests run the same listener with a
+//! certificate made for the test: HTTP/2 and HTTP/1.1 by ALPN, a stalled
+//! handshake, and the idle and body deadlines over TLS.
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -187,6 +189,14 @@ struct Server {
 
 impl Server {
     async fn start(header_read_timeout: Duration, max_connections: usize) -> Server {
+        Self::start_with(header_read_timeout, max_connections, None).await
+    }
+
+    async fn start_with(
+        header_read_timeout: Duration,
+        max_connections: usize,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Seen::default();
@@ -198,13 +208,14 @@ impl Server {
             max_header_bytes: 16 * 1024,
             grace: Duration::from_secs(10),
         };
-        let task = tokio::spawn(outpost_http::run(
+        let task = tokio::spawn(outpost_http::run_tls(
             listener,
             handler,
             async move {
                 let _ = stopped.await;
             },
             limits,
+            tls,
         ));
         Server {
             addr,
@@ -456,4 +467,212 @@ async fn shutdown_lets_a_streaming_response_finish() {
         timeout(CLOSE_BOUND, &mut server.task).await.is_ok(),
         "run returned once the last connection drained"
     );
+}
+
+/// A CA and a server certificate it signed for 127.0.0.1, written as PEM
+/// files: what an operator hands `outpost cloud --tls-cert --tls-key`.
+struct TestCerts {
+    dir: tempfile::TempDir,
+}
+
+impl TestCerts {
+    fn new() -> TestCerts {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+        TestCerts { dir }
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn server(&self) -> Arc<rustls::ServerConfig> {
+        outpost_http::tls::server_config(&self.path("cert.pem"), &self.path("key.pem")).unwrap()
+    }
+
+    /// A client that trusts the test CA and offers `alpn`.
+    fn client(&self, alpn: &[u8]) -> tokio_rustls::TlsConnector {
+        let config = outpost_http::tls::client_config(Some(&self.path("ca.pem"))).unwrap();
+        let mut config = (*config).clone();
+        config.alpn_protocols = vec![alpn.to_vec()];
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+}
+
+type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
+
+impl Server {
+    async fn start_tls(
+        header_read_timeout: Duration,
+        max_connections: usize,
+    ) -> (Server, TestCerts) {
+        let certs = TestCerts::new();
+        let server =
+            Self::start_with(header_read_timeout, max_connections, Some(certs.server())).await;
+        (server, certs)
+    }
+
+    /// A finished TLS handshake offering `alpn`.
+    async fn tls(&self, certs: &TestCerts, alpn: &[u8]) -> TlsStream {
+        let tcp = TcpStream::connect(self.addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        certs.client(alpn).connect(name, tcp).await.unwrap()
+    }
+
+    /// An HTTP/2 connection over TLS (ALPN h2).
+    async fn h2_tls(&self, certs: &TestCerts) -> (SendRequest<ClientBody>, JoinHandle<()>) {
+        let tls = self.tls(certs, b"h2").await;
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (send, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        let task = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        (send, task)
+    }
+
+    /// `GET /` over a fresh HTTP/1.1 TLS connection; `None` when it failed.
+    async fn get_h1_tls(&self, certs: &TestCerts) -> Option<StatusCode> {
+        let tcp = TcpStream::connect(self.addr).await.ok()?;
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let tls = certs.client(b"http/1.1").connect(name, tcp).await.ok()?;
+        if tls.get_ref().1.alpn_protocol() != Some(b"http/1.1") {
+            return None;
+        }
+        let (mut send, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .ok()?;
+        tokio::spawn(connection);
+        let req = Request::get("/")
+            .header("host", "test")
+            .body(empty())
+            .unwrap();
+        let response = send.send_request(req).await.ok()?;
+        Some(response.status())
+    }
+}
+
+#[tokio::test]
+async fn tls_serves_h2_and_http1_as_alpn_settles() {
+    let (server, certs) = Server::start_tls(Duration::from_secs(5), 16).await;
+    let (mut send, _connection) = server.h2_tls(&certs).await;
+    let response = send.send_request(get("/")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(text(response).await, "hello");
+    assert_eq!(server.get_h1_tls(&certs).await, Some(StatusCode::OK));
+}
+
+#[tokio::test]
+async fn stalled_tls_handshakes_are_closed_and_free_their_slots() {
+    let max = 4;
+    let (server, certs) = Server::start_tls(Duration::from_millis(300), max).await;
+    let mut stalled = Vec::new();
+    for i in 0..max {
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        if i % 2 == 1 {
+            // The start of a ClientHello record that never comes whole.
+            stream
+                .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+                .await
+                .unwrap();
+        }
+        stalled.push(stream);
+    }
+    for (i, stream) in stalled.iter_mut().enumerate() {
+        assert!(
+            closed_by_server(stream).await,
+            "stalled handshake {i} still open after {CLOSE_BOUND:?}"
+        );
+    }
+    let mut status = None;
+    for _ in 0..100 {
+        status = server.get_h1_tls(&certs).await;
+        if status.is_some() {
+            break;
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, Some(StatusCode::OK), "a real client gets in again");
+}
+
+#[tokio::test]
+async fn plain_http_to_a_tls_listener_gets_no_http_answer() {
+    let (server, _certs) = Server::start_tls(Duration::from_millis(500), 16).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = timeout(CLOSE_BOUND, stream.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the server closed the connection");
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(server.seen().is_empty());
+}
+
+#[tokio::test]
+async fn idle_tls_h2_connection_is_closed_after_its_last_request() {
+    let (server, certs) = Server::start_tls(Duration::from_secs(1), 16).await;
+    let (mut send, connection) = server.h2_tls(&certs).await;
+    let response = send.send_request(get("/")).await.unwrap();
+    assert_eq!(text(response).await, "hello");
+    assert!(
+        ended(connection).await,
+        "idle HTTP/2 connection over TLS still open after {CLOSE_BOUND:?}"
+    );
+    drop(send);
+}
+
+#[tokio::test]
+async fn trickled_body_over_tls_is_cut_with_408() {
+    let (server, certs) = Server::start_tls(Duration::from_millis(300), 16).await;
+    let (mut send, connection) = server.h2_tls(&certs).await;
+    let req = post("/echo", Trickle::new(1, 1000, Duration::from_millis(200)));
+    let response = timeout(CLOSE_BOUND, send.send_request(req))
+        .await
+        .expect("an answer within the bound")
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(server.seen(), ["too slow"]);
+    assert!(
+        ended(connection).await,
+        "connection of a too-slow TLS client still open after {CLOSE_BOUND:?}"
+    );
+}
+
+#[test]
+fn a_key_that_is_not_the_certificates_is_refused() {
+    let certs = TestCerts::new();
+    let other = rcgen::KeyPair::generate().unwrap();
+    let wrong = certs.path("other-key.pem");
+    std::fs::write(&wrong, other.serialize_pem()).unwrap();
+    let err = outpost_http::tls::server_config(&certs.path("cert.pem"), &wrong).unwrap_err();
+    assert!(
+        matches!(err, outpost_http::tls::TlsError::Identity { .. }),
+        "{err}"
+    );
+    // A certificate file where the key should be: no key in it.
+    let err = outpost_http::tls::server_config(&certs.path("cert.pem"), &certs.path("cert.pem"))
+        .unwrap_err();
+    assert!(err.to_string().contains("private key"), "{err}");
 }

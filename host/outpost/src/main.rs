@@ -86,6 +86,12 @@ struct CloudRunArgs {
     /// How far ahead of this machine's clock a record's HLC may be, in milliseconds.
     #[arg(long, default_value_t = outpost_wire::validate::DEFAULT_MAX_CLOCK_SKEW_MS)]
     max_clock_skew_ms: u64,
+    /// Serve HTTPS with this PEM certificate chain, leaf first (with --tls-key) [default: plain HTTP].
+    #[arg(long, env = "OUTPOST_CLOUD_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "OUTPOST_CLOUD_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// Managing credentials on a running cloud.
@@ -125,9 +131,12 @@ enum CloudAction {
 /// Which cloud to manage, and the operator's token for it.
 #[derive(clap::Args)]
 struct AdminTarget {
-    /// The cloud's base URL.
+    /// The cloud's base URL (https://, or http:// on this machine).
     #[arg(long, default_value = "http://127.0.0.1:9090")]
     cloud: String,
+    /// PEM file of the CA the cloud's certificate must chain to [default: the public roots].
+    #[arg(long)]
+    ca: Option<PathBuf>,
     /// The admin token [default: read from DATA/admin-token].
     #[arg(long, env = "OUTPOST_CLOUD_ADMIN_TOKEN")]
     admin_token: Option<String>,
@@ -182,9 +191,15 @@ async fn manage(action: CloudAction) -> anyhow::Result<()> {
             None,
         ),
     };
-    let answer =
-        outpost_cloud::admin_client::call(&target.cloud, &target.token()?, method, &path, body)
-            .await?;
+    let answer = outpost_cloud::admin_client::call(
+        &target.cloud,
+        target.ca.as_deref(),
+        &target.token()?,
+        method,
+        &path,
+        body,
+    )
+    .await?;
     match answer.get("token").and_then(|t| t.as_str()) {
         Some(token) => {
             eprintln!(
@@ -232,12 +247,15 @@ struct ServeArgs {
     /// This node's replication id [default: generated once, kept in the data folder].
     #[arg(long)]
     node_id: Option<String>,
-    /// Cloud tier base URL, e.g. http://127.0.0.1:9090 [default: none, writes stay local].
+    /// Cloud tier base URL, e.g. https://cloud.example.com or http://127.0.0.1:9090 [default: none, writes stay local].
     #[arg(long)]
     cloud: Option<String>,
     /// Bearer token for the cloud tier.
     #[arg(long)]
     cloud_token: Option<String>,
+    /// PEM file of the CA an https cloud's certificate must chain to, trusted instead of the public roots [env OUTPOST_CLOUD_CA].
+    #[arg(long)]
+    cloud_ca: Option<PathBuf>,
     /// Take a new database epoch before serving, renumbering the outbox: for a data dir copied from another node, or one the cloud refuses for a sequence gap.
     #[arg(long)]
     new_epoch: bool,
@@ -298,6 +316,7 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         node_id: args.node_id,
         cloud: args.cloud,
         cloud_token: args.cloud_token,
+        cloud_ca: args.cloud_ca,
         ship_batch: args.ship_batch,
         admin_listen: args.admin_listen,
         admin_token: args.admin_token,
@@ -371,6 +390,8 @@ fn main() -> anyhow::Result<()> {
                     max_key_bytes: outpost_wire::validate::MAX_KEY_BYTES,
                     max_clock_skew_ms: run.max_clock_skew_ms,
                 },
+                tls_cert: run.tls_cert,
+                tls_key: run.tls_key,
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

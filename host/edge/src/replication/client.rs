@@ -1,13 +1,15 @@
 //! HTTP client for the cloud tier's API (`/v1/ingest`, `/v1/feed`,
-//! `/v1/conflicts`).
+//! `/v1/conflicts`), over https (the server verified against the
+//! `webpki-roots` set or a given CA) or, for development, plain http.
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use outpost_http::tls::{self, HttpsConnector, TlsError};
 use outpost_wire::{Ack, FeedPage};
+use std::path::Path;
 use std::time::Duration;
 
 /// Longest a batch upload may take before it counts as failed.
@@ -21,8 +23,14 @@ pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CloudError {
-    #[error("cloud URL {0:?} is not supported: use http://HOST:PORT")]
+    #[error(
+        "cloud URL {0:?} is not supported: use https://HOST[:PORT] (or http:// for development)"
+    )]
     BadUrl(String),
+    #[error("a CA for the cloud is given, but the cloud URL {0:?} is not https://")]
+    CaWithoutTls(String),
+    #[error("cannot set up TLS for the cloud: {0}")]
+    Tls(TlsError),
     #[error("cannot reach the cloud: {0}")]
     Unreachable(String),
     #[error("the cloud did not answer within {0:?}")]
@@ -60,28 +68,76 @@ fn outpost_error_code(body: &[u8]) -> Option<String> {
         .map(|b| b.error)
 }
 
+/// Why a request never got an answer, as one line: hyper's own error says
+/// only "client error (Connect)", so the causes under it are spelled out,
+/// and a failed TLS handshake (an untrusted certificate, most often) says
+/// so and where the fix goes.
+fn unreachable(error: &(dyn std::error::Error + 'static)) -> CloudError {
+    let chain = tls::error_chain(error);
+    if tls::is_tls_error(error) {
+        CloudError::Unreachable(format!(
+            "TLS with the cloud failed ({chain}); a cloud whose certificate is not from a public CA needs its CA given with --cloud-ca"
+        ))
+    } else {
+        CloudError::Unreachable(chain)
+    }
+}
+
 pub struct CloudClient {
-    /// `http://host:port`, without a trailing slash.
+    /// `https://host:port` or `http://host:port`, without a trailing slash.
     base: String,
     token: Option<String>,
-    http: Client<HttpConnector, Full<Bytes>>,
+    /// The token would go over plain http to another machine.
+    in_clear: bool,
+    http: Client<HttpsConnector, Full<Bytes>>,
 }
 
 impl CloudClient {
+    /// A client of the cloud at `base` that verifies an https cloud
+    /// against the `webpki-roots` set.
     pub fn new(base: &str, token: Option<String>) -> Result<Self, CloudError> {
+        Self::with_ca(base, token, None)
+    }
+
+    /// A client of the cloud at `base` (`https://` or `http://`); an https
+    /// cloud is verified against the certificates in the PEM file `ca`
+    /// only, or without one against the `webpki-roots` set.
+    pub fn with_ca(
+        base: &str,
+        token: Option<String>,
+        ca: Option<&Path>,
+    ) -> Result<Self, CloudError> {
         let base = base.trim_end_matches('/');
         let uri: http::Uri = base.parse().map_err(|_| CloudError::BadUrl(base.into()))?;
-        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+        let Some(host) = uri.host().filter(|h| !h.is_empty()) else {
             return Err(CloudError::BadUrl(base.into()));
+        };
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(CloudError::BadUrl(base.into())),
+        };
+        if !https && ca.is_some() {
+            // The operator thinks the link is verified; it would not be.
+            return Err(CloudError::CaWithoutTls(base.into()));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        connector.set_nodelay(true);
+        let in_clear = !https && token.is_some() && !tls::is_loopback_host(host);
+        let connector = tls::connector(
+            tls::client_config(ca).map_err(CloudError::Tls)?,
+            Duration::from_secs(5),
+        );
         Ok(Self {
             base: base.to_owned(),
             token,
+            in_clear,
             http: Client::builder(TokioExecutor::new()).build(connector),
         })
+    }
+
+    /// Whether the token goes in clear over a network: plain http to a
+    /// host that is not this machine.
+    pub fn sends_credential_in_clear(&self) -> bool {
+        self.in_clear
     }
 
     async fn call(
@@ -106,7 +162,7 @@ impl CloudClient {
                 .http
                 .request(request)
                 .await
-                .map_err(|e| CloudError::Unreachable(format!("{e:#}")))?;
+                .map_err(|e| unreachable(&e))?;
             let status = response.status();
             let body = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
                 .collect()
@@ -115,7 +171,7 @@ impl CloudClient {
                     if e.is::<http_body_util::LengthLimitError>() {
                         CloudError::TooLarge
                     } else {
-                        CloudError::Unreachable(format!("{e:#}"))
+                        unreachable(&*e)
                     }
                 })?
                 .to_bytes();
@@ -160,5 +216,64 @@ impl CloudClient {
             .call(Method::GET, &path, Bytes::new(), FEED_WAIT + INGEST_TIMEOUT)
             .await?;
         serde_json::from_slice(&body).map_err(|e| CloudError::Decode(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_https_and_http_urls_only() {
+        for url in [
+            "https://cloud.example.com",
+            "https://127.0.0.1:9090/",
+            "http://127.0.0.1:9090",
+        ] {
+            assert!(CloudClient::new(url, None).is_ok(), "{url}");
+        }
+        for url in ["ftp://cloud", "cloud:9090", "https://", "not a url"] {
+            assert!(
+                matches!(CloudClient::new(url, None), Err(CloudError::BadUrl(_))),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_ca_with_plain_http_is_refused() {
+        let err = CloudClient::with_ca(
+            "http://cloud.example.com",
+            None,
+            Some(Path::new("/nonexistent/ca.pem")),
+        )
+        .err()
+        .unwrap();
+        assert!(matches!(err, CloudError::CaWithoutTls(_)), "{err}");
+        let err = CloudClient::with_ca(
+            "https://cloud.example.com",
+            None,
+            Some(Path::new("/nonexistent/ca.pem")),
+        )
+        .err()
+        .unwrap();
+        assert!(matches!(err, CloudError::Tls(_)), "{err}");
+    }
+
+    #[test]
+    fn a_token_over_plain_http_to_another_host_is_in_clear() {
+        let token = || Some("t".to_owned());
+        let in_clear = |url: &str, token: Option<String>| {
+            CloudClient::new(url, token)
+                .unwrap()
+                .sends_credential_in_clear()
+        };
+        assert!(in_clear("http://cloud.example.com:9090", token()));
+        assert!(in_clear("http://10.1.2.3", token()));
+        assert!(!in_clear("http://127.0.0.1:9090", token()));
+        assert!(!in_clear("http://localhost:9090", token()));
+        assert!(!in_clear("http://[::1]:9090", token()));
+        assert!(!in_clear("https://cloud.example.com", token()));
+        assert!(!in_clear("http://cloud.example.com", None));
     }
 }

@@ -10,6 +10,7 @@ pub mod status;
 use crate::metrics::Metrics;
 use outpost_store::Storage;
 use status::ReplicationStatus;
+use std::path::Path;
 use std::sync::Arc;
 
 /// What the shipper and the puller share: the client, and where they
@@ -36,7 +37,8 @@ impl Drop for Replication {
     }
 }
 
-/// Starts shipping and pulling against the cloud at `base_url`.
+/// Starts shipping and pulling against the cloud at `base_url`; an https
+/// cloud is verified against the `webpki-roots` set.
 pub fn start(
     storage: Arc<Storage>,
     base_url: &str,
@@ -44,9 +46,26 @@ pub fn start(
     ship_batch: usize,
     metrics: Arc<Metrics>,
 ) -> Result<Replication, client::CloudError> {
-    let client = Arc::new(client::CloudClient::new(base_url, token)?);
+    start_with_ca(storage, base_url, token, None, ship_batch, metrics)
+}
+
+/// [`start`], verifying an https cloud against the certificates in the
+/// PEM file `ca` instead (a private CA) when one is given.
+pub fn start_with_ca(
+    storage: Arc<Storage>,
+    base_url: &str,
+    token: Option<String>,
+    ca: Option<&Path>,
+    ship_batch: usize,
+    metrics: Arc<Metrics>,
+) -> Result<Replication, client::CloudError> {
+    let client = Arc::new(client::CloudClient::with_ca(base_url, token, ca)?);
     let status = Arc::new(ReplicationStatus::new(base_url));
-    tracing::info!(target: "outpost::replication", cloud = %base_url, node = %storage.node_id(), "replication enabled");
+    tracing::info!(target: "outpost::replication", cloud = %base_url, node = %storage.node_id(), ca = ?ca, "replication enabled");
+    if client.sends_credential_in_clear() {
+        // Once, at start: every batch and feed request carries the token.
+        tracing::warn!(target: "outpost::replication", cloud = %base_url, "credential sent in clear: the cloud token goes over plain http to another machine; use an https:// cloud URL");
+    }
     let link = Link {
         client: client.clone(),
         status: status.clone(),
