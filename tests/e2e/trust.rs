@@ -337,15 +337,11 @@ fn gaps_and_a_second_writer_on_one_epoch_are_refused_with_their_own_codes() {
     let cloud = Cloud::start();
     let hlc = now_hlc();
     let event = |payload: &str| json!({"kind": "event", "topic": "t", "payload": b64(payload.as_bytes()), "idempotency_key": null, "hlc": hlc});
+    let first = cloud.post("/v1/ingest", &batch("n", 21, 1, vec![event("one")]));
+    assert_eq!(first.status, 200, "{}", first.body);
     let gap = cloud.post("/v1/ingest", &batch("n", 21, 5, vec![event("late")]));
     assert_eq!(gap.status, 409, "{}", gap.body);
     assert_eq!(gap.post_error(), "sequence-gap");
-    assert_eq!(
-        cloud
-            .post("/v1/ingest", &batch("n", 21, 1, vec![event("one")]))
-            .status,
-        200
-    );
     let again = cloud.post("/v1/ingest", &batch("n", 21, 1, vec![event("one")]));
     assert_eq!(again.json()["duplicates"], 1);
     let clone = cloud.post(
@@ -638,4 +634,50 @@ fn the_bearer_scheme_is_case_insensitive_and_ingest_wants_post() {
     let reply = cloud.get("/v1/ingest");
     assert_eq!(reply.status, 405, "{}", reply.body);
     assert_eq!(reply.header("allow"), Some("POST"));
+}
+
+#[test]
+fn a_store_the_host_declares_replicated_receives_other_edges_writes() {
+    let cloud = Cloud::start();
+    let start = |node_id: &str| {
+        let dir = prepare(&[("kv", "kvtest")]);
+        write_settings(&dir, "kv", "[kv]\nstores = [\"sessions\"]\n");
+        crate::harness::write_host_config(&dir, "[stores.sessions]\nreplicated = true\n");
+        edge_on(dir, node_id, &cloud.url(), TOKEN, &[])
+    };
+    let a = start("edge-a");
+    let b = start("edge-b");
+    let answer = kv_call(&a, "sessions/set", "key=s1", b"from-a");
+    assert!(answer.get("ok").is_some(), "{answer}");
+    eventually("edge-b to get edge-a's session", || {
+        let v = kv_call(&b, "sessions/get", "key=s1", b"");
+        (v["ok"] == "from-a").then_some(())
+    });
+}
+
+#[test]
+fn a_store_that_starts_replicating_reads_the_feed_again_from_the_start() {
+    let cloud = Cloud::start();
+    let a = edge("edge-a", &cloud.url(), TOKEN, &[]);
+    set(&a, "k", "from-a");
+    eventually("the write at the cloud", || {
+        (cloud.value("@kv", "k").as_deref() == Some("from-a")).then_some(())
+    });
+    // B's `kv` keeps its own store local at first: the change is not for it.
+    let dir = prepare(&[("kv", "kvtest")]);
+    let b = edge_on(dir, "edge-b", &cloud.url(), TOKEN, &[]);
+    eventually("B to pass the change by", || {
+        let m = Metrics::parse(&b.admin_get("/metrics", &[]));
+        (m.value(
+            "outpost_remote_writes_total",
+            &[("result", "not-replicated")],
+        ) >= 1.0)
+            .then_some(())
+    });
+    assert_eq!(get(&b, "k"), None);
+    // Now it replicates there: B reads the feed again and gets the write.
+    b.write_settings("kv", "[kv]\nreplicated = [\"default\"]\n");
+    eventually("B to get A's write", || {
+        (get(&b, "k").as_deref() == Some("from-a")).then_some(())
+    });
 }

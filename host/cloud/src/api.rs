@@ -13,10 +13,10 @@
 //! | `GET /metrics` | Prometheus metrics | readers |
 //! | `POST /v1/credentials`, `GET /v1/credentials`, `DELETE /v1/credentials/ID` | enrol, list, revoke | the operator |
 //!
-//! The operator (admin token) and development mode's shared token may do
-//! everything.
+//! The operator (admin token) may do everything; development mode's
+//! shared token may ship as any node and read, not manage credentials.
 
-use crate::contract::{Checked, CloudStore, CloudStoreError};
+use crate::contract::{Checked, CloudStore, CloudStoreError, MAX_BATCH_ENTRIES};
 use crate::credentials::{Enrol, Principal, token_hash};
 use crate::metrics::CloudMetrics;
 use base64::Engine as _;
@@ -49,6 +49,10 @@ pub struct Auth {
     pub dev_token: Option<Arc<str>>,
 }
 
+/// Most batches being read or applied at once, across all edges: each
+/// may hold up to [`MAX_BATCH_BYTES`] in memory.
+pub const MAX_CONCURRENT_INGESTS: usize = 16;
+
 /// The API's handler, over any [`CloudStore`] backend.
 #[derive(Clone)]
 pub struct Cloud<S> {
@@ -60,6 +64,79 @@ pub struct Cloud<S> {
     pub rules: Rules,
     /// The tier's metrics.
     pub metrics: Arc<CloudMetrics>,
+    /// Ingests in progress: one per node (an edge ships one batch at a
+    /// time, so a second is a misbehaving or duplicated sender), and at
+    /// most [`MAX_CONCURRENT_INGESTS`] in all.
+    pub ingesting: Arc<Ingesting>,
+}
+
+/// Who is ingesting now; see [`Cloud::ingesting`].
+#[derive(Debug)]
+pub struct Ingesting {
+    nodes: std::sync::Mutex<std::collections::HashSet<String>>,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Ingesting {
+    fn default() -> Self {
+        Self {
+            nodes: std::sync::Mutex::default(),
+            slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_INGESTS)),
+        }
+    }
+}
+
+/// One ingest's claim on its node and a slot; released on drop.
+struct IngestTurn {
+    ingesting: Arc<Ingesting>,
+    node: Option<String>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for IngestTurn {
+    fn drop(&mut self) {
+        if let Some(node) = &self.node {
+            let mut nodes = self
+                .ingesting
+                .nodes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            nodes.remove(node);
+        }
+    }
+}
+
+impl Ingesting {
+    /// A turn for `node` (`None`: not known before the body is read), or
+    /// `None` when that node is already ingesting or every slot is taken.
+    fn turn(self: &Arc<Self>, node: Option<&str>) -> Option<IngestTurn> {
+        let slot = self.slots.clone().try_acquire_owned().ok()?;
+        if let Some(node) = node {
+            let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+            if !nodes.insert(node.to_owned()) {
+                return None;
+            }
+        }
+        Some(IngestTurn {
+            ingesting: self.clone(),
+            node: node.map(str::to_owned),
+            _slot: slot,
+        })
+    }
+}
+
+fn busy(detail: &str) -> Response<Full> {
+    let mut response = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "busy",
+        "another batch of this node (or too many batches) is being ingested; retry",
+        detail,
+    );
+    response.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+    response
 }
 
 impl<S: CloudStore> Handler for Cloud<S> {
@@ -378,6 +455,10 @@ impl<S: CloudStore> Cloud<S> {
         if node_credential.is_none() && !matches!(principal, Principal::Dev) {
             return forbidden("ship batches (only a node credential may)", principal);
         }
+        let bound_node = node_credential.as_ref().and_then(|c| c.node.as_deref());
+        let Some(_turn) = self.ingesting.turn(bound_node) else {
+            return busy(&principal.describe());
+        };
         let body = match read_body(req, MAX_BATCH_BYTES).await {
             Ok(body) => body,
             Err(reply) => return reply,
@@ -385,14 +466,24 @@ impl<S: CloudStore> Cloud<S> {
         let batch: Batch = match serde_json::from_slice(&body) {
             Ok(batch) => batch,
             Err(e) => {
+                // serde quotes the offending input: keep the log line short.
+                let detail: String = e.to_string().chars().take(300).collect();
                 return error(
                     StatusCode::BAD_REQUEST,
                     refusal::MALFORMED,
                     "the body is not a valid batch",
-                    &e.to_string(),
+                    &detail,
                 );
             }
         };
+        if batch.entries.len() > MAX_BATCH_ENTRIES {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                refusal::TOO_LARGE,
+                &format!("batches are limited to {MAX_BATCH_ENTRIES} entries"),
+                &format!("{} entries", batch.entries.len()),
+            );
+        }
         if !outpost_wire::names::is_valid_node_id(&batch.node) {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -514,6 +605,7 @@ fn batch_result(response: &Response<Full>) -> &'static str {
         StatusCode::FORBIDDEN => "forbidden",
         StatusCode::CONFLICT => "refused",
         StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        StatusCode::TOO_MANY_REQUESTS => "busy",
         _ => "failed",
     }
 }

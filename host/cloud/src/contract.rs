@@ -28,6 +28,10 @@ pub struct Checked {
     pub entries: Vec<(Entry, Option<Invalid>)>,
 }
 
+/// Most entries one batch may carry (edges send at most `ship-batch`,
+/// itself capped at this).
+pub const MAX_BATCH_ENTRIES: usize = 4096;
+
 /// Most bytes of items a feed, events or conflicts page holds (a page
 /// always holds at least one item, however large).
 pub const MAX_PAGE_BYTES: usize = 8 * 1024 * 1024;

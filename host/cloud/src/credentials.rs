@@ -113,7 +113,8 @@ pub fn now_ms() -> u64 {
 pub enum Principal {
     /// The operator (admin token): everything, including credentials.
     Admin,
-    /// Development mode's one shared token: everything, and any node id.
+    /// Development mode's one shared token: ships as any node, reads
+    /// everything; cannot manage credentials.
     Dev,
     /// A credential from the database.
     Holder(Credential),
@@ -128,9 +129,10 @@ impl Principal {
         }
     }
 
-    /// Whether this principal may manage credentials.
+    /// Whether this principal may manage credentials: the operator only,
+    /// never development mode's shared token (every edge holds that one).
     pub fn is_admin(&self) -> bool {
-        matches!(self, Principal::Admin | Principal::Dev)
+        matches!(self, Principal::Admin)
     }
 
     /// For a node: its credential; `None` for readers and operators.

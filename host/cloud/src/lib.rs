@@ -144,6 +144,7 @@ pub async fn serve(config: CloudConfig, shutdown: impl Future<Output = ()>) -> a
         },
         rules: config.rules,
         metrics: Arc::default(),
+        ingesting: Arc::default(),
     };
     let limits = outpost_http::ConnectionLimits {
         max_connections: 10_000,

@@ -80,9 +80,12 @@ pub struct SledStore {
     pub feed_grew: Notify,
 }
 
-/// How many recent entries per epoch keep a digest. Redeliveries are of
-/// unacknowledged batches, so they fall well inside it.
-const DIGEST_WINDOW: u64 = 4096;
+/// How many recent entries per epoch keep a digest (24 bytes each).
+/// Redeliveries are of unacknowledged batches, at most a few batches of
+/// at most [`crate::contract::MAX_BATCH_ENTRIES`], so they fall well inside
+/// it; a same-id copy of a data dir further behind than this goes
+/// undetected (see the README).
+const DIGEST_WINDOW: u64 = 65536;
 
 fn be(n: u64) -> [u8; 8] {
     n.to_be_bytes()
@@ -191,49 +194,73 @@ impl SledStore {
         }
         let mut counters = self.ingest_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mark_key = be(batch.epoch);
-        match self.epochs.get(mark_key)? {
-            Some(owner) if owner.as_ref() != batch.node.as_bytes() => {
-                return Err(CloudStoreError::EpochOwned {
-                    epoch: batch.epoch,
-                    owner: String::from_utf8_lossy(&owner).into_owned(),
-                });
-            }
-            Some(_) => {}
-            None if batch.entries.is_empty() => {}
-            None => {
-                self.epochs.insert(mark_key, batch.node.as_bytes())?;
-            }
+        let owner = self.epochs.get(mark_key)?;
+        if let Some(owner) = &owner
+            && owner.as_ref() != batch.node.as_bytes()
+        {
+            return Err(CloudStoreError::EpochOwned {
+                epoch: batch.epoch,
+                owner: String::from_utf8_lossy(owner).into_owned(),
+            });
         }
         let mark = u64_of(self.applied.get(mark_key)?);
+        // Edges number records without gaps: on an epoch this database
+        // knows, the missing ones were lost on the way, and accepting past
+        // them would make them vanish. An epoch it has never seen may start
+        // anywhere: its earlier records went to a cloud database that was
+        // replaced (the edge's cursor says so too).
         if let Some((first, _)) = batch.entries.first()
-            && first.seq > mark + 1
+            && owner.is_some()
+            && first.seq > mark.saturating_add(1)
         {
-            // Edges number records without gaps: the missing ones were lost
-            // on the way, and accepting past them would make them vanish.
             return Err(CloudStoreError::SequenceGap {
-                expected: mark + 1,
+                expected: mark.saturating_add(1),
                 got: first.seq,
             });
         }
         // A redelivery carries what was applied before; anything else under
         // the same (epoch, seq) is a second process on one identity.
+        let mut refused_before = Vec::new();
         for (entry, _) in batch.entries.iter().take_while(|(e, _)| e.seq <= mark) {
-            if let Some(kept) = self.digests.get(digest_key(batch.epoch, entry.seq))?
-                && kept.as_ref() != digest(entry)
-            {
-                return Err(CloudStoreError::CloneDetected(entry.seq));
+            if let Some(kept) = self.digests.get(digest_key(batch.epoch, entry.seq))? {
+                let (kept_digest, code) = kept.split_at(8.min(kept.len()));
+                if kept_digest != digest(entry) {
+                    return Err(CloudStoreError::CloneDetected(entry.seq));
+                }
+                // Refused the first time: say so again, in case the first
+                // answer was lost, so the edge sets the record aside
+                // instead of dropping it as a duplicate.
+                if let Some(invalid) = std::str::from_utf8(code)
+                    .ok()
+                    .and_then(outpost_wire::validate::Invalid::from_code)
+                {
+                    refused_before.push(Refusal {
+                        seq: entry.seq,
+                        code: invalid.code().to_owned(),
+                        reason: invalid.describe().to_owned(),
+                    });
+                }
             }
+        }
+        // Bound only once the batch is known to be acceptable, so a refused
+        // batch cannot claim an epoch.
+        if owner.is_none() && !batch.entries.is_empty() {
+            self.epochs.insert(mark_key, batch.node.as_bytes())?;
         }
         let mut ack = Ack {
             applied: 0,
             duplicates: 0,
             through: 0,
-            refused: Vec::new(),
+            refused: refused_before,
         };
         for (entry, verdict) in &batch.entries {
             ack.through = ack.through.max(entry.seq);
             let start = *counters;
             let entry_digest = digest(entry);
+            let mut kept = entry_digest.to_vec();
+            if let Some(invalid) = verdict {
+                kept.extend_from_slice(invalid.code().as_bytes());
+            }
             let result = (
                 &self.applied,
                 &self.kv,
@@ -249,8 +276,19 @@ impl SledStore {
                         if u64_of(applied.get(mark_key)?) >= entry.seq {
                             return Ok(None);
                         }
+                        // Applied already at its place before a renumbering
+                        // (`--new-epoch`), or by a copy that carried it
+                        // there: the same record is not applied twice.
+                        let places = std::iter::once(digest_key(batch.epoch, entry.seq))
+                            .chain(entry.origin.map(|o| digest_key(o.epoch, o.seq)));
+                        let mut seen_before = false;
+                        for place in places {
+                            seen_before |= digests
+                                .get(place)?
+                                .is_some_and(|d| d.get(..8) == Some(&entry_digest[..]));
+                        }
                         let mut next = start;
-                        if verdict.is_none() {
+                        if verdict.is_none() && !seen_before {
                             let views = Views {
                                 kv,
                                 feed,
@@ -261,20 +299,29 @@ impl SledStore {
                             apply_entry(&views, &mut next, &batch.node, entry)?;
                         }
                         applied.insert(&mark_key, &be(entry.seq))?;
-                        digests.insert(&digest_key(batch.epoch, entry.seq), &entry_digest)?;
+                        digests.insert(&digest_key(batch.epoch, entry.seq), kept.as_slice())?;
+                        // Claim the old place too, unless its own stream
+                        // already put something else there.
+                        if let Some(origin) = entry.origin {
+                            let place = digest_key(origin.epoch, origin.seq);
+                            if digests.get(place)?.is_none() {
+                                digests.insert(&place, kept.as_slice())?;
+                            }
+                        }
                         if let Some(old) = entry.seq.checked_sub(DIGEST_WINDOW) {
                             digests.remove(&digest_key(batch.epoch, old))?;
                         }
                         meta.insert("next_feed", &be(next.feed))?;
                         meta.insert("next_event", &be(next.event))?;
                         meta.insert("next_conflict", &be(next.conflict))?;
-                        Ok(Some(next))
+                        Ok(Some((next, seen_before)))
                     },
                 );
             match result {
-                Ok(Some(next)) => {
+                Ok(Some((next, seen_before))) => {
                     *counters = next;
                     match verdict {
+                        None if seen_before => ack.duplicates += 1,
                         None => ack.applied += 1,
                         Some(invalid) => ack.refused.push(Refusal {
                             seq: entry.seq,
@@ -616,6 +663,7 @@ mod tests {
 
     fn kv(seq: u64, key: &str, value: &str, hlc: u64, node: &str, seen: Option<Version>) -> Entry {
         Entry {
+            origin: None,
             seq,
             record: Record::Kv {
                 store: "s".into(),
@@ -659,14 +707,6 @@ mod tests {
     fn gaps_before_or_inside_a_batch_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        let late = batch("a", vec![kv(2, "k", "v", 10, "a", None)]);
-        assert!(matches!(
-            store.ingest(&late),
-            Err(CloudStoreError::SequenceGap {
-                expected: 1,
-                got: 2
-            })
-        ));
         let holed = batch(
             "a",
             vec![
@@ -682,13 +722,18 @@ mod tests {
             })
         ));
         assert!(store.get("s", "k").unwrap().is_none());
-        assert_eq!(
-            store
-                .ingest(&batch("a", vec![kv(1, "k", "v", 10, "a", None)]))
-                .unwrap()
-                .applied,
-            1
-        );
+        // A new epoch may start anywhere (its earlier records went to a
+        // replaced cloud database); from then on, no gaps.
+        let first = batch("a", vec![kv(5, "k", "v", 10, "a", None)]);
+        assert_eq!(store.ingest(&first).unwrap().applied, 1);
+        let late = batch("a", vec![kv(7, "k", "v", 12, "a", None)]);
+        assert!(matches!(
+            store.ingest(&late),
+            Err(CloudStoreError::SequenceGap {
+                expected: 6,
+                got: 7
+            })
+        ));
     }
 
     #[test]
@@ -739,12 +784,66 @@ mod tests {
             (1, "clock-skew")
         );
         assert!(store.get("s", "k").unwrap().is_none());
+        // The answer may have been lost: a redelivery says "refused" again,
+        // so the edge sets the record aside instead of dropping it.
         let again = store.ingest(&b).unwrap();
-        assert_eq!((again.duplicates, again.refused.len()), (2, 0));
+        assert_eq!((again.duplicates, again.refused.len()), (2, 1));
+        assert_eq!(again.refused[0].seq, 1);
         let next = store
             .ingest(&batch("a", vec![kv(3, "k", "v", 12, "a", None)]))
             .unwrap();
         assert_eq!(next.applied, 1, "no gap after a refusal");
+    }
+
+    #[test]
+    fn a_renumbered_record_is_not_applied_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let event = |seq, payload: u8| Entry {
+            seq,
+            origin: None,
+            record: Record::Event {
+                topic: "t".into(),
+                payload: vec![payload],
+                idempotency_key: None,
+                hlc: 1,
+            },
+        };
+        // Epoch 1 applied seqs 1 and 2; its data dir was renewed with 2 and
+        // 3 still in the outbox (2's ack was lost), now numbered 1 and 2.
+        let old = Checked {
+            node: "a".into(),
+            epoch: 1,
+            entries: vec![(event(1, 1), None), (event(2, 2), None)],
+        };
+        store.ingest(&old).unwrap();
+        let mut renumbered = vec![event(1, 2), event(2, 3)];
+        renumbered[0].origin = Some(outpost_wire::Origin { epoch: 1, seq: 2 });
+        renumbered[1].origin = Some(outpost_wire::Origin { epoch: 1, seq: 3 });
+        let renewed = Checked {
+            node: "a".into(),
+            epoch: 2,
+            entries: renumbered.into_iter().map(|e| (e, None)).collect(),
+        };
+        let ack = store.ingest(&renewed).unwrap();
+        assert_eq!((ack.applied, ack.duplicates), (1, 1));
+        // A copy still on epoch 1 ships its seq 3 (the same record) later:
+        // it was applied through the renewed stream already.
+        let late = Checked {
+            node: "a".into(),
+            epoch: 1,
+            entries: vec![(event(3, 3), None)],
+        };
+        let ack = store.ingest(&late).unwrap();
+        assert_eq!((ack.applied, ack.duplicates), (0, 1));
+        let payloads: Vec<u8> = store
+            .events("t", 0, 10)
+            .unwrap()
+            .items
+            .iter()
+            .map(|e| e.payload[0])
+            .collect();
+        assert_eq!(payloads, [1, 2, 3]);
     }
 
     #[test]
@@ -872,6 +971,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
         let event = |seq, topic: &str, key: Option<&str>| Entry {
+            origin: None,
             seq,
             record: Record::Event {
                 topic: topic.into(),

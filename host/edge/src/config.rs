@@ -131,6 +131,9 @@ pub struct KvFileConfig {
 /// with `--engines`; extra cores then share engines.
 pub const DEFAULT_MAX_ENGINES: usize = 8;
 
+/// Most records per upload: the cloud's limit on entries per batch.
+pub const MAX_SHIP_BATCH: usize = 4096;
+
 impl Default for ServeConfig {
     fn default() -> Self {
         Self {
@@ -351,9 +354,10 @@ impl ServeConfig {
                 "OUTPOST_CLOUD_TOKEN",
             )?,
             cloud_ca: pick(flags.cloud_ca, file.cloud_ca, env, "OUTPOST_CLOUD_CA")?,
+            // The cloud refuses batches of more entries than this.
             ship_batch: pick(flags.ship_batch, file.ship_batch, env, "OUTPOST_SHIP_BATCH")?
                 .unwrap_or(d.ship_batch)
-                .max(1),
+                .clamp(1, MAX_SHIP_BATCH),
             kv_limits: KvLimits {
                 max_key_bytes: file.kv.max_key_bytes.unwrap_or(d.kv_limits.max_key_bytes),
                 max_value_bytes: file

@@ -116,10 +116,11 @@ impl ModulesDir {
         }
         // Non-blocking, so a FIFO (or a device) named like a module cannot
         // hang the open; regular files ignore the flag. The type is checked
-        // on the opened file, so a swap after the check changes nothing.
+        // on the opened file, and the resolved path is not followed again,
+        // so a swap after the checks changes nothing.
         let file = match std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NONBLOCK)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
             .open(&target)
         {
             Ok(file) => file,

@@ -6,7 +6,7 @@
 //! until its response body has ended or been dropped ([`Tracked`]), so a
 //! slow download is never taken for an idle connection.
 
-use crate::body::BodyRate;
+use crate::rate::BodyRate;
 use http_body::{Body, Frame, SizeHint};
 use std::net::SocketAddr;
 use std::pin::Pin;

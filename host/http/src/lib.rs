@@ -13,6 +13,7 @@ mod activity;
 pub mod bearer;
 pub mod body;
 pub mod listener;
+mod rate;
 pub mod reply;
 pub mod request_id;
 pub mod tls;

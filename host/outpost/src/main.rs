@@ -77,8 +77,8 @@ struct CloudRunArgs {
     /// The operator's token: enrols and revokes credentials [default: generated into DATA/admin-token].
     #[arg(long, env = "OUTPOST_CLOUD_ADMIN_TOKEN")]
     admin_token: Option<String>,
-    /// Development mode: one shared token every edge and reader may use, as any node (`--token` is the old name).
-    #[arg(long, alias = "token", env = "OUTPOST_CLOUD_DEV_TOKEN")]
+    /// Development mode: one shared token every edge and reader may use, as any node (it replaces the old --token, which no longer exists).
+    #[arg(long, env = "OUTPOST_CLOUD_DEV_TOKEN")]
     dev_token: Option<String>,
     /// Largest value or event payload accepted, in bytes.
     #[arg(long, default_value_t = outpost_wire::validate::MAX_VALUE_BYTES)]

@@ -3,25 +3,8 @@
 //! second node on one epoch) or a stream with a gap the cloud will not
 //! accept. Runs before the database opens for serving.
 
-use crate::{META_EPOCH, META_NEXT_SEQ, META_RENAMED_AT, StorageError, u64_value};
+use crate::{META_EPOCH, META_NEXT_SEQ, StorageError, u64_value};
 use std::path::Path;
-
-/// Remembers where this data dir's records under the new node id begin
-/// (the first time it runs under another id than before): the records
-/// below were written as the old node, and [`renew`] will not ship them as
-/// this one.
-pub(crate) fn note_rename(meta: &sled::Tree, outbox: &sled::Tree) -> Result<(), StorageError> {
-    if meta.get(META_RENAMED_AT)?.is_some() {
-        return Ok(());
-    }
-    let next = outbox
-        .last()?
-        .map_or(0, |(key, _)| u64_value(Some(key)) + 1)
-        .max(u64_value(meta.get(META_NEXT_SEQ)?))
-        .max(1);
-    meta.insert(META_RENAMED_AT, &next.to_be_bytes())?;
-    Ok(())
-}
 
 /// What [`renew`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,66 +15,77 @@ pub struct Renewed {
     pub new: u64,
     /// Outbox records renumbered 1..=records under the new epoch.
     pub records: u64,
-    /// Records written under the data dir's previous node id (before it
-    /// ran as this one), moved to quarantine instead: they are the other
-    /// node's to ship; re-send them from the admin API if this was a rename.
-    pub quarantined: u64,
+}
+
+/// The tree holding, for a renumbered outbox record, where it was numbered
+/// before (`new seq -> old epoch, old seq`), shipped as its
+/// [`outpost_wire::Origin`].
+pub(crate) const ORIGINS: &str = "outbox_origins";
+
+fn origin_bytes(epoch: u64, seq: u64) -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&epoch.to_be_bytes());
+    bytes[8..].copy_from_slice(&seq.to_be_bytes());
+    bytes
+}
+
+/// Decodes what [`origin_bytes`] wrote.
+pub(crate) fn origin_of(bytes: &[u8]) -> Option<outpost_wire::Origin> {
+    let epoch = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+    let seq = u64::from_be_bytes(bytes.get(8..16)?.try_into().ok()?);
+    Some(outpost_wire::Origin { epoch, seq })
 }
 
 /// Gives the database in `data_dir/db` a new random epoch and renumbers
-/// its outbox records 1, 2, ... in their order, durably. The records keep
-/// their content; the cloud sees them as a new stream (its dedup is per
-/// epoch, so nothing is mistaken for a duplicate). Records written before
-/// the data dir took its current node id are quarantined, not shipped: in
-/// a copied data dir they are the original's, which ships them itself.
+/// its outbox records 1, 2, ... in their order, in one transaction. Each
+/// keeps where it was numbered before (its first place, if it was renewed
+/// already), and the cloud applies a record only if that place did not
+/// apply it: records of a copied data dir that the original ships too, or
+/// whose ack was lost, are not applied twice.
 pub fn renew(data_dir: &Path) -> Result<Renewed, StorageError> {
+    use sled::Transactional;
     let db = sled::Config::new().path(data_dir.join("db")).open()?;
     let meta = db.open_tree("meta")?;
     let outbox = db.open_tree("outbox")?;
-    let quarantine = db.open_tree("quarantine")?;
+    let origins = db.open_tree(ORIGINS)?;
     let old = u64_value(meta.get(META_EPOCH)?);
     let mut new = old;
     while new == old {
         new = fastrand::u64(1..);
     }
-    let renamed_at = meta.get(META_RENAMED_AT)?.map(|v| u64_value(Some(v)));
-    let mut records: Vec<_> = outbox.iter().collect::<Result<_, _>>()?;
-    let mut batch = sled::Batch::default();
-    for (key, _) in &records {
-        batch.remove(key);
-    }
-    let mut quarantined = 0;
-    if let Some(boundary) = renamed_at {
-        let reason = format!(
-            "written under this data dir's previous node id (before seq {boundary}); not shipped as this node after --new-epoch\n"
-        );
-        let mut kept_records = Vec::with_capacity(records.len());
-        for (key, record) in records {
-            let seq = u64_value(Some(key.clone()));
-            if seq >= boundary {
-                kept_records.push((key, record));
-                continue;
+    let records: Vec<_> = outbox.iter().collect::<Result<_, _>>()?;
+    let kept_origins: Vec<_> = records
+        .iter()
+        .map(|(key, _)| origins.get(key))
+        .collect::<Result<_, _>>()?;
+    (&outbox, &origins, &meta)
+        .transaction(|(outbox, origins, meta)| {
+            for (key, _) in &records {
+                outbox.remove(key)?;
+                origins.remove(key)?;
             }
-            let mut kept = reason.as_bytes().to_vec();
-            kept.extend_from_slice(&record);
-            quarantine.insert(crate::quarantine::free_slot(&quarantine, seq)?, kept)?;
-            quarantined += 1;
-        }
-        records = kept_records;
-    }
-    for (i, (_, record)) in records.iter().enumerate() {
-        batch.insert(&(i as u64 + 1).to_be_bytes(), record);
-    }
-    outbox.apply_batch(batch)?;
-    meta.remove(META_RENAMED_AT)?;
-    meta.insert(META_NEXT_SEQ, &(records.len() as u64 + 1).to_be_bytes())?;
-    meta.insert(META_EPOCH, &new.to_be_bytes())?;
+            for (i, ((key, record), kept)) in records.iter().zip(&kept_origins).enumerate() {
+                let seq = (i as u64 + 1).to_be_bytes();
+                outbox.insert(&seq, record)?;
+                let origin = match kept {
+                    Some(first) => first.to_vec(),
+                    None => origin_bytes(old, u64_value(Some(key.clone()))).to_vec(),
+                };
+                origins.insert(&seq, origin)?;
+            }
+            meta.insert(META_NEXT_SEQ, &(records.len() as u64 + 1).to_be_bytes())?;
+            meta.insert(META_EPOCH, &new.to_be_bytes())?;
+            Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+        })
+        .map_err(|e| match e {
+            sled::transaction::TransactionError::Storage(e) => StorageError::Db(e),
+            sled::transaction::TransactionError::Abort(()) => unreachable!("never aborts"),
+        })?;
     db.flush()?;
     Ok(Renewed {
         old,
         new,
         records: records.len() as u64,
-        quarantined,
     })
 }
 
@@ -123,10 +117,7 @@ mod tests {
                 Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
             }
         };
-        assert_eq!(
-            (renewed.old, renewed.records, renewed.quarantined),
-            (old, 3, 0)
-        );
+        assert_eq!((renewed.old, renewed.records), (old, 3));
         assert_ne!(renewed.new, old);
         let storage = loop {
             match Storage::open(dir.path(), Some("n1")) {
@@ -139,6 +130,8 @@ mod tests {
         let seqs: Vec<u64> = batch.iter().map(|(seq, _)| *seq).collect();
         assert_eq!(seqs, [1, 2, 3]);
         assert!(String::from_utf8_lossy(&batch[0].1).contains("\"payload\":\"Ag==\""));
+        let origin = storage.origin(1).unwrap().unwrap();
+        assert_eq!((origin.epoch, origin.seq), (old, 3));
         let op = WriteOp::Enqueue {
             topic: "t".into(),
             payload: vec![9],

@@ -9,6 +9,7 @@
 
 pub mod committer;
 pub mod epoch;
+pub mod feed;
 pub mod quarantine;
 
 pub use committer::{Rejection, WriteOp, Written};
@@ -30,9 +31,6 @@ pub(crate) const META_NEXT_SEQ: &[u8] = b"next_seq";
 pub(crate) const META_HLC: &[u8] = b"hlc";
 pub(crate) const META_PULL_CURSOR: &[u8] = b"pull_cursor";
 pub(crate) const META_CLOUD_ID: &[u8] = b"cloud_id";
-/// The first sequence number written under the current node id, set when
-/// the configured id differs from the stored one (see [`epoch::renew`]).
-pub(crate) const META_RENAMED_AT: &[u8] = b"renamed_at_seq";
 
 /// Default cap on the outbox: how much a cut-off node buffers for the cloud.
 pub const DEFAULT_MAX_OUTBOX_BYTES: u64 = 1024 * 1024 * 1024;
@@ -125,7 +123,6 @@ impl Storage {
         let node_id = match (node_id, stored) {
             (Some(given), Some(stored)) if given != stored => {
                 tracing::warn!(target: "outpost::storage", old = %stored, new = %given, "node id changed by configuration");
-                epoch::note_rename(&meta, &outbox)?;
                 given.to_owned()
             }
             (Some(given), _) => given.to_owned(),
@@ -267,6 +264,10 @@ impl Storage {
     /// has acknowledged. Not flushed: if the drop is lost in a crash the
     /// records are sent again and the cloud ignores them.
     pub fn outbox_ack(&self, through: u64) -> Result<usize, StorageError> {
+        let origins = self.db.open_tree(epoch::ORIGINS)?;
+        for item in origins.range(..=through.to_be_bytes()) {
+            origins.remove(item?.0)?;
+        }
         let mut removed = 0;
         for item in self.outbox.range(..=through.to_be_bytes()) {
             let (key, _) = item?;
@@ -314,6 +315,15 @@ impl Storage {
     /// Resolves when records may have been added to the outbox.
     pub fn outbox_grew(&self) -> &Notify {
         &self.progress.outbox_grew
+    }
+
+    /// Where outbox record `seq` was numbered before `--new-epoch`
+    /// renumbered it, if it was.
+    pub fn origin(&self, seq: u64) -> Result<Option<outpost_wire::Origin>, StorageError> {
+        let origins = self.db.open_tree(epoch::ORIGINS)?;
+        Ok(origins
+            .get(seq.to_be_bytes())?
+            .and_then(|bytes| epoch::origin_of(&bytes)))
     }
 
     /// Position in the cloud's change feed up to which this node has applied.

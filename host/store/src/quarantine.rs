@@ -19,6 +19,14 @@ pub struct Quarantined {
     pub record: Vec<u8>,
 }
 
+/// The stored record inside a quarantine value (`reason \n record`).
+pub(crate) fn record_of(kept: &[u8]) -> &[u8] {
+    match kept.iter().position(|&b| b == b'\n') {
+        Some(i) => &kept[i + 1..],
+        None => kept,
+    }
+}
+
 fn split(seq: u64, kept: &[u8]) -> Quarantined {
     let (reason, record) = match kept.iter().position(|&b| b == b'\n') {
         Some(i) => (&kept[..i], &kept[i + 1..]),
@@ -126,21 +134,14 @@ impl Storage {
         self.quarantine.len()
     }
 
-    /// Puts quarantined record `id` back in the outbox under a new sequence
-    /// number, durably, then drops it from quarantine. `Ok(None)`: no such
-    /// record. A crash between the two leaves it in both places, so the
-    /// operator sees it still listed; never in neither.
+    /// Moves quarantined record `id` back into the outbox under a new
+    /// sequence number, durably and in one transaction. `Ok(None)`: no
+    /// such record (never there, or already re-sent).
     pub async fn resend_quarantined(&self, id: u64) -> Result<Option<Written>, StorageError> {
-        let Some(kept) = self.quarantine.get(id.to_be_bytes())? else {
-            return Ok(None);
-        };
-        let record = split(id, &kept).record;
-        let written = self.write(WriteOp::Requeue { record }).await?;
-        if matches!(written, Written::Id(_)) {
-            self.quarantine.remove(id.to_be_bytes())?;
-            self.db.flush()?;
+        match self.write(WriteOp::Requeue { quarantined: id }).await? {
+            Written::Done => Ok(None),
+            written => Ok(Some(written)),
         }
-        Ok(Some(written))
     }
 }
 
@@ -153,5 +154,44 @@ mod tests {
         let q = split(7, b"clock-skew: too far\n{\"kind\":\"event\"}");
         assert_eq!(q.reason, "clock-skew: too far");
         assert_eq!(q.record, b"{\"kind\":\"event\"}");
+    }
+}
+
+#[cfg(test)]
+mod resend_tests {
+    use crate::{Storage, WriteOp, Written};
+
+    #[tokio::test]
+    async fn a_quarantined_record_is_resent_once_however_many_ask() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path(), Some("n1")).unwrap();
+        let op = WriteOp::Enqueue {
+            topic: "t".into(),
+            payload: b"p".to_vec(),
+            idempotency_key: None,
+        };
+        let Written::Id(seq) = storage.write(op).await.unwrap() else {
+            panic!("enqueue gives an id")
+        };
+        storage.quarantine(seq, "clock-skew: test").unwrap();
+        assert_eq!(storage.outbox_len(), 0);
+        let listed = storage.quarantined_records(0, 10).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].reason, "clock-skew: test");
+        let (a, b) = tokio::join!(
+            storage.resend_quarantined(seq),
+            storage.resend_quarantined(seq)
+        );
+        let outcomes = [a.unwrap(), b.unwrap()];
+        assert_eq!(
+            outcomes.iter().filter(|o| o.is_some()).count(),
+            1,
+            "{outcomes:?}"
+        );
+        assert_eq!(storage.outbox_len(), 1);
+        assert_eq!(storage.quarantined(), 0);
+        let batch = storage.outbox_batch(10, usize::MAX).unwrap();
+        assert!(batch[0].0 > seq, "a new sequence number");
+        assert!(String::from_utf8_lossy(&batch[0].1).contains("\"topic\":\"t\""));
     }
 }

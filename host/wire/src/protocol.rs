@@ -59,6 +59,21 @@ pub struct Entry {
     pub seq: u64,
     /// The change itself.
     pub record: Record,
+    /// Where the record was numbered before `--new-epoch` renumbered it:
+    /// the cloud applies it only if that position did not already apply
+    /// the same record, so a renewed (or copied) data dir applies nothing
+    /// twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// A record's position under an earlier epoch of the same data dir.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The earlier epoch.
+    pub epoch: u64,
+    /// Its sequence number there.
+    pub seq: u64,
 }
 
 /// What an edge POSTs to `/v1/ingest`: entries in increasing `seq` order.
@@ -356,7 +371,7 @@ mod fuzz {
             let batch = Batch {
                 node: "n".into(),
                 epoch: 1,
-                entries: entries.into_iter().map(|(seq, record)| Entry { seq, record }).collect(),
+                entries: entries.into_iter().map(|(seq, record)| Entry { seq, record, origin: None }).collect(),
             };
             let mut json = serde_json::to_vec(&batch).unwrap();
             let decoded: Batch = serde_json::from_slice(&json).unwrap();

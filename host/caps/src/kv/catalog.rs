@@ -29,18 +29,42 @@ pub struct Catalog {
 impl Catalog {
     /// The catalog of a node whose host config replicates `host_replicated`.
     pub fn new(host_replicated: HashSet<String>, storage: Arc<Storage>) -> Self {
-        let mut sticky = host_replicated;
+        let mut sticky = HashSet::new();
         match storage.replicated_stores() {
             Ok(stored) => sticky.extend(stored),
             Err(e) => {
                 tracing::error!(target: "outpost::stores", error = %e, "cannot read which stores replicated before")
             }
         }
-        Self {
+        let catalog = Self {
             replicated: ArcSwap::from_pointee(sticky.clone()),
             sticky: Mutex::new(sticky),
             storage,
+        };
+        catalog.add(host_replicated.iter());
+        catalog
+    }
+
+    /// Remembers `stores` as replicated for good (on disk, where the feed
+    /// puller reads them too); a store new here makes the node read the
+    /// feed again from the start, since the changes it was sent before
+    /// were not for it then.
+    fn add<'a>(&self, stores: impl Iterator<Item = &'a String>) {
+        let mut sticky = self.sticky.lock().unwrap_or_else(|p| p.into_inner());
+        let mut new = false;
+        for store in stores {
+            if sticky.insert(store.clone()) {
+                new = true;
+                if let Err(e) = self.storage.mark_replicated(store) {
+                    tracing::error!(target: "outpost::stores", store = %store, error = %e, "cannot record that a store replicates");
+                }
+                tracing::info!(target: "outpost::stores", store = %store, "store now replicates");
+            }
         }
+        if new && let Err(e) = self.storage.request_resync() {
+            tracing::error!(target: "outpost::stores", error = %e, "cannot ask for a re-read of the change feed");
+        }
+        self.replicated.store(Arc::new(sticky.clone()));
     }
 
     /// Whether writes to `store` replicate.
@@ -51,17 +75,6 @@ impl Catalog {
     /// Recomputes the replicated set from the policies of the functions
     /// deployed now, remembering newly replicated stores for good.
     pub fn rebuild<'a>(&self, policies: impl Iterator<Item = &'a KvPolicy>) {
-        let mut sticky = self.sticky.lock().unwrap_or_else(|p| p.into_inner());
-        for policy in policies {
-            for store in &policy.replicated {
-                if sticky.insert(store.clone()) {
-                    if let Err(e) = self.storage.mark_replicated(store) {
-                        tracing::error!(target: "outpost::stores", store = %store, error = %e, "cannot record that a store replicates");
-                    }
-                    tracing::info!(target: "outpost::stores", store = %store, "store now replicates");
-                }
-            }
-        }
-        self.replicated.store(Arc::new(sticky.clone()));
+        self.add(policies.flat_map(|policy| policy.replicated.iter()));
     }
 }

@@ -18,27 +18,25 @@ const PAGE: usize = 500;
 /// and for a store that replicates here (a function's own store that is
 /// not replicated is nobody else's to write). The rest are counted and
 /// logged, never applied.
-fn admissible(storage: &Storage, link: &Link, changes: Vec<Change>) -> Vec<Change> {
+fn admissible(
+    storage: &Storage,
+    link: &Link,
+    changes: Vec<Change>,
+) -> Result<Vec<Change>, outpost_store::StorageError> {
     // The clock is not checked here: the cloud checked it at ingest, and a
     // change the cloud holds must land everywhere or the nodes diverge.
     let rules = Rules {
         max_clock_skew_ms: u64::MAX,
         ..Rules::default()
     };
-    let replicated: HashSet<String> = match storage.replicated_stores() {
-        Ok(stores) => stores.into_iter().collect(),
-        Err(e) => {
-            tracing::error!(target: "outpost::replication::puller", error = %e, "cannot read which stores replicate; applying none of this page");
-            HashSet::new()
-        }
-    };
+    let replicated: HashSet<String> = storage.replicated_stores()?.into_iter().collect();
     let refuse = |result: &'static str| {
         link.metrics
             .remote_writes
             .get_or_create(&ResultLabels { result })
             .inc();
     };
-    changes
+    Ok(changes
         .into_iter()
         .filter(|change| {
             if let Err(invalid) = rules.check_change(change, 0) {
@@ -53,17 +51,21 @@ fn admissible(storage: &Storage, link: &Link, changes: Vec<Change>) -> Vec<Chang
                 true
             }
         })
-        .collect()
+        .collect())
 }
 
 pub async fn run(storage: Arc<Storage>, link: Link) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     let mut failing = false;
     loop {
-        let (cursor, known_cloud) = match storage
-            .pull_cursor()
-            .and_then(|c| Ok((c, storage.cloud_id()?)))
-        {
+        let position = storage.pull_cursor().and_then(|cursor| {
+            // A store that started replicating here owes a re-read from the
+            // start: the changes sent before were not for it then.
+            let resync = storage.resync_requested()?;
+            let cursor = if resync.is_some() { 0 } else { cursor };
+            Ok((cursor, storage.cloud_id()?, resync))
+        });
+        let (cursor, known_cloud, resync) = match position {
             Ok(position) => position,
             Err(e) => {
                 tracing::error!(target: "outpost::replication::puller", error = %e, "cannot read the pull cursor");
@@ -97,7 +99,14 @@ pub async fn run(storage: Arc<Storage>, link: Link) {
                     continue;
                 };
                 let count = changes.len();
-                let changes = admissible(&storage, &link, changes);
+                let changes = match admissible(&storage, &link, changes) {
+                    Ok(changes) => changes,
+                    Err(e) => {
+                        tracing::error!(target: "outpost::replication::puller", error = %e, "cannot read which stores replicate here; will read this page again");
+                        tokio::time::sleep(backoff.next_delay()).await;
+                        continue;
+                    }
+                };
                 let op = WriteOp::ApplyRemote {
                     changes,
                     cursor: next,
@@ -105,6 +114,11 @@ pub async fn run(storage: Arc<Storage>, link: Link) {
                 };
                 match storage.write(op).await {
                     Ok(written) => {
+                        if let Some(request) = resync
+                            && let Err(e) = storage.resync_done(request)
+                        {
+                            tracing::error!(target: "outpost::replication::puller", error = %e, "cannot record the end of a feed re-read");
+                        }
                         if let Written::Remote { applied, older } = written {
                             let family = &link.metrics.remote_writes;
                             family

@@ -18,8 +18,14 @@ use std::time::{Duration, Instant};
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// `{"node":...,"epoch":E,"entries":[{"seq":N,"record":<stored JSON>},...]}`,
-/// built from the stored records without decoding them.
-fn encode_batch(node: &str, epoch: u64, records: &[(u64, outpost_store::IVec)]) -> Bytes {
+/// built from the stored records without decoding them; a record that
+/// `--new-epoch` renumbered carries its `origin`.
+fn encode_batch(
+    node: &str,
+    epoch: u64,
+    records: &[(u64, outpost_store::IVec)],
+    origin: impl Fn(u64) -> Option<outpost_wire::Origin>,
+) -> Bytes {
     let node = serde_json::to_string(node).expect("strings serialize");
     let size: usize = records.iter().map(|(_, r)| r.len() + 32).sum();
     let mut out = Vec::with_capacity(size + node.len() + 64);
@@ -30,7 +36,13 @@ fn encode_batch(node: &str, epoch: u64, records: &[(u64, outpost_store::IVec)]) 
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(format!("{{\"seq\":{seq},\"record\":").as_bytes());
+        out.extend_from_slice(format!("{{\"seq\":{seq},").as_bytes());
+        if let Some(o) = origin(*seq) {
+            out.extend_from_slice(
+                format!("\"origin\":{{\"epoch\":{},\"seq\":{}}},", o.epoch, o.seq).as_bytes(),
+            );
+        }
+        out.extend_from_slice(b"\"record\":");
         out.extend_from_slice(record);
         out.push(b'}');
     }
@@ -118,13 +130,20 @@ pub async fn run(storage: Arc<Storage>, link: Link, batch_max: usize) {
             }
             continue;
         };
-        let body = encode_batch(storage.node_id(), storage.epoch(), &batch);
+        let origin = |seq| match storage.origin(seq) {
+            Ok(origin) => origin,
+            Err(e) => {
+                tracing::error!(target: "outpost::replication::shipper", seq, error = %e, "cannot read a record's origin");
+                None
+            }
+        };
+        let body = encode_batch(storage.node_id(), storage.epoch(), &batch, origin);
         link.metrics.ship_bytes.inc_by(body.len() as u64);
         match link.client.ingest(body).await {
             Ok(ack) => {
                 count("acked");
                 singles = singles.saturating_sub(1);
-                let through = ack.through.min(last);
+                let mut through = ack.through.min(last);
                 for refused in &ack.refused {
                     if !batch.iter().any(|(seq, _)| *seq == refused.seq) {
                         continue;
@@ -141,7 +160,10 @@ pub async fn run(storage: Arc<Storage>, link: Link, batch_max: usize) {
                         })
                         .inc();
                     if let Err(e) = storage.quarantine(refused.seq, &reason) {
-                        tracing::error!(target: "outpost::replication::shipper", error = %e, "cannot quarantine the record");
+                        // Never drop it instead: keep it (and what follows)
+                        // in the outbox; the redelivery is refused again.
+                        tracing::error!(target: "outpost::replication::shipper", seq = refused.seq, error = %e, "cannot quarantine the record; keeping it in the outbox");
+                        through = through.min(refused.seq.saturating_sub(1));
                     }
                 }
                 if let Some(blocked) = link.status.snapshot().blocked {
@@ -187,6 +209,20 @@ pub async fn run(storage: Arc<Storage>, link: Link, batch_max: usize) {
                     tracing::warn!(target: "outpost::replication::shipper", records = batch.len(), reason = %reason, "the cloud refused a batch; sending its records one at a time");
                     singles = batch.len();
                 }
+                Verdict::Narrow(reason) if is_placeholder(&batch[0].1) => {
+                    // Even the placeholder is refused: this is not about
+                    // the record, so setting it aside again would loop.
+                    count("blocked");
+                    let blocked = Blocked {
+                        code: "placeholder-refused".into(),
+                        message: format!(
+                            "the cloud refuses even a placeholder record ({reason}); records kept"
+                        ),
+                    };
+                    tracing::error!(target: "outpost::replication::shipper", seq = last, "the cloud refuses this node's stream; shipping stopped, records kept: {}", blocked.message);
+                    link.status.block(blocked);
+                    tokio::time::sleep(BLOCKED_RETRY).await;
+                }
                 Verdict::Narrow(reason) => {
                     count("refused");
                     singles = 0;
@@ -219,6 +255,15 @@ pub async fn run(storage: Arc<Storage>, link: Link, batch_max: usize) {
     }
 }
 
+/// Whether a stored record is a [`outpost_wire::Record::Skipped`]
+/// placeholder.
+fn is_placeholder(record: &[u8]) -> bool {
+    matches!(
+        serde_json::from_slice::<outpost_wire::Record>(record),
+        Ok(outpost_wire::Record::Skipped { .. })
+    )
+}
+
 /// `code` as a label value: one of the known refusal codes, else `other`
 /// (so a misbehaving cloud cannot grow the label set).
 fn known_code(code: &str) -> &'static str {
@@ -239,12 +284,18 @@ mod tests {
             hlc: 1,
         };
         let raw: outpost_store::IVec = serde_json::to_vec(&record).unwrap().into();
-        let batch = encode_batch("edge \"1\"", 7, &[(3, raw.clone()), (4, raw)]);
+        let origin = |seq| (seq == 4).then_some(outpost_wire::Origin { epoch: 6, seq: 40 });
+        let batch = encode_batch("edge \"1\"", 7, &[(3, raw.clone()), (4, raw)], origin);
         let parsed: Batch = serde_json::from_slice(&batch).unwrap();
         assert_eq!(parsed.node, "edge \"1\"");
         assert_eq!(parsed.epoch, 7);
         assert_eq!(parsed.entries.len(), 2);
         assert_eq!(parsed.entries[1].seq, 4);
         assert_eq!(parsed.entries[0].record, record);
+        assert_eq!(parsed.entries[0].origin, None);
+        assert_eq!(
+            parsed.entries[1].origin.map(|o| (o.epoch, o.seq)),
+            Some((6, 40))
+        );
     }
 }

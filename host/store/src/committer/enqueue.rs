@@ -60,26 +60,36 @@ impl Committer {
         }
     }
 
-    /// Appends a stored record under the next sequence number (an
-    /// operator's re-send of a quarantined record).
-    pub(super) fn requeue(&mut self, json: &[u8]) -> Result<Written, StorageError> {
+    /// Moves quarantined record `id` back into the outbox under the next
+    /// sequence number, in one transaction, so two re-sends of one record
+    /// cannot both succeed.
+    pub(super) fn requeue(&mut self, id: u64) -> Result<Written, StorageError> {
         let seq = self.next_seq;
-        if json.len() as u64 > self.outbox_room() {
-            return Ok(Written::Rejected(Rejection::OutboxFull));
-        }
-        let outcome = (&self.outbox, &self.meta).transaction(|(outbox, meta)| -> TxResult<()> {
-            outbox.insert(&be(seq), json)?;
-            meta.insert(META_NEXT_SEQ, &be(seq + 1))?;
-            Ok(())
-        });
+        let quarantine = self.db.open_tree("quarantine")?;
+        let room = self.outbox_room();
+        let outcome = (&self.outbox, &self.meta, &quarantine).transaction(
+            |(outbox, meta, quarantine)| -> TxResult<Option<u64>> {
+                let Some(kept) = quarantine.remove(&be(id))? else {
+                    return Ok(None);
+                };
+                let record = crate::quarantine::record_of(&kept);
+                if record.len() as u64 > room {
+                    return Err(ConflictableTransactionError::Abort(Rejection::OutboxFull));
+                }
+                outbox.insert(&be(seq), record)?;
+                meta.insert(META_NEXT_SEQ, &be(seq + 1))?;
+                Ok(Some(record.len() as u64))
+            },
+        );
         match outcome {
-            Ok(()) => {
+            Ok(Some(bytes)) => {
                 self.next_seq += 1;
                 self.progress
                     .outbox_bytes
-                    .fetch_add(json.len() as u64, Ordering::AcqRel);
+                    .fetch_add(bytes, Ordering::AcqRel);
                 Ok(Written::Id(seq))
             }
+            Ok(None) => Ok(Written::Done),
             Err(TransactionError::Abort(rejection)) => Ok(Written::Rejected(rejection)),
             Err(TransactionError::Storage(e)) => Err(e.into()),
         }

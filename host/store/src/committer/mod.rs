@@ -243,7 +243,7 @@ impl Committer {
                 payload,
                 idempotency_key,
             } => self.enqueue(topic, payload, idempotency_key.as_deref()),
-            WriteOp::Requeue { record } => self.requeue(record),
+            WriteOp::Requeue { quarantined } => self.requeue(*quarantined),
             WriteOp::ApplyRemote {
                 changes,
                 cursor,

@@ -61,11 +61,12 @@ pub enum WriteOp {
         /// Retries with the same topic and key return the first event's id.
         idempotency_key: Option<String>,
     },
-    /// Put a quarantined record (stored JSON) back in the outbox under the
-    /// next sequence number, for an operator's re-send.
+    /// Move a quarantined record back into the outbox under the next
+    /// sequence number, in one transaction (an operator's re-send):
+    /// `Written::Id(seq)`, or `Written::Done` if it is no longer there.
     Requeue {
-        /// The record, as it was stored.
-        record: Vec<u8>,
+        /// Its id in quarantine.
+        quarantined: u64,
     },
     /// Writes from the cloud's feed, applied last-writer-wins, the feed
     /// position they bring this node up to, and the id of the cloud

@@ -1,0 +1,43 @@
+//! Where this node stands in the cloud's change feed beyond its cursor: a
+//! request to read the feed again from the start, made when a store starts
+//! replicating here (the changes it was sent before were not for it then).
+
+use crate::{Storage, StorageError, u64_value};
+
+/// Meta key: a request number, present while a full re-read of the feed
+/// is owed.
+const META_RESYNC: &[u8] = b"feed_resync";
+
+impl Storage {
+    /// Asks the puller to read the feed from the start (durably, so a
+    /// restart before it does still does). Applying is last-writer-wins,
+    /// so reading changes again changes nothing that is already right.
+    pub fn request_resync(&self) -> Result<(), StorageError> {
+        self.meta.update_and_fetch(META_RESYNC, |old| {
+            Some(
+                (u64_value(old.map(sled::IVec::from)) + 1)
+                    .to_be_bytes()
+                    .to_vec(),
+            )
+        })?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The pending re-read request, if one is owed (pass it to
+    /// [`Storage::resync_done`]).
+    pub fn resync_requested(&self) -> Result<Option<u64>, StorageError> {
+        Ok(self.meta.get(META_RESYNC)?.map(|v| u64_value(Some(v))))
+    }
+
+    /// Re-read `request` has begun (its first page is applied). A request
+    /// made since stays owed.
+    pub fn resync_done(&self, request: u64) -> Result<(), StorageError> {
+        let _ = self.meta.compare_and_swap(
+            META_RESYNC,
+            Some(&request.to_be_bytes()[..]),
+            None as Option<&[u8]>,
+        )?;
+        Ok(())
+    }
+}
