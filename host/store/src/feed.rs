@@ -13,27 +13,32 @@ impl Storage {
     /// restart before it does still does). Applying is last-writer-wins,
     /// so reading changes again changes nothing that is already right.
     pub fn request_resync(&self) -> Result<(), StorageError> {
-        self.meta.update_and_fetch(META_RESYNC, |old| {
+        let handles = self.handles();
+        handles.meta.update_and_fetch(META_RESYNC, |old| {
             Some(
                 (u64_value(old.map(sled::IVec::from)) + 1)
                     .to_be_bytes()
                     .to_vec(),
             )
         })?;
-        self.db.flush()?;
+        handles.db.flush()?;
         Ok(())
     }
 
     /// The pending re-read request, if one is owed (pass it to
     /// [`Storage::resync_done`]).
     pub fn resync_requested(&self) -> Result<Option<u64>, StorageError> {
-        Ok(self.meta.get(META_RESYNC)?.map(|v| u64_value(Some(v))))
+        Ok(self
+            .handles()
+            .meta
+            .get(META_RESYNC)?
+            .map(|v| u64_value(Some(v))))
     }
 
     /// Re-read `request` has begun (its first page is applied). A request
     /// made since stays owed.
     pub fn resync_done(&self, request: u64) -> Result<(), StorageError> {
-        let _ = self.meta.compare_and_swap(
+        let _ = self.handles().meta.compare_and_swap(
             META_RESYNC,
             Some(&request.to_be_bytes()[..]),
             None as Option<&[u8]>,

@@ -8,18 +8,30 @@
 #![warn(missing_docs)]
 
 pub mod committer;
+mod disk;
 pub mod epoch;
 pub mod feed;
+mod handles;
+mod health;
+mod options;
 pub mod quarantine;
 
 pub use committer::{Rejection, WriteOp, Written};
+pub use health::StorageHealth;
+pub use options::{
+    DEFAULT_FLUSH_TIMEOUT, DEFAULT_MIN_FREE_BYTES, DEFAULT_PROBE_INTERVAL,
+    DEFAULT_STALL_REOPEN_AFTER, StorageOptions,
+};
 pub use outpost_wire::names::{MAX_NODE_ID_BYTES, is_valid_node_id};
 
+use arc_swap::ArcSwap;
 use committer::Progress;
+use handles::Handles;
+use health::HealthCell;
 use outpost_wire::envelope;
 /// sled's byte buffer, as outbox records come out of the database.
 pub use sled::IVec;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::sync::Notify;
@@ -44,15 +56,25 @@ pub enum StorageError {
     /// A stored value is not in the expected format; names where.
     #[error("corrupt data in the database: {0}")]
     Corrupt(String),
-    /// The writer thread is gone, so the write was not applied.
+    /// The writer thread is gone (it panicked), so the write was not
+    /// applied; every later write hears this too.
     #[error("the database writer has stopped")]
     Stopped,
-    /// A flush failed earlier: writes are refused from then on, and the
-    /// outcome of the writes in flight then is unknown.
-    #[error(
-        "the database refuses writes after a failure ({0}); the outcome of the last writes is unknown"
-    )]
-    Poisoned(String),
+    /// The write was **not applied**: the database is not accepting writes
+    /// right now (the disk is nearly full, an earlier flush failed or
+    /// stalled, or the database is being reopened), and this write was
+    /// refused before it touched the database. Retrying later is safe;
+    /// writes resume by themselves (see [`Storage::health`]).
+    #[error("storage unavailable, the write was not applied: {0}")]
+    Unavailable(String),
+    /// The write was applied in memory but is **not acknowledged**: the
+    /// flush that was to make it durable failed or did not finish within
+    /// [`StorageOptions::flush_timeout`] (or the database failed during
+    /// its group). It may be on disk, and then it stays and replicates, or
+    /// it may be lost. A retry may apply it twice: read back first, or
+    /// retry only what is idempotent.
+    #[error("outcome unknown: the write may or may not have been applied ({0})")]
+    OutcomeUnknown(String),
     /// The configured node id breaks [`is_valid_node_id`].
     #[error("invalid node id {0:?}: use 1 to 64 of [A-Za-z0-9._-]")]
     BadNodeId(String),
@@ -81,37 +103,52 @@ pub struct KeyPage {
 
 /// The node's database, shared by readers; writes go through its writer.
 pub struct Storage {
-    db: sled::Db,
-    meta: sled::Tree,
-    outbox: sled::Tree,
+    /// The open database, replaced whole when the writer reopens it after
+    /// a failure: load it per operation with [`Storage::handles`].
+    live: Arc<ArcSwap<Handles>>,
+    /// The sled database's directory (`DATA/db`), for free-space checks.
+    db_dir: PathBuf,
     node_id: String,
     /// Random id fixed when the database was created (see [`outpost_wire::Batch`]).
     epoch: u64,
     writer: committer::Handle,
     /// The writer's progress: how far the outbox is durable, and its signal.
     progress: Arc<Progress>,
-    /// Outbox records the cloud refused for good, kept for operators.
-    quarantine: sled::Tree,
-    /// Stores ever declared replicated on this node (sticky).
-    replicated: sled::Tree,
+    /// Whether writes are accepted, kept by the writer.
+    health: Arc<HealthCell>,
 }
 
 impl Storage {
     /// Opens (creating if needed) the database in `data_dir/db` and starts
-    /// its writer, which keeps the outbox under `max_outbox_bytes`.
-    /// `node_id` overrides the stored id; without either, a new id is
-    /// generated and stored.
+    /// its writer, which keeps the outbox under `max_outbox_bytes`; the
+    /// other options are the defaults (see [`Storage::open_with`]).
     pub fn open_with_limit(
         data_dir: &Path,
         node_id: Option<&str>,
         max_outbox_bytes: u64,
     ) -> Result<Arc<Self>, StorageError> {
-        let db = sled::Config::new()
-            .path(data_dir.join("db"))
-            .cache_capacity(128 * 1024 * 1024)
-            .open()?;
-        let meta = db.open_tree("meta")?;
-        let outbox = db.open_tree("outbox")?;
+        let options = StorageOptions {
+            max_outbox_bytes,
+            ..StorageOptions::default()
+        };
+        Self::open_with(data_dir, node_id, &options)
+    }
+
+    /// Opens (creating if needed) the database in `data_dir/db` and starts
+    /// its writer with `options`. `node_id` overrides the stored id;
+    /// without either, a new id is generated and stored.
+    pub fn open_with(
+        data_dir: &Path,
+        node_id: Option<&str>,
+        options: &StorageOptions,
+    ) -> Result<Arc<Self>, StorageError> {
+        let db_dir = data_dir.join("db");
+        let handles = Handles::open(&db_dir)?;
+        let (db, meta, outbox) = (
+            handles.db.clone(),
+            handles.meta.clone(),
+            handles.outbox.clone(),
+        );
         let stored = meta
             .get(META_NODE_ID)?
             .map(|v| String::from_utf8_lossy(&v).into_owned());
@@ -145,24 +182,24 @@ impl Storage {
             backlog += item?.1.len() as u64;
         }
         progress.outbox_bytes.store(backlog, Ordering::Release);
+        let live = Arc::new(ArcSwap::from_pointee(handles));
+        let health = Arc::new(HealthCell::default());
         let writer = committer::start(
-            db.clone(),
-            meta.clone(),
-            outbox.clone(),
+            live.clone(),
+            db_dir.clone(),
             node_id.clone(),
             progress.clone(),
-            max_outbox_bytes,
+            options,
+            health.clone(),
         )?;
         Ok(Arc::new(Self {
-            quarantine: db.open_tree("quarantine")?,
-            replicated: db.open_tree("replicated")?,
-            db,
-            meta,
-            outbox,
+            live,
+            db_dir,
             node_id,
             epoch,
             writer,
             progress,
+            health,
         }))
     }
 
@@ -177,7 +214,7 @@ impl Storage {
     }
 
     fn tree(&self, store: &str) -> Result<sled::Tree, StorageError> {
-        Ok(self.db.open_tree(tree_name(store))?)
+        Ok(self.handles().db.open_tree(tree_name(store))?)
     }
 
     /// The live value of `key` in `store`.
@@ -238,6 +275,29 @@ impl Storage {
         self.writer.submit(op).await
     }
 
+    /// Makes every write applied so far durable, through the writer: what
+    /// a write made outside the writer (quarantining, say) should await
+    /// instead of flushing sled itself, because a flush on a failing disk
+    /// can block forever. Answers like [`Storage::write`], with the same
+    /// bound.
+    pub async fn sync(&self) -> Result<(), StorageError> {
+        self.writer.sync().await
+    }
+
+    /// Runs `work` on the writer, as one write of a group, and returns its
+    /// result once that group is durable; refused or in doubt like any
+    /// write (see [`committer::Handle::run`]). How code outside the
+    /// committer runs a sled transaction (quarantining outbox records):
+    /// one of its own would wait behind a flush stuck on a failing disk,
+    /// and every read of the process behind it.
+    #[allow(dead_code, reason = "for the quarantine's transactions")]
+    pub(crate) async fn on_writer<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Handles) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        self.writer.run(work).await
+    }
+
     /// The oldest outbox records, in sequence order: at most `max` of them
     /// and, past the first, at most `max_bytes` in total.
     pub fn outbox_batch(
@@ -248,7 +308,7 @@ impl Storage {
         let mut batch = Vec::new();
         let mut bytes = 0;
         let durable = self.progress.durable_seq.load(Ordering::Acquire);
-        for item in self.outbox.range(..durable.to_be_bytes()) {
+        for item in self.handles().outbox.range(..durable.to_be_bytes()) {
             let (key, value) = item?;
             let seq = u64_value(Some(key));
             if !batch.is_empty() && (batch.len() == max || bytes + value.len() > max_bytes) {
@@ -264,14 +324,16 @@ impl Storage {
     /// has acknowledged. Not flushed: if the drop is lost in a crash the
     /// records are sent again and the cloud ignores them.
     pub fn outbox_ack(&self, through: u64) -> Result<usize, StorageError> {
-        let origins = self.db.open_tree(epoch::ORIGINS)?;
+        let handles = self.handles();
+        let origins = handles.db.open_tree(epoch::ORIGINS)?;
         for item in origins.range(..=through.to_be_bytes()) {
             origins.remove(item?.0)?;
         }
         let mut removed = 0;
-        for item in self.outbox.range(..=through.to_be_bytes()) {
+        let outbox = &handles.outbox;
+        for item in outbox.range(..=through.to_be_bytes()) {
             let (key, _) = item?;
-            if let Some(record) = self.outbox.remove(key)? {
+            if let Some(record) = outbox.remove(key)? {
                 self.progress
                     .outbox_bytes
                     .fetch_sub(record.len() as u64, Ordering::AcqRel);
@@ -284,7 +346,7 @@ impl Storage {
     /// The oldest record waiting in the outbox: its sequence number and
     /// when it was written (from its HLC stamp).
     pub fn outbox_oldest(&self) -> Result<Option<(u64, std::time::SystemTime)>, StorageError> {
-        let Some((key, value)) = self.outbox.first()? else {
+        let Some((key, value)) = self.handles().outbox.first()? else {
             return Ok(None);
         };
         let hlc = match serde_json::from_slice::<outpost_wire::Record>(&value) {
@@ -298,7 +360,7 @@ impl Storage {
 
     /// Records waiting in the outbox, durable or not yet.
     pub fn outbox_len(&self) -> usize {
-        self.outbox.len()
+        self.handles().outbox.len()
     }
 
     /// Bytes of records waiting in the outbox.
@@ -320,7 +382,7 @@ impl Storage {
     /// Where outbox record `seq` was numbered before `--new-epoch`
     /// renumbered it, if it was.
     pub fn origin(&self, seq: u64) -> Result<Option<outpost_wire::Origin>, StorageError> {
-        let origins = self.db.open_tree(epoch::ORIGINS)?;
+        let origins = self.handles().db.open_tree(epoch::ORIGINS)?;
         Ok(origins
             .get(seq.to_be_bytes())?
             .and_then(|bytes| epoch::origin_of(&bytes)))
@@ -328,17 +390,18 @@ impl Storage {
 
     /// Position in the cloud's change feed up to which this node has applied.
     pub fn pull_cursor(&self) -> Result<u64, StorageError> {
-        Ok(u64_value(self.meta.get(META_PULL_CURSOR)?))
+        Ok(u64_value(self.handles().meta.get(META_PULL_CURSOR)?))
     }
 
     /// Id of the cloud database the pull cursor belongs to (0: none yet).
     pub fn cloud_id(&self) -> Result<u64, StorageError> {
-        Ok(u64_value(self.meta.get(META_CLOUD_ID)?))
+        Ok(u64_value(self.handles().meta.get(META_CLOUD_ID)?))
     }
 
     /// Stores ever declared replicated on this node.
     pub fn replicated_stores(&self) -> Result<Vec<String>, StorageError> {
-        self.replicated
+        self.handles()
+            .replicated
             .iter()
             .keys()
             .map(|k| Ok(String::from_utf8_lossy(&k?).into_owned()))
@@ -349,7 +412,7 @@ impl Storage {
     /// once left the node must keep shipping (and keep its tombstones),
     /// even if the function that declared it goes away.
     pub fn mark_replicated(&self, store: &str) -> Result<(), StorageError> {
-        self.replicated.insert(store, &[])?;
+        self.handles().replicated.insert(store, &[])?;
         Ok(())
     }
 }

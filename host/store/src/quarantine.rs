@@ -58,12 +58,13 @@ impl Storage {
     /// so the cloud, which never consumed the sequence number, sees no gap.
     fn set_aside(&self, seq: u64, reason: &str, placeholder: bool) -> Result<(), StorageError> {
         let key = seq.to_be_bytes();
-        let slot = free_slot(&self.quarantine, seq)?;
+        let handles = self.handles();
+        let slot = free_slot(&handles.quarantine, seq)?;
         let skipped = serde_json::to_vec(&Record::Skipped {
             reason: reason.chars().take(1024).collect(),
         })
         .expect("serializes");
-        let moved = (&self.outbox, &self.quarantine)
+        let moved = (&handles.outbox, &handles.quarantine)
             .transaction(|(outbox, quarantine)| {
                 let Some(record) = outbox.remove(&key)? else {
                     return Ok(0i64);
@@ -92,7 +93,7 @@ impl Storage {
                 .outbox_bytes
                 .fetch_add(moved.unsigned_abs(), Ordering::AcqRel);
         }
-        self.db.flush()?;
+        handles.db.flush()?;
         Ok(())
     }
 
@@ -119,6 +120,7 @@ impl Storage {
     ) -> Result<Vec<Quarantined>, StorageError> {
         let mut out = Vec::new();
         for item in self
+            .handles()
             .quarantine
             .range(since.saturating_add(1).to_be_bytes()..)
             .take(limit)
@@ -131,7 +133,7 @@ impl Storage {
 
     /// Records moved aside.
     pub fn quarantined(&self) -> usize {
-        self.quarantine.len()
+        self.handles().quarantine.len()
     }
 
     /// Moves quarantined record `id` back into the outbox under a new

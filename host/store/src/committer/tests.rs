@@ -152,7 +152,7 @@ fn only_kv_record(
 
 /// What the store's tree holds for `key`, tombstones included.
 fn stored(storage: &Storage, key: &str) -> Option<Stored> {
-    let tree = storage.db.open_tree(tree_name(STORE)).unwrap();
+    let tree = storage.handles().db.open_tree(tree_name(STORE)).unwrap();
     tree.get(key)
         .unwrap()
         .map(|bytes| envelope::decode(&bytes).expect("a valid envelope"))
@@ -857,4 +857,189 @@ async fn a_remote_stamp_far_in_the_future_does_not_drag_the_clock() {
     );
     write(&storage, set("mine", b"v", true)).await;
     assert!(version_of(&storage, "mine").hlc < wild);
+}
+
+// A flush that does not come back (held by a test gate, as a disk that
+// stops answering would hold it).
+
+use super::flush::gate;
+use crate::{StorageError, StorageOptions};
+
+/// Short bounds, so that a held flush is given up on quickly.
+fn impatient(stall_reopen_after: Duration) -> StorageOptions {
+    StorageOptions {
+        min_free_bytes: 0,
+        flush_timeout: Duration::from_millis(300),
+        probe_interval: Duration::from_millis(20),
+        stall_reopen_after,
+        ..StorageOptions::default()
+    }
+}
+
+/// A write must answer at all; nothing here measures speed.
+async fn answer(storage: &Storage, op: WriteOp) -> Result<Written, StorageError> {
+    tokio::time::timeout(Duration::from_secs(20), storage.write(op))
+        .await
+        .expect("the write answers")
+}
+
+/// Waits (at most 20 s) until writes are accepted again; returns the first
+/// one accepted.
+async fn until_writable(storage: &Storage, op: impl Fn() -> WriteOp) -> Written {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match answer(storage, op()).await {
+            Ok(written) => return written,
+            Err(StorageError::Unavailable(_)) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("writes did not resume: {e} ({:?})", storage.health()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_flush_past_the_bound_answers_outcome_unknown_then_refuses_writes_until_it_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = impatient(Duration::from_secs(3600));
+    let storage = Storage::open_with(dir.path(), Some(NODE), &options).unwrap();
+    assert_eq!(
+        write(&storage, enqueue("t", b"first", None)).await,
+        Written::Id(1)
+    );
+
+    let held = gate::hold_next_flush(&dir.path().join("db"));
+    let unknown = answer(&storage, enqueue("t", b"held", None)).await;
+    assert!(
+        matches!(unknown, Err(StorageError::OutcomeUnknown(_))),
+        "{unknown:?}"
+    );
+    assert!(held.holding());
+    let refused = answer(&storage, set("k", b"v", true)).await;
+    assert!(
+        matches!(refused, Err(StorageError::Unavailable(_))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        stored(&storage, "k"),
+        None,
+        "a refused write is not applied"
+    );
+    assert!(matches!(
+        storage.sync().await,
+        Err(StorageError::Unavailable(_))
+    ));
+    let moved = storage
+        .on_writer(|handles| Ok(handles.quarantine.insert(b"q", &b"r"[..])?))
+        .await;
+    assert!(
+        matches!(moved, Err(StorageError::Unavailable(_))),
+        "{moved:?}"
+    );
+    assert_eq!(storage.quarantined(), 0, "not run");
+    let health = storage.health();
+    assert!(
+        !health.writable && health.failing_since.is_some(),
+        "{health:?}"
+    );
+    assert_eq!(
+        (health.outcome_unknown, health.refused),
+        (1, 3),
+        "{health:?}"
+    );
+    assert_eq!(
+        seqs(&storage),
+        [1],
+        "the shipper sees no record that is not on disk"
+    );
+
+    held.release();
+    let written = until_writable(&storage, || enqueue("t", b"after", None)).await;
+    assert_eq!(written, Written::Id(3), "no sequence number twice");
+    assert_eq!(
+        seqs(&storage),
+        [1, 2, 3],
+        "the held write made it in the end"
+    );
+    let health = storage.health();
+    assert!(
+        health.writable && health.failing_since.is_none(),
+        "{health:?}"
+    );
+    assert!(
+        health
+            .last_error
+            .is_some_and(|e| e.contains("did not finish"))
+    );
+    assert_eq!(health.reopens, 0, "a flush that finished needs no reopen");
+    storage.sync().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_flush_that_stays_stuck_is_given_up_and_the_database_reopened_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = impatient(Duration::from_millis(500));
+    let storage = Storage::open_with(dir.path(), Some(NODE), &options).unwrap();
+    write(&storage, set("before", b"1", true)).await;
+    assert_eq!(
+        write(&storage, enqueue("t", b"first", None)).await,
+        Written::Id(2)
+    );
+
+    let held = gate::hold_next_flush(&dir.path().join("db"));
+    let unknown = answer(&storage, enqueue("t", b"held", None)).await;
+    assert!(
+        matches!(unknown, Err(StorageError::OutcomeUnknown(_))),
+        "{unknown:?}"
+    );
+
+    // Never released: the database is reopened around it.
+    let written = until_writable(&storage, || enqueue("t", b"after", None)).await;
+    let Written::Id(after) = written else {
+        panic!("{written:?}")
+    };
+    assert!(
+        after > 3,
+        "the held write's number ({}) is not handed out again",
+        3
+    );
+    assert!(held.holding(), "still stuck");
+    assert_eq!(storage.health().reopens, 1);
+    assert_eq!(
+        storage.get(STORE, "before").unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+    write(&storage, set("later", b"2", true)).await;
+    let shipped = seqs(&storage);
+    assert!(
+        shipped.windows(2).all(|w| w[0] < w[1]) && shipped.contains(&after),
+        "{shipped:?}"
+    );
+
+    held.release();
+    let storage = reopen(&dir, storage);
+    assert_eq!(
+        storage.get(STORE, "later").unwrap().as_deref(),
+        Some(&b"2"[..])
+    );
+    assert!(seqs(&storage).contains(&after));
+}
+
+#[tokio::test]
+async fn work_run_on_the_writer_answers_once_durable() {
+    let (dir, storage) = fresh();
+    let answer = storage
+        .on_writer(|handles| {
+            use sled::Transactional;
+            (&handles.outbox, &handles.quarantine)
+                .transaction(|(_, quarantine)| {
+                    quarantine.insert(&b"q"[..], &b"r"[..])?;
+                    Ok::<_, sled::transaction::ConflictableTransactionError<()>>(7)
+                })
+                .map_err(|_| StorageError::Corrupt("the transaction failed".into()))
+        })
+        .await;
+    assert_eq!(answer.unwrap(), 7);
+    let storage = reopen(&dir, storage);
+    assert_eq!(storage.quarantined(), 1, "durable");
 }
