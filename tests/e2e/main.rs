@@ -6,6 +6,7 @@ mod harness;
 
 mod bench_cli;
 mod dashboard;
+mod disk_full;
 mod examples;
 mod failures;
 mod hostile_clients;

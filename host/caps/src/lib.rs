@@ -20,6 +20,7 @@ pub mod kv;
 pub mod ops;
 pub mod outbound;
 pub mod queue;
+mod storage_failure;
 
 use std::sync::Arc;
 

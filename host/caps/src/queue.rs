@@ -85,7 +85,12 @@ impl QueueView<'_> {
     fn io(&self, error: StorageError) -> Error {
         let id = outpost_wire::error_id();
         tracing::error!(target: "outpost::queue", function = %self.ctx.function, error_id = %id, error = %error, "queue storage failure");
-        Error::Io(format!("storage failure (error id {id})"))
+        let failure = crate::storage_failure::for_guest(&error, &id);
+        if failure.outcome_unknown {
+            Error::OutcomeUnknown(failure.message)
+        } else {
+            Error::Io(failure.message)
+        }
     }
 }
 

@@ -102,6 +102,9 @@ pub struct ServeConfig {
     /// Most bytes of records the outbox holds while the cloud is away;
     /// beyond it, replicated writes and events are refused.
     pub max_outbox_bytes: u64,
+    /// Writes are refused (not applied) while the data disk has less than
+    /// this free, and resume by themselves when it has it again; 0: off.
+    pub min_free_bytes: u64,
     /// The admin listener: metrics, admin API, dashboard.
     pub admin_listen: SocketAddr,
     /// Bearer token the admin listener requires; `None`: open (it listens
@@ -162,6 +165,7 @@ impl Default for ServeConfig {
             max_header_bytes: 64 * 1024,
             queue_timeout: Duration::from_millis(250),
             max_outbox_bytes: outpost_store::DEFAULT_MAX_OUTBOX_BYTES,
+            min_free_bytes: outpost_store::DEFAULT_MIN_FREE_BYTES,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
             admin_token: None,
         }
@@ -197,6 +201,7 @@ pub struct FileConfig {
     pub max_header_bytes: Option<usize>,
     pub queue_timeout_ms: Option<u64>,
     pub max_outbox_bytes: Option<u64>,
+    pub min_free_bytes: Option<u64>,
     pub admin_listen: Option<SocketAddr>,
     pub admin_token: Option<String>,
 }
@@ -384,6 +389,8 @@ impl ServeConfig {
                 .map_or(d.queue_timeout, ms),
             max_outbox_bytes: pick(None, file.max_outbox_bytes, env, "OUTPOST_MAX_OUTBOX_BYTES")?
                 .unwrap_or(d.max_outbox_bytes),
+            min_free_bytes: pick(None, file.min_free_bytes, env, "OUTPOST_MIN_FREE_BYTES")?
+                .unwrap_or(d.min_free_bytes),
             new_epoch: false,
             admin_listen: pick(
                 flags.admin_listen,

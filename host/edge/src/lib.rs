@@ -61,10 +61,15 @@ pub async fn serve(
             "--new-epoch: this data dir ships under a new database epoch; its outbox is renumbered from 1"
         );
     }
-    let storage = Storage::open_with_limit(
+    let storage_options = outpost_store::StorageOptions {
+        max_outbox_bytes: config.max_outbox_bytes,
+        min_free_bytes: config.min_free_bytes,
+        ..Default::default()
+    };
+    let storage = Storage::open_with(
         &config.data_dir,
         config.node_id.as_deref(),
-        config.max_outbox_bytes,
+        &storage_options,
     )
     .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
     let catalog = Arc::new(Catalog::new(

@@ -185,6 +185,12 @@ pub struct ScrapeGauges {
     pub cloud_reachable: Gauge,
     /// 1 while the cloud refuses this node's stream (shipping stopped).
     pub replication_blocked: Gauge,
+    /// 1 while the node's database accepts writes.
+    pub storage_writable: Gauge,
+    /// Lifetime counts from the database's health, set at scrape.
+    pub storage_outcome_unknown: Gauge,
+    pub storage_refused: Gauge,
+    pub storage_reopens: Gauge,
 }
 
 impl Metrics {
@@ -324,6 +330,26 @@ impl Metrics {
                 "cloud_reachable",
                 "1 if the last exchange with the cloud succeeded",
                 &g.cloud_reachable,
+            ),
+            (
+                "storage_writable",
+                "1 while the node's database accepts writes; 0 while its disk is full or failing (reads go on)",
+                &g.storage_writable,
+            ),
+            (
+                "storage_outcome_unknown_writes",
+                "Writes answered outcome-unknown (a flush failed or stalled) since start",
+                &g.storage_outcome_unknown,
+            ),
+            (
+                "storage_refused_writes",
+                "Writes refused unapplied while storage was failing, since start",
+                &g.storage_refused,
+            ),
+            (
+                "storage_reopens",
+                "Times the database was reopened to recover from a failure, since start",
+                &g.storage_reopens,
             ),
             (
                 "replication_blocked",

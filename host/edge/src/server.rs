@@ -78,15 +78,24 @@ async fn route(
                 .replication
                 .as_ref()
                 .and_then(|status| status.snapshot().blocked);
-            // Serving goes on while the cloud refuses this node's stream, so
-            // that is "degraded", not a failed check.
-            let status = if blocked.is_some() { "degraded" } else { "ok" };
+            let disk = storage.health();
+            // Writes refused is a failed check (a balancer should send the
+            // node no writes); serving while the cloud refuses this node's
+            // stream is only "degraded".
+            let (code, status) = if !disk.writable {
+                (StatusCode::SERVICE_UNAVAILABLE, "storage-failing")
+            } else if blocked.is_some() {
+                (StatusCode::OK, "degraded")
+            } else {
+                (StatusCode::OK, "ok")
+            };
             reply::json(
-                StatusCode::OK,
+                code,
                 serde_json::json!({
                     "status": status,
                     "functions": registry.len(),
                     "node": storage.node_id(),
+                    "storage": storage_json(&disk),
                     "outbox": {
                         "records": storage.outbox_len(),
                         "bytes": storage.outbox_bytes(),
@@ -108,6 +117,19 @@ async fn route(
         Route::Reserved => not_found("no such host endpoint under /_outpost/"),
         Route::NoFunction => not_found("no function at this path; functions are served at /NAME"),
     }
+}
+
+/// The storage part of a health report (also the admin API's).
+pub fn storage_json(health: &outpost_store::StorageHealth) -> serde_json::Value {
+    serde_json::json!({
+        "writable": health.writable,
+        "failing_since": health.failing_since.map(crate::activity::rfc3339),
+        "last_error": health.last_error,
+        "free_bytes": health.free_bytes,
+        "writes_outcome_unknown": health.outcome_unknown,
+        "writes_refused": health.refused,
+        "reopens": health.reopens,
+    })
 }
 
 /// A request body failure as wasi:http reports it to the guest: a body cut

@@ -9,9 +9,12 @@ use crate::{Storage, StorageError, u64_value};
 const META_RESYNC: &[u8] = b"feed_resync";
 
 impl Storage {
-    /// Asks the puller to read the feed from the start (durably, so a
-    /// restart before it does still does). Applying is last-writer-wins,
-    /// so reading changes again changes nothing that is already right.
+    /// Asks the puller to read the feed from the start. Applying is
+    /// last-writer-wins, so reading changes again changes nothing that is
+    /// already right. Not flushed here (a flush can stall on a failing
+    /// disk, and this runs on the deploy path): it is on disk with the next
+    /// write's group commit or sled's own background flush, like the
+    /// replicated-store mark it goes with.
     pub fn request_resync(&self) -> Result<(), StorageError> {
         let handles = self.handles();
         handles.meta.update_and_fetch(META_RESYNC, |old| {
@@ -21,7 +24,6 @@ impl Storage {
                     .to_vec(),
             )
         })?;
-        handles.db.flush()?;
         Ok(())
     }
 

@@ -56,34 +56,45 @@ impl Storage {
     /// Moves outbox record `seq` into quarantine with `reason`; with
     /// `placeholder`, a [`Record::Skipped`] takes its place in the outbox,
     /// so the cloud, which never consumed the sequence number, sees no gap.
-    fn set_aside(&self, seq: u64, reason: &str, placeholder: bool) -> Result<(), StorageError> {
+    /// Runs on the writer, so it is durable when it returns and fails fast
+    /// (never hangs) while the disk is failing.
+    async fn set_aside(
+        &self,
+        seq: u64,
+        reason: &str,
+        placeholder: bool,
+    ) -> Result<(), StorageError> {
         let key = seq.to_be_bytes();
-        let handles = self.handles();
-        let slot = free_slot(&handles.quarantine, seq)?;
         let skipped = serde_json::to_vec(&Record::Skipped {
             reason: reason.chars().take(1024).collect(),
         })
         .expect("serializes");
-        let moved = (&handles.outbox, &handles.quarantine)
-            .transaction(|(outbox, quarantine)| {
-                let Some(record) = outbox.remove(&key)? else {
-                    return Ok(0i64);
-                };
-                let mut kept = reason.replace('\n', " ").into_bytes();
-                kept.push(b'\n');
-                kept.extend_from_slice(&record);
-                quarantine.insert(&slot, kept)?;
-                let mut delta = record.len() as i64;
-                if placeholder {
-                    outbox.insert(&key, skipped.as_slice())?;
-                    delta -= skipped.len() as i64;
-                }
-                Ok::<_, ConflictableTransactionError<()>>(delta)
+        let mut kept_reason = reason.replace('\n', " ").into_bytes();
+        kept_reason.push(b'\n');
+        let moved = self
+            .on_writer(move |handles| {
+                let slot = free_slot(&handles.quarantine, seq)?;
+                (&handles.outbox, &handles.quarantine)
+                    .transaction(|(outbox, quarantine)| {
+                        let Some(record) = outbox.remove(&key)? else {
+                            return Ok(0i64);
+                        };
+                        let mut kept = kept_reason.clone();
+                        kept.extend_from_slice(&record);
+                        quarantine.insert(&slot, kept)?;
+                        let mut delta = record.len() as i64;
+                        if placeholder {
+                            outbox.insert(&key, skipped.as_slice())?;
+                            delta -= skipped.len() as i64;
+                        }
+                        Ok::<_, ConflictableTransactionError<()>>(delta)
+                    })
+                    .map_err(|e| match e {
+                        TransactionError::Storage(e) => StorageError::Db(e),
+                        TransactionError::Abort(()) => unreachable!("never aborts"),
+                    })
             })
-            .map_err(|e| match e {
-                TransactionError::Storage(e) => StorageError::Db(e),
-                TransactionError::Abort(()) => unreachable!("never aborts"),
-            })?;
+            .await?;
         if moved >= 0 {
             self.progress
                 .outbox_bytes
@@ -93,21 +104,20 @@ impl Storage {
                 .outbox_bytes
                 .fetch_add(moved.unsigned_abs(), Ordering::AcqRel);
         }
-        handles.db.flush()?;
         Ok(())
     }
 
     /// Moves a record the cloud refused for good (its verdict consumed the
     /// sequence number) out of the outbox, keeping it on disk.
-    pub fn quarantine(&self, seq: u64, reason: &str) -> Result<(), StorageError> {
-        self.set_aside(seq, reason, false)
+    pub async fn quarantine(&self, seq: u64, reason: &str) -> Result<(), StorageError> {
+        self.set_aside(seq, reason, false).await
     }
 
     /// Sets aside a record whose bytes the cloud refuses (typed too-large
     /// or malformed, sent alone), leaving a placeholder that keeps its
     /// sequence number in the stream.
-    pub fn quarantine_and_skip(&self, seq: u64, reason: &str) -> Result<(), StorageError> {
-        self.set_aside(seq, reason, true)
+    pub async fn quarantine_and_skip(&self, seq: u64, reason: &str) -> Result<(), StorageError> {
+        self.set_aside(seq, reason, true).await
     }
 
     /// Records set aside, by quarantine id (their sequence number when they
@@ -175,7 +185,7 @@ mod resend_tests {
         let Written::Id(seq) = storage.write(op).await.unwrap() else {
             panic!("enqueue gives an id")
         };
-        storage.quarantine(seq, "clock-skew: test").unwrap();
+        storage.quarantine(seq, "clock-skew: test").await.unwrap();
         assert_eq!(storage.outbox_len(), 0);
         let listed = storage.quarantined_records(0, 10).unwrap();
         assert_eq!(listed.len(), 1);

@@ -82,7 +82,12 @@ impl KvView<'_> {
     fn io(&self, error: StorageError) -> Error {
         let id = outpost_wire::error_id();
         tracing::error!(target: "outpost::kv", function = %self.ctx.function, error_id = %id, error = %error, "kv storage failure");
-        Error::Io(format!("storage failure (error id {id})"))
+        let failure = crate::storage_failure::for_guest(&error, &id);
+        if failure.outcome_unknown {
+            Error::OutcomeUnknown(failure.message)
+        } else {
+            Error::Io(failure.message)
+        }
     }
 
     async fn write(&mut self, op: WriteOp) -> Result<Written, Error> {

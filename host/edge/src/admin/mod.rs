@@ -156,6 +156,11 @@ impl Admin {
         g.outbox_records.set(self.storage.outbox_len() as i64);
         g.outbox_bytes.set(self.storage.outbox_bytes() as i64);
         g.quarantined.set(self.storage.quarantined() as i64);
+        let disk = self.storage.health();
+        g.storage_writable.set(i64::from(disk.writable));
+        g.storage_outcome_unknown.set(disk.outcome_unknown as i64);
+        g.storage_refused.set(disk.refused as i64);
+        g.storage_reopens.set(disk.reopens as i64);
         let oldest = self.storage.outbox_oldest().ok().flatten();
         g.outbox_oldest_age
             .set(oldest.map_or(0.0, |(_, at)| age_seconds(at)));
@@ -250,6 +255,7 @@ impl Admin {
         json!({
             "node": self.storage.node_id(),
             "epoch": self.storage.epoch(),
+            "storage": crate::server::storage_json(&self.storage.health()),
             "records": self.storage.outbox_len(),
             "bytes": self.storage.outbox_bytes(),
             "quarantined": self.storage.quarantined(),

@@ -159,7 +159,7 @@ pub async fn run(storage: Arc<Storage>, link: Link, batch_max: usize) {
                             result: known_code(&refused.code),
                         })
                         .inc();
-                    if let Err(e) = storage.quarantine(refused.seq, &reason) {
+                    if let Err(e) = storage.quarantine(refused.seq, &reason).await {
                         // Never drop it instead: keep it (and what follows)
                         // in the outbox; the redelivery is refused again.
                         tracing::error!(target: "outpost::replication::shipper", seq = refused.seq, error = %e, "cannot quarantine the record; keeping it in the outbox");
@@ -227,7 +227,7 @@ pub async fn run(storage: Arc<Storage>, link: Link, batch_max: usize) {
                     count("refused");
                     singles = 0;
                     tracing::error!(target: "outpost::replication::shipper", seq = last, reason = %reason, "the cloud refuses this outbox record; quarantined, and a placeholder keeps its sequence number");
-                    if let Err(e) = storage.quarantine_and_skip(last, &reason) {
+                    if let Err(e) = storage.quarantine_and_skip(last, &reason).await {
                         tracing::error!(target: "outpost::replication::shipper", error = %e, "cannot quarantine the record");
                         tokio::time::sleep(backoff.next_delay()).await;
                     }
