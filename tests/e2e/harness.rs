@@ -596,6 +596,12 @@ impl Cloud {
         Self::spawn(free_port(), dir, false, extra)
     }
 
+    /// Starts a cloud (development mode) on a fresh port with its data in
+    /// `dir`, which the test prepared (a small tmpfs, say), and `extra` flags.
+    pub fn start_in(dir: Arc<tempfile::TempDir>, extra: &[&str]) -> Cloud {
+        Self::spawn(free_port(), dir, true, extra)
+    }
+
     /// The `outpost cloud` command on `port` and `dir`.
     pub fn command(port: u16, dir: &Path, dev: bool) -> Command {
         let mut cmd = Command::new(outpost_bin());

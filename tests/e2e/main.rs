@@ -5,6 +5,7 @@
 mod harness;
 
 mod bench_cli;
+mod cloud_disk;
 mod dashboard;
 mod disk_full;
 mod examples;

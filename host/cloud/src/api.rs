@@ -4,7 +4,7 @@
 //!
 //! | Method, path | What | Who |
 //! |---|---|---|
-//! | `GET /_outpost/health` | 200, or 503 while storage fails | anyone |
+//! | `GET /_outpost/health` | 200, or 503 (`storage-failing`, since when, why) while storage refuses writes | anyone |
 //! | `POST /v1/ingest` | apply a [`Batch`], answer an [`outpost_wire::Ack`] once durable | the batch's node |
 //! | `GET /v1/feed?since=C&limit=N&wait=S` | accepted KV writes after cursor C, long-polling up to S seconds | nodes (their stores), readers |
 //! | `GET /v1/conflicts?since=I&limit=N` | recorded conflicts | nodes (their stores), readers |
@@ -18,6 +18,7 @@
 
 use crate::contract::{Checked, CloudStore, CloudStoreError, MAX_BATCH_ENTRIES};
 use crate::credentials::{Enrol, Principal, token_hash};
+use crate::guard::StorageHealth;
 use crate::metrics::CloudMetrics;
 use base64::Engine as _;
 use http::{Method, Request, Response, StatusCode};
@@ -68,7 +69,17 @@ pub struct Cloud<S> {
     /// time, so a second is a misbehaving or duplicated sender), and at
     /// most [`MAX_CONCURRENT_INGESTS`] in all.
     pub ingesting: Arc<Ingesting>,
+    /// Whether the store accepts writes now, for health and metrics.
+    pub storage: StorageStatus,
 }
+
+/// Where [`Cloud`] learns whether its store accepts writes (for sled,
+/// [`crate::sled_store::SledStore::health`]). Cheap; asked per request.
+pub type StorageStatus = Arc<dyn Fn() -> StorageHealth + Send + Sync>;
+
+/// Seconds an edge is told to wait before sending again while storage
+/// fails (the store probes for a way back every second or so).
+const STORAGE_RETRY_AFTER: &str = "5";
 
 /// Who is ingesting now; see [`Cloud::ingesting`].
 #[derive(Debug)]
@@ -207,7 +218,44 @@ fn storage_failure(e: CloudStoreError) -> Response<Full> {
     if response.status() == StatusCode::SERVICE_UNAVAILABLE {
         response.headers_mut().insert(
             http::header::RETRY_AFTER,
-            http::HeaderValue::from_static("5"),
+            http::HeaderValue::from_static(STORAGE_RETRY_AFTER),
+        );
+    }
+    response
+}
+
+/// The storage part of the health report: the edge's shape, so one
+/// dashboard reads both.
+pub fn storage_json(health: &StorageHealth) -> serde_json::Value {
+    serde_json::json!({
+        "writable": health.writable,
+        "failing_since": health
+            .failing_since
+            .map(|at| humantime::format_rfc3339_millis(at).to_string()),
+        "last_error": health.last_error,
+        "free_bytes": health.free_bytes,
+        "writes_refused": health.refused,
+        "writes_outcome_unknown": health.outcome_unknown,
+        "reopens": health.reopens,
+    })
+}
+
+/// `GET /_outpost/health`: 503 while storage refuses writes (a balancer
+/// should send this cloud no ingests; reads still work), else 200.
+fn health(storage: &StorageHealth) -> Response<Full> {
+    let (code, status) = if storage.writable {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "storage-failing")
+    };
+    let mut response = reply::json(
+        code,
+        serde_json::json!({ "status": status, "storage": storage_json(storage) }),
+    );
+    if !storage.writable {
+        response.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static(STORAGE_RETRY_AFTER),
         );
     }
     response
@@ -310,7 +358,7 @@ impl<S: CloudStore> Cloud<S> {
     async fn handle(self, req: Request<RequestBody>) -> Response<Full> {
         let path = req.uri().path().to_owned();
         if path == "/_outpost/health" {
-            return reply::json(StatusCode::OK, serde_json::json!({ "status": "ok" }));
+            return health(&(self.storage)());
         }
         let principal = match self.authenticate(&req).await {
             Ok(principal) => principal,
@@ -363,7 +411,11 @@ impl<S: CloudStore> Cloud<S> {
                     Ok(n) => self.metrics.conflicts.set(n as i64),
                     Err(e) => return storage_failure(e),
                 };
-                reply::ok(crate::metrics::CONTENT_TYPE, self.metrics.render())
+                let storage = (self.storage)();
+                reply::ok(
+                    crate::metrics::CONTENT_TYPE,
+                    self.metrics.render_with(&storage),
+                )
             }
             "/v1/feed" => self.feed(&req, &principal).await,
             "/v1/conflicts" => match Paging::parse(&query(&req)) {
@@ -607,5 +659,63 @@ fn batch_result(response: &Response<Full>) -> &'static str {
         StatusCode::SERVICE_UNAVAILABLE => "unavailable",
         StatusCode::TOO_MANY_REQUESTS => "busy",
         _ => "failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    fn body(response: &Response<Full>) -> serde_json::Value {
+        serde_json::from_slice(response.body().0.as_deref().unwrap_or_default()).unwrap()
+    }
+
+    fn storage(writable: bool) -> StorageHealth {
+        StorageHealth {
+            writable,
+            failing_since: (!writable).then(SystemTime::now),
+            last_error: Some("the disk is nearly full".into()),
+            free_bytes: Some(1024),
+            refused: 3,
+            outcome_unknown: 1,
+            reopens: 0,
+        }
+    }
+
+    #[test]
+    fn health_is_503_with_since_when_and_why_while_storage_fails() {
+        let failing = health(&storage(false));
+        assert_eq!(failing.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(failing.headers().contains_key(http::header::RETRY_AFTER));
+        let report = body(&failing);
+        assert_eq!(report["status"], "storage-failing");
+        assert_eq!(report["storage"]["writable"], false);
+        assert!(
+            report["storage"]["failing_since"].as_str().is_some(),
+            "{report}"
+        );
+        assert_eq!(report["storage"]["last_error"], "the disk is nearly full");
+        assert_eq!(report["storage"]["writes_refused"], 3);
+
+        let fine = health(&storage(true));
+        assert_eq!(fine.status(), StatusCode::OK);
+        assert!(!fine.headers().contains_key(http::header::RETRY_AFTER));
+        let report = body(&fine);
+        assert_eq!(report["status"], "ok");
+        assert!(report["storage"]["failing_since"].is_null());
+    }
+
+    #[test]
+    fn a_failing_store_answers_503_with_retry_after() {
+        for e in [
+            CloudStoreError::Unavailable("nothing was applied: full".into()),
+            CloudStoreError::Db(sled::Error::Io(std::io::Error::other("ENOSPC"))),
+        ] {
+            let response = storage_failure(e);
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()[http::header::RETRY_AFTER], "5");
+            assert_eq!(body(&response)["error"], "storage-unavailable");
+        }
     }
 }

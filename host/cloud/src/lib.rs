@@ -8,6 +8,7 @@ pub mod admin_client;
 pub mod api;
 pub mod contract;
 pub mod credentials;
+pub mod guard;
 pub mod metrics;
 pub mod sled_store;
 
@@ -39,6 +40,11 @@ pub struct CloudConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// Ingests (and credential changes) are refused with 503 while the
+    /// data dir's filesystem has less than this free, and resume by
+    /// themselves once it has this much again; 0 turns the check off (see
+    /// [`guard::StorageOptions::min_free_bytes`]).
+    pub min_free_bytes: u64,
 }
 
 impl Default for CloudConfig {
@@ -51,6 +57,7 @@ impl Default for CloudConfig {
             rules: Rules::default(),
             tls_cert: None,
             tls_key: None,
+            min_free_bytes: guard::DEFAULT_MIN_FREE_BYTES,
         }
     }
 }
@@ -117,8 +124,16 @@ pub async fn serve(config: CloudConfig, shutdown: impl Future<Output = ()>) -> a
         anyhow::ensure!(!dev.trim().is_empty(), "the dev token must not be empty");
         tracing::warn!(target: "outpost::cloud", "development mode: one shared token lets anyone holding it ship as any node; enrol edges instead for real deployments");
     }
-    let store = sled_store::Sled::open(&config.data_dir)
+    let options = guard::StorageOptions {
+        min_free_bytes: config.min_free_bytes,
+        ..guard::StorageOptions::default()
+    };
+    let store = sled_store::Sled::open_with(&config.data_dir, &options)
         .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
+    let storage: api::StorageStatus = {
+        let store = store.0.clone();
+        Arc::new(move || store.health())
+    };
     // Loaded before the bind: a bad file stops the start, and the cloud
     // never answers in plain HTTP when TLS was asked for.
     let tls = match (&config.tls_cert, &config.tls_key) {
@@ -145,6 +160,7 @@ pub async fn serve(config: CloudConfig, shutdown: impl Future<Output = ()>) -> a
         rules: config.rules,
         metrics: Arc::default(),
         ingesting: Arc::default(),
+        storage,
     };
     let limits = outpost_http::ConnectionLimits {
         max_connections: 10_000,

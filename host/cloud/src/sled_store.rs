@@ -2,27 +2,56 @@
 //! (the default backend). Applies edge batches exactly once, resolves KV
 //! writes last-writer-wins, records conflicts, keeps queue events per topic,
 //! and serves the change feed. [`Sled`] puts it behind the store contract.
+//!
+//! # When the disk fills up or fails
+//!
+//! Every write (an ingest, a credential change) goes through one writer
+//! and its guard: refused unapplied while the disk is nearly full or
+//! storage is failing, and acknowledged only once its flush succeeded
+//! within [`StorageOptions::flush_timeout`]. A flush that fails or stalls,
+//! or a sled write that fails, answers [`CloudStoreError::Unavailable`]
+//! (503): the batch may or may not be on disk, and the edge sends it again,
+//! which the per-epoch watermark and digests make harmless. The durable
+//! marks readers stop at advance only after a flush succeeded. Reads go on
+//! against whatever instance is current. A probe thread brings writes back
+//! by themselves (see [`crate::guard`]); after a reopen the counters are
+//! the larger of what this process handed out and what the disk holds, so
+//! no id is ever handed out twice.
 
 use crate::contract::{Checked, MAX_PAGE_BYTES};
 use crate::contract::{CloudStore, CloudStoreError, Current};
 use crate::credentials::Credential;
+use crate::guard::{self, Guard, HealthCell, Recovered, Reopen, StorageHealth, StorageOptions};
+use arc_swap::ArcSwap;
 use outpost_wire::envelope;
 use outpost_wire::{Ack, Change, Conflict, Entry, Event, FeedPage, Page, Record, Refusal};
 use sha2::{Digest, Sha256};
+use sled::Transactional;
+use sled::Tree;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use sled::{Transactional, Tree};
-use std::path::Path;
-use std::sync::Arc;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 use tokio::sync::Notify;
 
-/// Next ids to hand out; owned by whoever holds the ingest lock.
+/// Next ids to hand out; owned by whoever holds the writer.
 #[derive(Debug, Clone, Copy)]
 struct Counters {
     feed: u64,
     event: u64,
     conflict: u64,
+}
+
+impl Counters {
+    /// Each counter at the larger of the two: ids never go back.
+    fn max(self, other: Self) -> Self {
+        Self {
+            feed: self.feed.max(other.feed),
+            event: self.event.max(other.event),
+            conflict: self.conflict.max(other.conflict),
+        }
+    }
 }
 
 /// Ids below these are on disk; readers never see past them, so a crash
@@ -42,11 +71,12 @@ impl Durable {
     }
 }
 
-/// The sled database and the cloud's in-memory counters over it.
-pub struct SledStore {
+/// One sled instance and the cloud's trees in it. The writer replaces it
+/// whole when it reopens the database after a failure (an instance that
+/// failed a write never writes again), so every operation loads it once
+/// ([`SledStore::handles`]) and uses that one value throughout.
+struct Handles {
     db: sled::Db,
-    /// Random id of this database, sent with every feed page.
-    id: u64,
     /// Edge database epoch -> highest sequence applied (edges send in
     /// order). Keyed by epoch, not node id, so renaming a node cannot make
     /// its unacknowledged records look new.
@@ -73,9 +103,73 @@ pub struct SledStore {
     /// `topic \0 idempotency key` -> event id.
     idempotency: Tree,
     meta: Tree,
-    /// One ingest at a time: ids and watermarks advance in one order.
-    ingest_lock: Mutex<Counters>,
+}
+
+impl Handles {
+    /// Opens (creating if needed) the sled database in `db_dir`.
+    fn open(db_dir: &Path) -> Result<Self, CloudStoreError> {
+        let db = sled::Config::new()
+            .path(db_dir)
+            .cache_capacity(256 * 1024 * 1024)
+            .open()?;
+        Ok(Self {
+            applied: db.open_tree("applied")?,
+            epochs: db.open_tree("epochs")?,
+            digests: db.open_tree("digests")?,
+            credentials: db.open_tree("credentials")?,
+            token_hashes: db.open_tree("token_hashes")?,
+            kv: db.open_tree("kv")?,
+            feed: db.open_tree("feed")?,
+            conflicts: db.open_tree("conflicts")?,
+            events: db.open_tree("events")?,
+            idempotency: db.open_tree("idempotency")?,
+            meta: db.open_tree("meta")?,
+            db,
+        })
+    }
+
+    /// The next ids by what the database holds (written with every entry).
+    fn counters(&self) -> Result<Counters, CloudStoreError> {
+        Ok(Counters {
+            feed: u64_of(self.meta.get("next_feed")?).max(1),
+            event: u64_of(self.meta.get("next_event")?).max(1),
+            conflict: u64_of(self.meta.get("next_conflict")?).max(1),
+        })
+    }
+}
+
+/// A reopened database, for the writer to install.
+struct Reopened {
+    handles: Handles,
+    counters: Counters,
+}
+
+/// What one write at a time holds.
+struct Writer {
+    counters: Counters,
+    guard: Guard<Reopened>,
+}
+
+/// Longest a write waits for the one before it. Only a write stuck inside
+/// sled holds the writer this long (one waiting out its flush lets go
+/// within [`StorageOptions::flush_timeout`], and once storage is failing
+/// every write is refused before it waits at all): the rest answer 503
+/// instead of queueing behind it for good.
+const WRITER_WAIT: Duration = Duration::from_secs(30);
+
+/// The sled database and the cloud's in-memory counters over it.
+pub struct SledStore {
+    /// The open database, replaced whole on a reopen.
+    live: ArcSwap<Handles>,
+    /// The sled database's directory (`DATA/db`), for free-space checks.
+    db_dir: PathBuf,
+    /// Random id of this database, sent with every feed page.
+    id: u64,
+    /// One write at a time: ids and watermarks advance in one order.
+    writer: guard::Turnstile<Writer>,
     durable: Durable,
+    /// Whether writes are accepted, kept by the writer's guard.
+    health: Arc<HealthCell>,
     /// Woken after each ingest, for long-polling feed readers.
     pub feed_grew: Notify,
 }
@@ -120,6 +214,18 @@ fn topic_key(topic: &str, rest: &[u8]) -> Vec<u8> {
     [topic.as_bytes(), b"\0", rest].concat()
 }
 
+/// A write refused before it touched the database.
+fn refused(reason: &str) -> CloudStoreError {
+    CloudStoreError::Unavailable(format!("nothing was applied: {reason}"))
+}
+
+/// A write whose flush failed or stalled, or that sled failed.
+fn in_doubt(reason: &str) -> CloudStoreError {
+    CloudStoreError::Unavailable(format!(
+        "{reason}; not acknowledged (it may or may not be on disk): send it again, a redelivery is harmless"
+    ))
+}
+
 type Tx<T> = Result<T, ConflictableTransactionError<()>>;
 
 /// The trees one entry's transaction touches.
@@ -132,53 +238,148 @@ struct Views<'a> {
 }
 
 impl SledStore {
-    /// Opens (creating if needed) the database in `dir`.
-    pub fn open(dir: &Path) -> Result<Self, CloudStoreError> {
-        let db = sled::Config::new()
-            .path(dir.join("db"))
-            .cache_capacity(256 * 1024 * 1024)
-            .open()?;
-        let meta = db.open_tree("meta")?;
-        let counters = Counters {
-            feed: u64_of(meta.get("next_feed")?).max(1),
-            event: u64_of(meta.get("next_event")?).max(1),
-            conflict: u64_of(meta.get("next_conflict")?).max(1),
-        };
-        let id = match meta.get("id")? {
+    /// Opens (creating if needed) the database in `dir`, with the default
+    /// [`StorageOptions`].
+    pub fn open(dir: &Path) -> Result<Arc<Self>, CloudStoreError> {
+        Self::open_with(dir, &StorageOptions::default())
+    }
+
+    /// Opens (creating if needed) the database in `dir`, run by `options`
+    /// on a full or failing disk, and starts its probe thread (which ends
+    /// soon after the store is dropped).
+    pub fn open_with(dir: &Path, options: &StorageOptions) -> Result<Arc<Self>, CloudStoreError> {
+        let db_dir = dir.join("db");
+        let handles = Handles::open(&db_dir)?;
+        let counters = handles.counters()?;
+        let id = match handles.meta.get("id")? {
             Some(id) => u64_of(Some(id)),
             None => {
                 let id = fastrand::u64(1..);
-                meta.insert("id", &be(id))?;
-                db.flush()?;
+                handles.meta.insert("id", &be(id))?;
+                handles.db.flush()?;
                 id
             }
         };
         let durable = Durable::default();
         durable.publish(&counters);
-        Ok(Self {
+        let health = Arc::new(HealthCell::default());
+        let reopen: Reopen<Reopened> = Arc::new(|db_dir: &Path| {
+            let handles = Handles::open(db_dir).map_err(|e| e.to_string())?;
+            let counters = handles.counters().map_err(|e| e.to_string())?;
+            let db = handles.db.clone();
+            Ok((Reopened { handles, counters }, db))
+        });
+        let guard = Guard::new(
+            handles.db.clone(),
+            db_dir.clone(),
+            options.clone(),
+            health.clone(),
+            reopen,
+        )
+        .map_err(|e| CloudStoreError::Internal(format!("cannot start the flush thread: {e}")))?;
+        let store = Arc::new(Self {
+            live: ArcSwap::from_pointee(handles),
+            db_dir,
             id,
+            writer: guard::Turnstile::new(Writer { counters, guard }),
             durable,
-            applied: db.open_tree("applied")?,
-            epochs: db.open_tree("epochs")?,
-            digests: db.open_tree("digests")?,
-            credentials: db.open_tree("credentials")?,
-            token_hashes: db.open_tree("token_hashes")?,
-            kv: db.open_tree("kv")?,
-            feed: db.open_tree("feed")?,
-            conflicts: db.open_tree("conflicts")?,
-            events: db.open_tree("events")?,
-            idempotency: db.open_tree("idempotency")?,
-            meta,
-            db,
-            ingest_lock: Mutex::new(counters),
+            health,
             feed_grew: Notify::new(),
-        })
+        });
+        spawn_prober(Arc::downgrade(&store), options.probe_interval).map_err(|e| {
+            CloudStoreError::Internal(format!("cannot start the probe thread: {e}"))
+        })?;
+        Ok(store)
+    }
+
+    /// The database as it is now; load it once per operation.
+    fn handles(&self) -> Arc<Handles> {
+        self.live.load_full()
+    }
+
+    /// Whether the database accepts writes now, and why not. Cheap (one
+    /// `statvfs`); call it per request if need be.
+    pub fn health(&self) -> StorageHealth {
+        self.health.snapshot(guard::free_bytes(&self.db_dir))
+    }
+
+    /// Runs `work` as the one write in progress and returns its result once
+    /// it is durable; see the module docs for what storage failures answer.
+    fn write<T>(
+        &self,
+        work: impl FnOnce(&Handles, &mut Counters) -> Result<T, CloudStoreError>,
+    ) -> Result<T, CloudStoreError> {
+        // Before waiting for the writer: while storage fails, every write
+        // hears so at once, even behind one that waits out its flush.
+        if let Some(reason) = self.health.refusing() {
+            self.health.count_refused();
+            return Err(refused(&reason));
+        }
+        let Some(mut writer) = self.writer.enter(WRITER_WAIT) else {
+            self.health.count_refused();
+            tracing::warn!(target: "outpost::cloud::store", waited = ?WRITER_WAIT, "a write waited too long for the one before it; refused");
+            return Err(refused(&format!(
+                "another write has held the database for over {WRITER_WAIT:?}"
+            )));
+        };
+        let writer = &mut *writer;
+        writer.guard.admit().map_err(|reason| refused(&reason))?;
+        let handles = self.handles();
+        match work(&handles, &mut writer.counters) {
+            Err(CloudStoreError::Db(sled::Error::Io(e))) => {
+                let reason = format!("a database write failed: {e}");
+                writer.guard.sled_failed(reason.clone());
+                Err(in_doubt(&reason))
+            }
+            Err(e) => Err(e),
+            Ok(value) => {
+                writer.guard.flush().map_err(|reason| in_doubt(&reason))?;
+                self.publish(&writer.counters);
+                Ok(value)
+            }
+        }
+    }
+
+    /// Everything up to `counters` is on disk: readers may see it.
+    fn publish(&self, counters: &Counters) {
+        self.durable.publish(counters);
+        self.feed_grew.notify_waiters();
+    }
+
+    /// While writes fail, looks for a way back (see [`Guard::probe`]).
+    fn probe(&self, within: Duration) {
+        // Healthy: leave the writer to the writes.
+        if self.health.refusing().is_none() {
+            return;
+        }
+        let Some(mut writer) = self.writer.enter(within) else {
+            return;
+        };
+        let writer = &mut *writer;
+        if !writer.guard.failing() {
+            return;
+        }
+        match writer.guard.probe() {
+            None => {}
+            Some(Recovered::Flushed) => self.publish(&writer.counters),
+            Some(Recovered::Reopened(Reopened { handles, counters })) => {
+                // What the disk holds may be behind what was handed out (a
+                // batch answered 503 may be partly lost) or not: the larger
+                // of the two never reuses an id that is on disk, and ids
+                // skipped were never visible (they were past the marks).
+                writer.counters = writer.counters.max(counters);
+                self.live.store(Arc::new(handles));
+                self.publish(&writer.counters);
+            }
+        }
     }
 
     /// Applies a batch: each entry exactly once (entries at or below the
     /// epoch's watermark are duplicates, and must match what was applied),
     /// then flushes. The ack is only returned once everything it covers is
     /// durable. Refused entries advance the watermark without applying.
+    /// While storage fails the batch is refused, or, if its flush failed,
+    /// answered [`CloudStoreError::Unavailable`] without an ack.
     pub fn ingest(&self, batch: &Checked) -> Result<Ack, CloudStoreError> {
         for pair in batch.entries.windows(2) {
             let (before, after) = (pair[0].0.seq, pair[1].0.seq);
@@ -192,154 +393,7 @@ impl SledStore {
                 });
             }
         }
-        let mut counters = self.ingest_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mark_key = be(batch.epoch);
-        let owner = self.epochs.get(mark_key)?;
-        if let Some(owner) = &owner
-            && owner.as_ref() != batch.node.as_bytes()
-        {
-            return Err(CloudStoreError::EpochOwned {
-                epoch: batch.epoch,
-                owner: String::from_utf8_lossy(owner).into_owned(),
-            });
-        }
-        let mark = u64_of(self.applied.get(mark_key)?);
-        // Edges number records without gaps: on an epoch this database
-        // knows, the missing ones were lost on the way, and accepting past
-        // them would make them vanish. An epoch it has never seen may start
-        // anywhere: its earlier records went to a cloud database that was
-        // replaced (the edge's cursor says so too).
-        if let Some((first, _)) = batch.entries.first()
-            && owner.is_some()
-            && first.seq > mark.saturating_add(1)
-        {
-            return Err(CloudStoreError::SequenceGap {
-                expected: mark.saturating_add(1),
-                got: first.seq,
-            });
-        }
-        // A redelivery carries what was applied before; anything else under
-        // the same (epoch, seq) is a second process on one identity.
-        let mut refused_before = Vec::new();
-        for (entry, _) in batch.entries.iter().take_while(|(e, _)| e.seq <= mark) {
-            if let Some(kept) = self.digests.get(digest_key(batch.epoch, entry.seq))? {
-                let (kept_digest, code) = kept.split_at(8.min(kept.len()));
-                if kept_digest != digest(entry) {
-                    return Err(CloudStoreError::CloneDetected(entry.seq));
-                }
-                // Refused the first time: say so again, in case the first
-                // answer was lost, so the edge sets the record aside
-                // instead of dropping it as a duplicate.
-                if let Some(invalid) = std::str::from_utf8(code)
-                    .ok()
-                    .and_then(outpost_wire::validate::Invalid::from_code)
-                {
-                    refused_before.push(Refusal {
-                        seq: entry.seq,
-                        code: invalid.code().to_owned(),
-                        reason: invalid.describe().to_owned(),
-                    });
-                }
-            }
-        }
-        // Bound only once the batch is known to be acceptable, so a refused
-        // batch cannot claim an epoch.
-        if owner.is_none() && !batch.entries.is_empty() {
-            self.epochs.insert(mark_key, batch.node.as_bytes())?;
-        }
-        let mut ack = Ack {
-            applied: 0,
-            duplicates: 0,
-            through: 0,
-            refused: refused_before,
-        };
-        for (entry, verdict) in &batch.entries {
-            ack.through = ack.through.max(entry.seq);
-            let start = *counters;
-            let entry_digest = digest(entry);
-            let mut kept = entry_digest.to_vec();
-            if let Some(invalid) = verdict {
-                kept.extend_from_slice(invalid.code().as_bytes());
-            }
-            let result = (
-                &self.applied,
-                &self.kv,
-                &self.feed,
-                &self.conflicts,
-                &self.events,
-                &self.idempotency,
-                &self.meta,
-                &self.digests,
-            )
-                .transaction(
-                    |(applied, kv, feed, conflicts, events, idempotency, meta, digests)| {
-                        if u64_of(applied.get(mark_key)?) >= entry.seq {
-                            return Ok(None);
-                        }
-                        // Applied already at its place before a renumbering
-                        // (`--new-epoch`), or by a copy that carried it
-                        // there: the same record is not applied twice.
-                        let places = std::iter::once(digest_key(batch.epoch, entry.seq))
-                            .chain(entry.origin.map(|o| digest_key(o.epoch, o.seq)));
-                        let mut seen_before = false;
-                        for place in places {
-                            seen_before |= digests
-                                .get(place)?
-                                .is_some_and(|d| d.get(..8) == Some(&entry_digest[..]));
-                        }
-                        let mut next = start;
-                        if verdict.is_none() && !seen_before {
-                            let views = Views {
-                                kv,
-                                feed,
-                                conflicts,
-                                events,
-                                idempotency,
-                            };
-                            apply_entry(&views, &mut next, &batch.node, entry)?;
-                        }
-                        applied.insert(&mark_key, &be(entry.seq))?;
-                        digests.insert(&digest_key(batch.epoch, entry.seq), kept.as_slice())?;
-                        // Claim the old place too, unless its own stream
-                        // already put something else there.
-                        if let Some(origin) = entry.origin {
-                            let place = digest_key(origin.epoch, origin.seq);
-                            if digests.get(place)?.is_none() {
-                                digests.insert(&place, kept.as_slice())?;
-                            }
-                        }
-                        if let Some(old) = entry.seq.checked_sub(DIGEST_WINDOW) {
-                            digests.remove(&digest_key(batch.epoch, old))?;
-                        }
-                        meta.insert("next_feed", &be(next.feed))?;
-                        meta.insert("next_event", &be(next.event))?;
-                        meta.insert("next_conflict", &be(next.conflict))?;
-                        Ok(Some((next, seen_before)))
-                    },
-                );
-            match result {
-                Ok(Some((next, seen_before))) => {
-                    *counters = next;
-                    match verdict {
-                        None if seen_before => ack.duplicates += 1,
-                        None => ack.applied += 1,
-                        Some(invalid) => ack.refused.push(Refusal {
-                            seq: entry.seq,
-                            code: invalid.code().to_owned(),
-                            reason: invalid.describe().to_owned(),
-                        }),
-                    }
-                }
-                Ok(None) => ack.duplicates += 1,
-                Err(TransactionError::Storage(e)) => return Err(e.into()),
-                Err(TransactionError::Abort(())) => unreachable!("entries never abort"),
-            }
-        }
-        self.db.flush()?;
-        self.durable.publish(&counters);
-        drop(counters);
-        self.feed_grew.notify_waiters();
-        Ok(ack)
+        self.write(|handles, counters| apply_batch(handles, counters, batch))
     }
 
     /// The values of `tree` keyed `prefix + id` for ids after `since` and
@@ -379,7 +433,7 @@ impl SledStore {
     /// Changes after `since`, oldest first.
     pub fn feed(&self, since: u64, limit: usize) -> Result<FeedPage, CloudStoreError> {
         let durable = self.durable.feed.load(Ordering::Acquire);
-        let (changes, next) = Self::scan(&self.feed, b"", since, durable, limit)?;
+        let (changes, next) = Self::scan(&self.handles().feed, b"", since, durable, limit)?;
         Ok(FeedPage {
             changes,
             next,
@@ -399,7 +453,7 @@ impl SledStore {
     /// Up to `limit` conflicts after id `since`.
     pub fn conflicts(&self, since: u64, limit: usize) -> Result<Page<Conflict>, CloudStoreError> {
         let durable = self.durable.conflict.load(Ordering::Acquire);
-        let (items, next) = Self::scan(&self.conflicts, b"", since, durable, limit)?;
+        let (items, next) = Self::scan(&self.handles().conflicts, b"", since, durable, limit)?;
         Ok(Page { items, next })
     }
 
@@ -412,41 +466,45 @@ impl SledStore {
     ) -> Result<Page<Event>, CloudStoreError> {
         let durable = self.durable.event.load(Ordering::Acquire);
         let prefix = topic_key(topic, b"");
-        let (items, next) = Self::scan(&self.events, &prefix, since, durable, limit)?;
+        let (items, next) = Self::scan(&self.handles().events, &prefix, since, durable, limit)?;
         Ok(Page { items, next })
     }
 
-    /// Stores a new credential (and its token hash, for lookups), durably.
+    /// Stores a new credential (and its token hash, for lookups), durably;
+    /// refused like any write while storage fails.
     pub fn put_credential(&self, credential: &Credential) -> Result<(), CloudStoreError> {
         let json = serde_json::to_vec(credential).expect("serializes");
-        (&self.credentials, &self.token_hashes)
-            .transaction(|(credentials, hashes)| {
-                credentials.insert(credential.id.as_bytes(), json.as_slice())?;
-                hashes.insert(credential.token_sha256.as_bytes(), credential.id.as_bytes())?;
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e| match e {
-                TransactionError::Storage(e) => CloudStoreError::Db(e),
-                TransactionError::Abort(()) => unreachable!("never aborts"),
-            })?;
-        self.db.flush()?;
-        Ok(())
+        self.write(|handles, _| {
+            (&handles.credentials, &handles.token_hashes)
+                .transaction(|(credentials, hashes)| {
+                    credentials.insert(credential.id.as_bytes(), json.as_slice())?;
+                    hashes.insert(credential.token_sha256.as_bytes(), credential.id.as_bytes())?;
+                    Ok::<_, ConflictableTransactionError<()>>(())
+                })
+                .map_err(|e| match e {
+                    TransactionError::Storage(e) => CloudStoreError::Db(e),
+                    TransactionError::Abort(()) => unreachable!("never aborts"),
+                })
+        })
     }
 
-    fn credential(&self, id: &[u8]) -> Result<Option<Credential>, CloudStoreError> {
-        Ok(self
+    fn credential(handles: &Handles, id: &[u8]) -> Result<Option<Credential>, CloudStoreError> {
+        Ok(handles
             .credentials
             .get(id)?
             .and_then(|json| serde_json::from_slice(&json).ok()))
     }
 
-    /// The credential whose token hashes to `token_sha256`.
+    /// The credential whose token hashes to `token_sha256`. A read: it
+    /// keeps working while writes fail, so edges and readers still
+    /// authenticate.
     pub fn credential_by_hash(
         &self,
         token_sha256: &str,
     ) -> Result<Option<Credential>, CloudStoreError> {
-        match self.token_hashes.get(token_sha256.as_bytes())? {
-            Some(id) => self.credential(&id),
+        let handles = self.handles();
+        match handles.token_hashes.get(token_sha256.as_bytes())? {
+            Some(id) => Self::credential(&handles, &id),
             None => Ok(None),
         }
     }
@@ -454,7 +512,7 @@ impl SledStore {
     /// Every credential, in id order.
     pub fn credentials(&self) -> Result<Vec<Credential>, CloudStoreError> {
         let mut all = Vec::new();
-        for item in self.credentials.iter() {
+        for item in self.handles().credentials.iter() {
             let (_, json) = item?;
             if let Ok(credential) = serde_json::from_slice(&json) {
                 all.push(credential);
@@ -464,28 +522,200 @@ impl SledStore {
     }
 
     /// Marks credential `id` revoked, durably; `false` if there is none.
+    /// Refused like any write while storage fails.
     pub fn revoke_credential(&self, id: &str) -> Result<bool, CloudStoreError> {
-        let Some(mut credential) = self.credential(id.as_bytes())? else {
-            return Ok(false);
-        };
-        if credential.revoked_ms.is_none() {
-            credential.revoked_ms = Some(crate::credentials::now_ms());
-            let json = serde_json::to_vec(&credential).expect("serializes");
-            self.credentials.insert(id.as_bytes(), json)?;
-            self.db.flush()?;
-        }
-        Ok(true)
+        self.write(|handles, _| {
+            let Some(mut credential) = Self::credential(handles, id.as_bytes())? else {
+                return Ok(false);
+            };
+            if credential.revoked_ms.is_none() {
+                credential.revoked_ms = Some(crate::credentials::now_ms());
+                let json = serde_json::to_vec(&credential).expect("serializes");
+                handles.credentials.insert(id.as_bytes(), json)?;
+            }
+            Ok(true)
+        })
     }
 
     /// The cloud's current value of a key: version, and value or `None`
     /// for a delete.
     pub fn get(&self, store: &str, key: &str) -> Result<Option<Current>, CloudStoreError> {
         Ok(self
+            .handles()
             .kv
             .get(kv_key(store, key))?
             .and_then(|bytes| envelope::decode(&bytes))
             .map(|stored| (stored.version, stored.value)))
     }
+}
+
+/// Probes a failing store every `every` (see [`SledStore::probe`]) until
+/// the store is dropped. Holds it only for a probe.
+fn spawn_prober(store: Weak<SledStore>, every: Duration) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("outpost-cloud-probe".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(every);
+                let Some(store) = store.upgrade() else {
+                    return;
+                };
+                store.probe(every);
+            }
+        })
+        .map(drop)
+}
+
+/// The body of [`SledStore::ingest`], run as the one write in progress:
+/// it advances `counters` past what it applies; the writer flushes.
+fn apply_batch(
+    handles: &Handles,
+    counters: &mut Counters,
+    batch: &Checked,
+) -> Result<Ack, CloudStoreError> {
+    let mark_key = be(batch.epoch);
+    let owner = handles.epochs.get(mark_key)?;
+    if let Some(owner) = &owner
+        && owner.as_ref() != batch.node.as_bytes()
+    {
+        return Err(CloudStoreError::EpochOwned {
+            epoch: batch.epoch,
+            owner: String::from_utf8_lossy(owner).into_owned(),
+        });
+    }
+    let mark = u64_of(handles.applied.get(mark_key)?);
+    // Edges number records without gaps: on an epoch this database
+    // knows, the missing ones were lost on the way, and accepting past
+    // them would make them vanish. An epoch it has never seen may start
+    // anywhere: its earlier records went to a cloud database that was
+    // replaced (the edge's cursor says so too).
+    if let Some((first, _)) = batch.entries.first()
+        && owner.is_some()
+        && first.seq > mark.saturating_add(1)
+    {
+        return Err(CloudStoreError::SequenceGap {
+            expected: mark.saturating_add(1),
+            got: first.seq,
+        });
+    }
+    // A redelivery carries what was applied before; anything else under
+    // the same (epoch, seq) is a second process on one identity.
+    let mut refused_before = Vec::new();
+    for (entry, _) in batch.entries.iter().take_while(|(e, _)| e.seq <= mark) {
+        if let Some(kept) = handles.digests.get(digest_key(batch.epoch, entry.seq))? {
+            let (kept_digest, code) = kept.split_at(8.min(kept.len()));
+            if kept_digest != digest(entry) {
+                return Err(CloudStoreError::CloneDetected(entry.seq));
+            }
+            // Refused the first time: say so again, in case the first
+            // answer was lost, so the edge sets the record aside
+            // instead of dropping it as a duplicate.
+            if let Some(invalid) = std::str::from_utf8(code)
+                .ok()
+                .and_then(outpost_wire::validate::Invalid::from_code)
+            {
+                refused_before.push(Refusal {
+                    seq: entry.seq,
+                    code: invalid.code().to_owned(),
+                    reason: invalid.describe().to_owned(),
+                });
+            }
+        }
+    }
+    // Bound only once the batch is known to be acceptable, so a refused
+    // batch cannot claim an epoch.
+    if owner.is_none() && !batch.entries.is_empty() {
+        handles.epochs.insert(mark_key, batch.node.as_bytes())?;
+    }
+    let mut ack = Ack {
+        applied: 0,
+        duplicates: 0,
+        through: 0,
+        refused: refused_before,
+    };
+    for (entry, verdict) in &batch.entries {
+        ack.through = ack.through.max(entry.seq);
+        let start = *counters;
+        let entry_digest = digest(entry);
+        let mut kept = entry_digest.to_vec();
+        if let Some(invalid) = verdict {
+            kept.extend_from_slice(invalid.code().as_bytes());
+        }
+        let result = (
+            &handles.applied,
+            &handles.kv,
+            &handles.feed,
+            &handles.conflicts,
+            &handles.events,
+            &handles.idempotency,
+            &handles.meta,
+            &handles.digests,
+        )
+            .transaction(
+                |(applied, kv, feed, conflicts, events, idempotency, meta, digests)| {
+                    if u64_of(applied.get(mark_key)?) >= entry.seq {
+                        return Ok(None);
+                    }
+                    // Applied already at its place before a renumbering
+                    // (`--new-epoch`), or by a copy that carried it
+                    // there: the same record is not applied twice.
+                    let places = std::iter::once(digest_key(batch.epoch, entry.seq))
+                        .chain(entry.origin.map(|o| digest_key(o.epoch, o.seq)));
+                    let mut seen_before = false;
+                    for place in places {
+                        seen_before |= digests
+                            .get(place)?
+                            .is_some_and(|d| d.get(..8) == Some(&entry_digest[..]));
+                    }
+                    let mut next = start;
+                    if verdict.is_none() && !seen_before {
+                        let views = Views {
+                            kv,
+                            feed,
+                            conflicts,
+                            events,
+                            idempotency,
+                        };
+                        apply_entry(&views, &mut next, &batch.node, entry)?;
+                    }
+                    applied.insert(&mark_key, &be(entry.seq))?;
+                    digests.insert(&digest_key(batch.epoch, entry.seq), kept.as_slice())?;
+                    // Claim the old place too, unless its own stream
+                    // already put something else there.
+                    if let Some(origin) = entry.origin {
+                        let place = digest_key(origin.epoch, origin.seq);
+                        if digests.get(place)?.is_none() {
+                            digests.insert(&place, kept.as_slice())?;
+                        }
+                    }
+                    if let Some(old) = entry.seq.checked_sub(DIGEST_WINDOW) {
+                        digests.remove(&digest_key(batch.epoch, old))?;
+                    }
+                    meta.insert("next_feed", &be(next.feed))?;
+                    meta.insert("next_event", &be(next.event))?;
+                    meta.insert("next_conflict", &be(next.conflict))?;
+                    Ok(Some((next, seen_before)))
+                },
+            );
+        match result {
+            Ok(Some((next, seen_before))) => {
+                *counters = next;
+                match verdict {
+                    None if seen_before => ack.duplicates += 1,
+                    None => ack.applied += 1,
+                    Some(invalid) => ack.refused.push(Refusal {
+                        seq: entry.seq,
+                        code: invalid.code().to_owned(),
+                        reason: invalid.describe().to_owned(),
+                    }),
+                }
+            }
+            Ok(None) => ack.duplicates += 1,
+            Err(TransactionError::Storage(e)) => return Err(e.into()),
+            Err(TransactionError::Abort(())) => unreachable!("entries never abort"),
+        }
+    }
+    Ok(ack)
 }
 
 fn apply_entry(views: &Views<'_>, next: &mut Counters, node: &str, entry: &Entry) -> Tx<()> {
@@ -581,15 +811,22 @@ fn apply_entry(views: &Views<'_>, next: &mut Counters, node: &str, entry: &Entry
     Ok(())
 }
 
-/// [`SledStore`] behind the store contract. Ingest runs on the blocking
-/// pool (it flushes to disk); reads are short sled lookups and run inline.
+/// [`SledStore`] behind the store contract. Writes run on the blocking
+/// pool (they wait for a flush, at most the flush bound); reads are short
+/// sled lookups and run inline.
 #[derive(Clone)]
 pub struct Sled(pub Arc<SledStore>);
 
 impl Sled {
     /// Opens (creating if needed) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Self, CloudStoreError> {
-        Ok(Self(Arc::new(SledStore::open(dir)?)))
+        Ok(Self(SledStore::open(dir)?))
+    }
+
+    /// Opens (creating if needed) the database in `dir`, run by `options`
+    /// on a full or failing disk.
+    pub fn open_with(dir: &Path, options: &StorageOptions) -> Result<Self, CloudStoreError> {
+        Ok(Self(SledStore::open_with(dir, options)?))
     }
 }
 
@@ -995,6 +1232,117 @@ mod tests {
         let orders = store.events("orders", 0, 10).unwrap().items;
         assert_eq!(orders.len(), 2, "{orders:?}");
         assert_eq!(store.events("other", 0, 10).unwrap().items.len(), 1);
+    }
+
+    /// Bounds for the tests that hold a flush: short, so the tests are;
+    /// nothing here measures how fast an answer comes.
+    fn held_flush_options(stall_reopen_after: Duration) -> StorageOptions {
+        StorageOptions {
+            min_free_bytes: 0,
+            flush_timeout: Duration::from_millis(200),
+            probe_interval: Duration::from_millis(50),
+            stall_reopen_after,
+        }
+    }
+
+    fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !check() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn unavailable(result: Result<Ack, CloudStoreError>) -> String {
+        match result {
+            Err(CloudStoreError::Unavailable(reason)) => reason,
+            other => panic!("expected storage-unavailable, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_ingest_whose_flush_stalls_is_not_acknowledged_and_writes_resume_when_it_finishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open_with(dir.path(), &held_flush_options(Duration::MAX)).unwrap();
+        store
+            .ingest(&batch("a", vec![kv(1, "k1", "v1", 10, "a", None)]))
+            .unwrap();
+        let (credential, token) = crate::credentials::Enrol {
+            role: crate::credentials::Role::Node,
+            node: Some("a".into()),
+            stores: None,
+            label: String::new(),
+        }
+        .issue()
+        .unwrap();
+        store.put_credential(&credential).unwrap();
+
+        let gate = guard::gate::hold_next_flush(&dir.path().join("db"));
+        let stalled = batch("a", vec![kv(2, "k2", "v2", 11, "a", None)]);
+        let reason = unavailable(store.ingest(&stalled));
+        assert!(reason.contains("did not finish"), "{reason}");
+        let health = store.health();
+        assert!(
+            !health.writable && health.failing_since.is_some(),
+            "{health:?}"
+        );
+        assert_eq!((health.outcome_unknown, health.refused), (1, 0));
+
+        // Later writes are refused before they touch the database (no
+        // second flush is waited for); reads go on, below the marks.
+        let later = batch("a", vec![kv(3, "k3", "v3", 12, "a", None)]);
+        assert!(unavailable(store.ingest(&later)).contains("nothing was applied"));
+        assert!(matches!(
+            store.put_credential(&credential),
+            Err(CloudStoreError::Unavailable(_))
+        ));
+        assert_eq!(store.health().refused, 2);
+        assert!(store.get("s", "k3").unwrap().is_none(), "not applied");
+        assert_eq!(
+            store.feed(0, 10).unwrap().changes.len(),
+            1,
+            "k2 is not durable"
+        );
+        let hash = crate::credentials::token_hash(&token);
+        assert_eq!(store.credential_by_hash(&hash).unwrap(), Some(credential));
+
+        gate.release();
+        eventually("writes resume", || store.health().writable);
+        assert_eq!(store.health().reopens, 0);
+        assert_eq!(store.feed(0, 10).unwrap().changes.len(), 2, "k2 made it");
+        // The edge sends the unacknowledged batch again: harmless.
+        let again = store.ingest(&stalled).unwrap();
+        assert_eq!((again.applied, again.duplicates), (0, 1));
+        assert_eq!(store.ingest(&later).unwrap().applied, 1);
+    }
+
+    #[test]
+    fn a_flush_stuck_for_good_is_given_up_on_and_the_database_reopened_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = held_flush_options(Duration::from_millis(300));
+        let store = SledStore::open_with(dir.path(), &options).unwrap();
+        store
+            .ingest(&batch("a", vec![kv(1, "k1", "v1", 10, "a", None)]))
+            .unwrap();
+        let gate = guard::gate::hold_next_flush(&dir.path().join("db"));
+        let stuck = batch("a", vec![kv(2, "k2", "v2", 11, "a", None)]);
+        unavailable(store.ingest(&stuck));
+
+        eventually("the database reopened", || store.health().reopens == 1);
+        assert!(store.health().writable, "{:?}", store.health());
+        // k2 may or may not have reached the disk before the old instance
+        // was fenced off it: either way it is there once, and no id twice.
+        let again = store.ingest(&stuck).unwrap();
+        assert_eq!(again.applied + again.duplicates, 1, "{again:?}");
+        let next = batch("a", vec![kv(3, "k3", "v3", 12, "a", None)]);
+        assert_eq!(store.ingest(&next).unwrap().applied, 1);
+        let changes = store.feed(0, 10).unwrap().changes;
+        let keys: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
+        assert_eq!(keys, ["k1", "k2", "k3"]);
+        let mut cursors: Vec<u64> = changes.iter().map(|c| c.cursor).collect();
+        cursors.dedup();
+        assert_eq!(cursors.len(), 3, "{cursors:?}");
+        gate.release();
     }
 
     #[test]

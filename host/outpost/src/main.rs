@@ -92,6 +92,9 @@ struct CloudRunArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, env = "OUTPOST_CLOUD_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Refuse ingests (503, not applied) while the data dir's disk has less than this many bytes free; they resume by themselves once it has room (0: off).
+    #[arg(long, env = "OUTPOST_CLOUD_MIN_FREE_BYTES", default_value_t = outpost_cloud::guard::DEFAULT_MIN_FREE_BYTES)]
+    min_free_bytes: u64,
 }
 
 /// Managing credentials on a running cloud.
@@ -392,6 +395,7 @@ fn main() -> anyhow::Result<()> {
                 },
                 tls_cert: run.tls_cert,
                 tls_key: run.tls_key,
+                min_free_bytes: run.min_free_bytes,
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
