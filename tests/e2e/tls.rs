@@ -322,3 +322,31 @@ fn a_cloud_with_unusable_tls_files_does_not_start() {
         assert!(!stderr.contains("cloud listening"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn an_edge_with_an_unreadable_cloud_ca_stops_before_loading_anything() {
+    let dir = prepare(&[("hello", "hello")]);
+    let missing = dir.path().join("no-such-ca.pem");
+    let args: Vec<String> = [
+        "--cloud",
+        "https://127.0.0.1:1",
+        "--cloud-token",
+        "t",
+        "--cloud-ca",
+        missing.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let output = Node::command(&dir, &args, None)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run outpost serve");
+    assert!(!output.status.success());
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("no-such-ca.pem"), "{log}");
+    assert!(
+        !log.contains("outpost: ready") && !log.contains("outpost::deployer"),
+        "it stopped before loading: {log}"
+    );
+}

@@ -128,16 +128,25 @@ pub async fn serve(
         },
     )
     .with_context(|| format!("cannot watch {}", config.modules_dir.display()))?;
-    let count = deployer.sync_all().await?;
-    let _replication = match &config.cloud {
-        Some(url) => Some(replication::start_with_ca(
-            storage.clone(),
+    // A bad cloud URL or CA file stops the start before any compiling.
+    let cloud_client = match &config.cloud {
+        Some(url) => Some(replication::connect(
             url,
             config.cloud_token.clone(),
             config.cloud_ca.as_deref(),
+        )?),
+        None => None,
+    };
+    let count = deployer.sync_all().await?;
+    // Replication starts once the functions are loaded: the puller applies
+    // only to stores that replicate, which the loaded functions declare.
+    let _replication = match cloud_client {
+        Some(client) => Some(replication::start_with_client(
+            storage.clone(),
+            client,
             config.ship_batch,
             metrics.clone(),
-        )?),
+        )),
         None => {
             tracing::info!(target: "outpost",
                 pending = storage.outbox_len(),

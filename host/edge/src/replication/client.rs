@@ -102,6 +102,11 @@ impl CloudClient {
     /// A client of the cloud at `base` (`https://` or `http://`); an https
     /// cloud is verified against the certificates in the PEM file `ca`
     /// only, or without one against the `webpki-roots` set.
+    /// The cloud's base URL, as given.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
     pub fn with_ca(
         base: &str,
         token: Option<String>,

@@ -59,22 +59,45 @@ pub fn start_with_ca(
     ship_batch: usize,
     metrics: Arc<Metrics>,
 ) -> Result<Replication, client::CloudError> {
+    let client = connect(base_url, token, ca)?;
+    Ok(start_with_client(storage, client, ship_batch, metrics))
+}
+
+/// The cloud client for `base_url`: made before anything is loaded, so a
+/// bad URL or CA file stops the start at once.
+pub fn connect(
+    base_url: &str,
+    token: Option<String>,
+    ca: Option<&Path>,
+) -> Result<Arc<client::CloudClient>, client::CloudError> {
     let client = Arc::new(client::CloudClient::with_ca(base_url, token, ca)?);
-    let status = Arc::new(ReplicationStatus::new(base_url));
-    tracing::info!(target: "outpost::replication", cloud = %base_url, node = %storage.node_id(), ca = ?ca, "replication enabled");
     if client.sends_credential_in_clear() {
         // Once, at start: every batch and feed request carries the token.
         tracing::warn!(target: "outpost::replication", cloud = %base_url, "credential sent in clear: the cloud token goes over plain http to another machine; use an https:// cloud URL");
     }
+    Ok(client)
+}
+
+/// Starts shipping and pulling with `client` (from [`connect`]).
+pub fn start_with_client(
+    storage: Arc<Storage>,
+    client: Arc<client::CloudClient>,
+    ship_batch: usize,
+    metrics: Arc<Metrics>,
+) -> Replication {
+    let base_url = client.base_url().to_owned();
+    let base_url = base_url.as_str();
+    let status = Arc::new(ReplicationStatus::new(base_url));
+    tracing::info!(target: "outpost::replication", cloud = %base_url, node = %storage.node_id(), "replication enabled");
     let link = Link {
         client: client.clone(),
         status: status.clone(),
         metrics,
     };
-    Ok(Replication {
+    Replication {
         status,
         client,
         shipper: tokio::spawn(shipper::run(storage.clone(), link.clone(), ship_batch)),
         puller: tokio::spawn(puller::run(storage, link)),
-    })
+    }
 }
