@@ -21,7 +21,9 @@
 use crate::contract::{Checked, MAX_PAGE_BYTES};
 use crate::contract::{CloudStore, CloudStoreError, Current};
 use crate::credentials::Credential;
-use crate::guard::{self, Guard, HealthCell, Recovered, Reopen, StorageHealth, StorageOptions};
+use crate::guard::{
+    self, Guard, HealthCell, Recovered, Reopen, ReopenError, StorageHealth, StorageOptions,
+};
 use arc_swap::ArcSwap;
 use outpost_wire::envelope;
 use outpost_wire::{Ack, Change, Conflict, Entry, Event, FeedPage, Page, Record, Refusal};
@@ -264,8 +266,10 @@ impl SledStore {
         durable.publish(&counters);
         let health = Arc::new(HealthCell::default());
         let reopen: Reopen<Reopened> = Arc::new(|db_dir: &Path| {
-            let handles = Handles::open(db_dir).map_err(|e| e.to_string())?;
-            let counters = handles.counters().map_err(|e| e.to_string())?;
+            let handles = Handles::open(db_dir).map_err(|e| ReopenError::Open(e.to_string()))?;
+            let counters = handles
+                .counters()
+                .map_err(|e| ReopenError::Open(e.to_string()))?;
             let db = handles.db.clone();
             Ok((Reopened { handles, counters }, db))
         });
@@ -275,6 +279,7 @@ impl SledStore {
             options.clone(),
             health.clone(),
             reopen,
+            guard::OWNER,
         )
         .map_err(|e| CloudStoreError::Internal(format!("cannot start the flush thread: {e}")))?;
         let store = Arc::new(Self {
@@ -312,28 +317,35 @@ impl SledStore {
         // Before waiting for the writer: while storage fails, every write
         // hears so at once, even behind one that waits out its flush.
         if let Some(reason) = self.health.refusing() {
-            self.health.count_refused();
+            self.health.count_refused(1);
             return Err(refused(&reason));
         }
         let Some(mut writer) = self.writer.enter(WRITER_WAIT) else {
-            self.health.count_refused();
+            self.health.count_refused(1);
             tracing::warn!(target: "outpost::cloud::store", waited = ?WRITER_WAIT, "a write waited too long for the one before it; refused");
             return Err(refused(&format!(
                 "another write has held the database for over {WRITER_WAIT:?}"
             )));
         };
         let writer = &mut *writer;
-        writer.guard.admit().map_err(|reason| refused(&reason))?;
+        writer.guard.admit().map_err(|reason| {
+            self.health.count_refused(1);
+            refused(&reason)
+        })?;
         let handles = self.handles();
         match work(&handles, &mut writer.counters) {
             Err(CloudStoreError::Db(sled::Error::Io(e))) => {
                 let reason = format!("a database write failed: {e}");
+                self.health.count_unknown(1);
                 writer.guard.sled_failed(reason.clone());
                 Err(in_doubt(&reason))
             }
             Err(e) => Err(e),
             Ok(value) => {
-                writer.guard.flush().map_err(|reason| in_doubt(&reason))?;
+                writer.guard.flush().map_err(|reason| {
+                    self.health.count_unknown(1);
+                    in_doubt(&reason)
+                })?;
                 self.publish(&writer.counters);
                 Ok(value)
             }

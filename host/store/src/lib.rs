@@ -8,26 +8,24 @@
 #![warn(missing_docs)]
 
 pub mod committer;
-mod disk;
 pub mod epoch;
 pub mod feed;
 mod handles;
-mod health;
 mod options;
 pub mod quarantine;
 
 pub use committer::{Rejection, WriteOp, Written};
-pub use health::StorageHealth;
 pub use options::{
     DEFAULT_FLUSH_TIMEOUT, DEFAULT_MIN_FREE_BYTES, DEFAULT_PROBE_INTERVAL,
     DEFAULT_STALL_REOPEN_AFTER, StorageOptions,
 };
+pub use outpost_sled_guard::StorageHealth;
 pub use outpost_wire::names::{MAX_NODE_ID_BYTES, is_valid_node_id};
 
 use arc_swap::ArcSwap;
 use committer::Progress;
 use handles::Handles;
-use health::HealthCell;
+use outpost_sled_guard::HealthCell;
 use outpost_wire::envelope;
 /// sled's byte buffer, as outbox records come out of the database.
 pub use sled::IVec;
@@ -201,6 +199,15 @@ impl Storage {
             progress,
             health,
         }))
+    }
+
+    /// Whether the database accepts writes now, why not, and counts of
+    /// writes refused or left in doubt, for the health endpoint and
+    /// metrics. Cheap (one `statvfs` for the free space); call it per
+    /// request if need be.
+    pub fn health(&self) -> StorageHealth {
+        self.health
+            .snapshot(outpost_sled_guard::free_bytes(&self.db_dir))
     }
 
     /// This node's id, stamped into every version it writes.

@@ -4,14 +4,10 @@
 use crate::DEFAULT_MAX_OUTBOX_BYTES;
 use std::time::Duration;
 
-/// Default [`StorageOptions::min_free_bytes`]: 64 MiB.
-pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
-/// Default [`StorageOptions::flush_timeout`]: 5 s.
-pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default [`StorageOptions::probe_interval`]: 1 s.
-pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(1);
-/// Default [`StorageOptions::stall_reopen_after`]: 10 s.
-pub const DEFAULT_STALL_REOPEN_AFTER: Duration = Duration::from_secs(10);
+pub use outpost_sled_guard::{
+    DEFAULT_FLUSH_TIMEOUT, DEFAULT_MIN_FREE_BYTES, DEFAULT_PROBE_INTERVAL,
+    DEFAULT_STALL_REOPEN_AFTER,
+};
 
 /// How the node's database is run. [`Default`] is what `serve` uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +35,18 @@ pub struct StorageOptions {
     /// A flush still running this long after it began, once the disk has
     /// room, is given up on: the database is reopened as after a crash.
     pub stall_reopen_after: Duration,
+}
+
+impl StorageOptions {
+    /// The bounds the writer's guard keeps.
+    pub(crate) fn guard(&self) -> outpost_sled_guard::GuardOptions {
+        outpost_sled_guard::GuardOptions {
+            min_free_bytes: self.min_free_bytes,
+            flush_timeout: self.flush_timeout,
+            probe_interval: self.probe_interval,
+            stall_reopen_after: self.stall_reopen_after,
+        }
+    }
 }
 
 impl Default for StorageOptions {

@@ -10,10 +10,12 @@
 //!
 //! # When the disk fills up or fails
 //!
-//! Nobody hears "done" before the group's flush succeeded. The flush runs
-//! on its own thread (module `flush`) and the writer waits for it at most
+//! Nobody hears "done" before the group's flush succeeded. Every write
+//! goes through an [`outpost_sled_guard::Guard`]: the flush runs on its own
+//! thread and the writer waits for it at most
 //! [`StorageOptions::flush_timeout`], because sled's flush can block
-//! forever after a failed write (module `recovery` has what sled does). Every
+//! forever after a failed write ([`outpost_sled_guard::recovery`] has what
+//! sled does). Every
 //! write of a group whose flush failed or did not finish in time, or in
 //! which sled reported an I/O error, is answered
 //! [`StorageError::OutcomeUnknown`]: it may be on disk or not.
@@ -40,7 +42,6 @@
 //! durable up to it only after the reopened files were fsynced.
 
 mod enqueue;
-mod flush;
 mod kv;
 pub mod ops;
 mod recovery;
@@ -51,19 +52,18 @@ mod tests;
 pub use ops::{Rejection, WriteOp, Written};
 
 use crate::handles::Handles;
-use crate::health::HealthCell;
 use crate::{META_HLC, StorageError, StorageOptions, u64_value};
 use arc_swap::ArcSwap;
-use flush::Flusher;
+use outpost_sled_guard::{Event, Guard, HealthCell, Owner, Recovered, Reopen};
 use outpost_wire::hlc::Hlc;
-use recovery::{Pending, Reopened};
+use recovery::Reopened;
 use sled::Tree;
 use sled::transaction::ConflictableTransactionError;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::{Notify, oneshot};
 
 /// What the writer shares with readers of the outbox.
@@ -83,9 +83,39 @@ pub struct Progress {
 /// Most writes applied under one flush.
 const MAX_GROUP: usize = 1024;
 
-/// A reopened database needs at least this much room (sled writes in
-/// 512 KiB segments), whatever [`StorageOptions::min_free_bytes`] says.
-const REOPEN_MIN_FREE_BYTES: u64 = 1024 * 1024;
+/// The writer's threads, and what its guard says, under the writer's log
+/// target.
+const OWNER: Owner = Owner {
+    flush_thread: "outpost-flush",
+    retire_thread: "outpost-db-retire",
+    fence_thread: "outpost-db-fence",
+    reopen_thread: "outpost-db-reopen",
+    restart: "the node",
+    log,
+};
+
+fn log(event: Event<'_>) {
+    match event {
+        Event::Stopped { reason } => {
+            tracing::error!(target: "outpost::storage::committer", reason = %reason, "the database stopped accepting writes; it resumes by itself once it can");
+        }
+        Event::StillRefusing { reason } => {
+            tracing::warn!(target: "outpost::storage::committer", reason = %reason, "the database still refuses writes");
+        }
+        Event::Resumed { why } => {
+            tracing::warn!(target: "outpost::storage::committer", why, "the database accepts writes again");
+        }
+        Event::Reopening { cause } => {
+            tracing::warn!(target: "outpost::storage::committer", cause = %cause, "reopening the database");
+        }
+        Event::ReopenFailed { error, failures } => {
+            tracing::warn!(target: "outpost::storage::committer", error = %error, failures, "reopening the database failed; trying again");
+        }
+        Event::Wedged { reason } => {
+            tracing::error!(target: "outpost::storage::committer", reason = %reason, "the database cannot recover by itself");
+        }
+    }
+}
 
 /// What a job asks of the writer.
 enum Work {
@@ -167,44 +197,9 @@ impl Handle {
     }
 }
 
-/// Where a failing writer stands.
-enum Stage {
-    /// The free-space guard refused writes before sled saw them; sled is
-    /// fine. Resumes once the disk has room.
-    LowSpace,
-    /// The flush that began at `since` is still running past the bound.
-    Stalled { since: Instant },
-    /// sled failed (`cause`); its instance is being fenced off its files
-    /// and made to fail on a helper thread (see [`recovery::retire`]).
-    Retiring {
-        cause: String,
-        retiring: Pending<Result<Option<sled::Db>, String>>,
-    },
-    /// The failed instance is retired (readers still read it). Reopens
-    /// once the disk has room.
-    Broken { cause: String },
-    /// The failed instance could not be retired, so a new one must not be
-    /// opened: a flush of the old one may still hold sled's process-wide
-    /// lock, which would block the new one's writes for good. Only a
-    /// restart recovers; writes are refused until then.
-    Wedged,
-    /// A new instance is being opened on a helper thread.
-    Reopening {
-        cause: String,
-        reopening: Pending<Result<Reopened, String>>,
-    },
-}
-
-struct Failure {
-    stage: Stage,
-    /// What every refused write hears, and health's `last_error`.
-    reason: String,
-    next_probe: Instant,
-}
-
 struct Committer {
     /// The current sled instance and the trees the writes use; replaced
-    /// together with `live` on a reopen.
+    /// together with `live` on a reopen (the guard has its own handle).
     db: sled::Db,
     meta: Tree,
     outbox: Tree,
@@ -212,9 +207,8 @@ struct Committer {
     idempotency: Tree,
     /// What readers load (see [`crate::Storage::handles`]).
     live: Arc<ArcSwap<Handles>>,
-    flusher: Flusher,
-    /// The sled database's directory (`DATA/db`).
-    db_dir: PathBuf,
+    /// Flushes, refuses while failing, and finds the way back.
+    guard: Guard<Reopened>,
     node_id: String,
     hlc: Hlc,
     next_seq: u64,
@@ -223,18 +217,7 @@ struct Committer {
     max_outbox_bytes: u64,
     /// Writes refused for a full outbox, for throttled reporting.
     outbox_full_refusals: u64,
-    min_free_bytes: u64,
-    flush_timeout: Duration,
-    probe_interval: Duration,
-    stall_reopen_after: Duration,
     health: Arc<HealthCell>,
-    /// Set while writes are refused.
-    failure: Option<Failure>,
-    /// Failed instances that could not be shut down: dropping one would
-    /// block forever, so they stay here for good.
-    undroppable: Vec<sled::Db>,
-    /// Failed reopen attempts, for throttled reporting.
-    reopen_failures: u64,
 }
 
 /// Starts the writer thread over the database `live` holds, which lives
@@ -253,30 +236,30 @@ pub(crate) fn start(
     let hlc = Hlc::resume(u64_value(handles.meta.get(META_HLC)?));
     // Whatever the database holds at open time has survived: it is durable.
     progress.durable_seq.store(next_seq, Ordering::Release);
-    let flusher = Flusher::start(handles.db.clone(), &db_dir)
-        .map_err(|e| StorageError::Corrupt(format!("cannot start the flush thread: {e}")))?;
+    let reopen: Reopen<Reopened> = Arc::new(recovery::reopen);
+    let guard = Guard::new(
+        handles.db.clone(),
+        db_dir,
+        options.guard(),
+        health.clone(),
+        reopen,
+        OWNER,
+    )
+    .map_err(|e| StorageError::Corrupt(format!("cannot start the flush thread: {e}")))?;
     let mut committer = Committer {
         db: handles.db.clone(),
         meta: handles.meta.clone(),
         outbox: handles.outbox.clone(),
         idempotency: handles.idempotency.clone(),
         live,
-        flusher,
-        db_dir,
+        guard,
         node_id,
         hlc,
         next_seq,
         progress,
         max_outbox_bytes: options.max_outbox_bytes,
         outbox_full_refusals: 0,
-        min_free_bytes: options.min_free_bytes,
-        flush_timeout: options.flush_timeout,
-        probe_interval: options.probe_interval,
-        stall_reopen_after: options.stall_reopen_after,
         health,
-        failure: None,
-        undroppable: Vec::new(),
-        reopen_failures: 0,
     };
     let (jobs, queue) = mpsc::channel::<Job>();
     std::thread::Builder::new()
@@ -287,16 +270,6 @@ pub(crate) fn start(
         })
         .map_err(|e| StorageError::Corrupt(format!("cannot start the writer thread: {e}")))?;
     Ok(Handle { jobs })
-}
-
-impl Drop for Committer {
-    fn drop(&mut self) {
-        // Dropping a wedged sled instance flushes, which never returns and
-        // holds sled's process-wide lock meanwhile.
-        for stuck in self.undroppable.drain(..) {
-            std::mem::forget(stuck);
-        }
-    }
 }
 
 /// Marks the database unwritable if the writer thread dies of a panic:
@@ -330,15 +303,13 @@ fn be(n: u64) -> [u8; 8] {
 impl Committer {
     fn run(&mut self, queue: mpsc::Receiver<Job>) {
         loop {
-            let first = match &self.failure {
+            let first = match self.guard.next_probe() {
                 None => match queue.recv() {
                     Ok(job) => Some(job),
                     Err(_) => break,
                 },
-                Some(failure) => {
-                    match queue
-                        .recv_timeout(failure.next_probe.saturating_duration_since(Instant::now()))
-                    {
+                Some(next_probe) => {
+                    match queue.recv_timeout(next_probe.saturating_duration_since(Instant::now())) {
                         Ok(job) => Some(job),
                         Err(RecvTimeoutError::Timeout) => None,
                         Err(RecvTimeoutError::Disconnected) => break,
@@ -346,9 +317,9 @@ impl Committer {
                 }
             };
             if self
-                .failure
-                .as_ref()
-                .is_some_and(|f| Instant::now() >= f.next_probe)
+                .guard
+                .next_probe()
+                .is_some_and(|next_probe| Instant::now() >= next_probe)
             {
                 self.probe();
             }
@@ -360,9 +331,9 @@ impl Committer {
                     Err(_) => break,
                 }
             }
-            match &self.failure {
-                Some(failure) => {
-                    let reason = failure.reason.clone();
+            match self.guard.reason() {
+                Some(reason) => {
+                    let reason = reason.to_owned();
                     self.refuse(group, &reason);
                 }
                 None => self.commit(group),
@@ -372,9 +343,8 @@ impl Committer {
 
     /// Applies `group` and makes it durable with one flush.
     fn commit(&mut self, mut group: Vec<Job>) {
-        if let Err(reason) = self.room(self.min_free_bytes) {
+        if let Err(reason) = self.guard.admit() {
             self.refuse(group, &reason);
-            self.fail(Stage::LowSpace, reason);
             return;
         }
         let seq_before = self.next_seq;
@@ -409,31 +379,19 @@ impl Committer {
             let rest = group.split_off(results.len());
             self.unknown(group, &reason);
             self.refuse(rest, &reason);
-            self.sled_failed(reason);
+            self.guard.sled_failed(reason);
             return;
         }
         // One fsync for the whole group; nobody hears "done" before it.
-        let flush_began = Instant::now();
-        match self.flusher.flush(self.flush_timeout) {
-            Some(Ok(())) => {
+        match self.guard.flush() {
+            Ok(()) => {
                 self.made_durable(seq_before);
                 for (job, result) in group.into_iter().zip(results) {
                     let _ = job.reply.send(result);
                 }
             }
-            Some(Err(e)) => {
-                let reason = format!("the database flush failed: {e}");
-                self.unknown(group, &reason);
-                self.sled_failed(reason);
-            }
-            None => {
-                let reason = format!(
-                    "the database flush did not finish within {:?}",
-                    self.flush_timeout
-                );
-                self.unknown(group, &reason);
-                self.fail(Stage::Stalled { since: flush_began }, reason);
-            }
+            // The guard refuses writes from now on.
+            Err(reason) => self.unknown(group, &reason),
         }
     }
 
@@ -471,156 +429,18 @@ impl Committer {
         }
     }
 
-    /// Stops accepting writes (or, already failing, moves to `stage`),
-    /// telling writes `reason`.
-    fn fail(&mut self, stage: Stage, reason: String) {
-        match &self.failure {
-            None => {
-                tracing::error!(target: "outpost::storage::committer", reason = %reason, "the database stopped accepting writes; it resumes by itself once it can");
-            }
-            Some(_) => {
-                tracing::warn!(target: "outpost::storage::committer", reason = %reason, "the database still refuses writes");
-            }
-        }
-        self.health.failing(&reason);
-        self.failure = Some(Failure {
-            stage,
-            reason,
-            next_probe: Instant::now() + self.probe_interval,
-        });
-    }
-
-    /// sled failed: fail, and start retiring its instance.
-    fn sled_failed(&mut self, cause: String) {
-        let (stage, reason) = self.retire(cause);
-        self.fail(stage, reason);
-    }
-
-    /// Accepts writes again.
-    fn resume(&mut self, why: &str) {
-        tracing::warn!(target: "outpost::storage::committer", why, "the database accepts writes again");
-        self.health.recovered();
-        self.failure = None;
-    }
-
-    /// `Err(reason)` while the database's filesystem has less than `need`
-    /// bytes free. A filesystem that cannot say does not stop writes.
-    fn room(&self, need: u64) -> Result<(), String> {
-        if need == 0 {
-            return Ok(());
-        }
-        match crate::disk::free_bytes(&self.db_dir) {
-            Some(free) if free < need => Err(format!(
-                "the disk is nearly full ({free} bytes free; writes need {need})"
-            )),
-            _ => Ok(()),
-        }
-    }
-
     /// A failing writer looks for a way back (see the module docs).
     fn probe(&mut self) {
-        let Some(Failure { stage, reason, .. }) = self.failure.take() else {
-            return;
-        };
-        let (stage, reason) = match stage {
-            Stage::LowSpace => match self.room(self.min_free_bytes) {
-                Ok(()) => return self.resume("the disk has room again"),
-                Err(short) => (Stage::LowSpace, short),
-            },
-            Stage::Stalled { since } => match self.flusher.wait(Duration::ZERO) {
-                Some(Ok(())) => {
-                    // The group answered "unknown" made it after all.
-                    self.progress
-                        .durable_seq
-                        .store(self.next_seq, Ordering::Release);
-                    self.progress.outbox_grew.notify_one();
-                    match self.room(self.min_free_bytes) {
-                        Ok(()) => return self.resume("the stalled flush finished"),
-                        Err(short) => (Stage::LowSpace, short),
-                    }
-                }
-                Some(Err(e)) => self.retire(format!("the database flush failed: {e}")),
-                None if since.elapsed() >= self.stall_reopen_after => self.retire(reason),
-                None => (Stage::Stalled { since }, reason),
-            },
-            Stage::Retiring { cause, retiring } => match retiring.poll() {
-                None => (Stage::Retiring { cause, retiring }, reason),
-                Some(outcome) => match outcome.and_then(|retired| retired) {
-                    Ok(None) => self.reopen(cause),
-                    Ok(Some(undroppable)) => {
-                        self.undroppable.push(undroppable);
-                        self.wedged(&cause, "the failed database instance did not shut down")
-                    }
-                    Err(e) => self.wedged(&cause, &e),
-                },
-            },
-            Stage::Broken { cause } => self.reopen(cause),
-            Stage::Wedged => (Stage::Wedged, reason),
-            Stage::Reopening { cause, reopening } => match reopening.poll() {
-                None => (Stage::Reopening { cause, reopening }, reason),
-                Some(Ok(Ok(reopened))) => {
-                    self.install(reopened);
-                    return self.resume("the database was reopened");
-                }
-                Some(Ok(Err(e)) | Err(e)) => {
-                    self.reopen_failures += 1;
-                    if self.reopen_failures.is_power_of_two() {
-                        tracing::warn!(target: "outpost::storage::committer", error = %e, failures = self.reopen_failures, "reopening the database failed; trying again");
-                    }
-                    let reason = format!("{cause}; reopening the database failed: {e}");
-                    (Stage::Broken { cause }, reason)
-                }
-            },
-        };
-        self.health.failing(&reason);
-        self.failure = Some(Failure {
-            stage,
-            reason,
-            next_probe: Instant::now() + self.probe_interval,
-        });
-    }
-
-    /// Starts retiring the failed instance on a helper thread.
-    fn retire(&mut self, cause: String) -> (Stage, String) {
-        let (db_dir, old) = (self.db_dir.clone(), self.db.clone());
-        match Pending::spawn("outpost-db-retire", move || recovery::retire(&db_dir, old)) {
-            Ok(retiring) => {
-                let reason = format!("{cause}; shutting the failed database down");
-                (Stage::Retiring { cause, retiring }, reason)
+        match self.guard.probe() {
+            None => {}
+            Some(Recovered::Flushed) => {
+                // The group answered "unknown" made it after all.
+                self.progress
+                    .durable_seq
+                    .store(self.next_seq, Ordering::Release);
+                self.progress.outbox_grew.notify_one();
             }
-            Err(e) => {
-                let reason = format!("{cause}; {e}");
-                (Stage::Broken { cause }, reason)
-            }
-        }
-    }
-
-    /// Gives up recovering by itself (see [`Stage::Wedged`]).
-    fn wedged(&self, cause: &str, why: &str) -> (Stage, String) {
-        let reason = format!("{cause}; {why}; restart the node to recover");
-        tracing::error!(target: "outpost::storage::committer", reason = %reason, "the database cannot recover by itself");
-        (Stage::Wedged, reason)
-    }
-
-    /// Starts reopening the database if the disk has room; otherwise waits
-    /// (a new instance would fail the same way).
-    fn reopen(&mut self, cause: String) -> (Stage, String) {
-        let need = self.min_free_bytes.max(REOPEN_MIN_FREE_BYTES);
-        if let Err(short) = self.room(need) {
-            let reason = format!("{cause}; waiting for free space: {short}");
-            return (Stage::Broken { cause }, reason);
-        }
-        tracing::warn!(target: "outpost::storage::committer", cause = %cause, "reopening the database");
-        let db_dir = self.db_dir.clone();
-        match Pending::spawn("outpost-db-reopen", move || recovery::reopen(&db_dir)) {
-            Ok(reopening) => {
-                let reason = format!("{cause}; reopening the database");
-                (Stage::Reopening { cause, reopening }, reason)
-            }
-            Err(e) => {
-                let reason = format!("{cause}; {e}");
-                (Stage::Broken { cause }, reason)
-            }
+            Some(Recovered::Reopened(reopened)) => self.install(reopened),
         }
     }
 
@@ -628,7 +448,6 @@ impl Committer {
     fn install(&mut self, reopened: Reopened) {
         let Reopened {
             handles,
-            flusher,
             next_seq,
             outbox_bytes,
         } = reopened;
@@ -637,9 +456,6 @@ impl Committer {
         self.outbox = handles.outbox.clone();
         self.idempotency = handles.idempotency.clone();
         self.live.store(Arc::new(handles));
-        // The old flush thread ends once its flush returns (the retired
-        // instance's failure released it if it was stuck).
-        self.flusher = flusher;
         // Records of a group answered "unknown" may be missing: their
         // numbers are skipped rather than handed out again.
         self.next_seq = self.next_seq.max(next_seq);
@@ -650,8 +466,6 @@ impl Committer {
             .durable_seq
             .store(self.next_seq, Ordering::Release);
         self.progress.outbox_grew.notify_one();
-        self.health.count_reopen();
-        self.reopen_failures = 0;
     }
 
     fn apply(&mut self, op: &WriteOp) -> Result<Written, StorageError> {

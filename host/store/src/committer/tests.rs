@@ -862,8 +862,8 @@ async fn a_remote_stamp_far_in_the_future_does_not_drag_the_clock() {
 // A flush that does not come back (held by a test gate, as a disk that
 // stops answering would hold it).
 
-use super::flush::gate;
 use crate::{StorageError, StorageOptions};
+use outpost_sled_guard::gate;
 
 /// Short bounds, so that a held flush is given up on quickly.
 fn impatient(stall_reopen_after: Duration) -> StorageOptions {

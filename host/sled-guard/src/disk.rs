@@ -1,4 +1,4 @@
-//! What the operating system says about, and does to, the database's
+//! What the operating system says about, and does to, a sled database's
 //! files: free space, an fsync of everything under the database, and
 //! fencing a failed sled instance off its log file so that a new instance
 //! can open it while the old one is still in memory.
@@ -9,7 +9,7 @@ use std::path::Path;
 
 /// Bytes an unprivileged writer may still use on the filesystem holding
 /// `path`; `None` if the filesystem cannot say.
-pub(crate) fn free_bytes(path: &Path) -> Option<u64> {
+pub fn free_bytes(path: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
@@ -30,7 +30,7 @@ pub(crate) fn free_bytes(path: &Path) -> Option<u64> {
 /// what the new instance recovered durable: the old instance may have
 /// written pages it never got to sync, and the new one reads them from the
 /// page cache as if they were on disk.
-pub(crate) fn sync_all_under(dir: &Path) -> io::Result<()> {
+pub fn sync_all_under(dir: &Path) -> io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let path = entry.path();
@@ -63,7 +63,7 @@ pub(crate) fn sync_all_under(dir: &Path) -> io::Result<()> {
 /// down without further I/O. From the file's point of view the old
 /// instance crashed, and a new one recovers as after a crash.
 #[cfg(target_os = "linux")]
-pub(crate) fn fence(file: &Path) -> io::Result<usize> {
+pub fn fence(file: &Path) -> io::Result<usize> {
     use std::os::fd::{AsRawFd, RawFd};
     let target = std::fs::canonicalize(file)?;
     let read_only = File::open(&target)?;
@@ -93,7 +93,7 @@ pub(crate) fn fence(file: &Path) -> io::Result<usize> {
 /// Without /proc there is no way to find sled's descriptor: nothing is
 /// fenced, and a failed instance keeps its lock until it is dropped.
 #[cfg(not(target_os = "linux"))]
-pub(crate) fn fence(_file: &Path) -> io::Result<usize> {
+pub fn fence(_file: &Path) -> io::Result<usize> {
     Ok(0)
 }
 

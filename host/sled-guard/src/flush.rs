@@ -1,6 +1,6 @@
 //! The flush, on its own thread. sled's flush can block forever after a
-//! failed write (see [`super::recovery`]); on a thread of its own the
-//! writer can stop waiting for it, answer its group, and keep answering
+//! failed write (see [`crate::recovery`]); on a thread of its own the
+//! writer can stop waiting for it, answer its writes, and keep answering
 //! later writes while it hangs.
 
 use std::path::Path;
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 /// One sled instance's flush thread. It ends when this is dropped and its
 /// current flush (if any) returns.
-pub(super) struct Flusher {
+pub(crate) struct Flusher {
     start: mpsc::Sender<()>,
     done: mpsc::Receiver<Result<(), String>>,
     /// A flush was started and has not been waited out yet.
@@ -17,19 +17,20 @@ pub(super) struct Flusher {
 }
 
 impl Flusher {
-    /// Starts the flush thread of `db`, which lives in `db_dir`.
-    pub(super) fn start(db: sled::Db, db_dir: &Path) -> std::io::Result<Self> {
+    /// Starts the flush thread (named `thread`) of `db`, which lives in
+    /// `db_dir`.
+    pub(crate) fn start(db: sled::Db, db_dir: &Path, thread: &str) -> std::io::Result<Self> {
         let (start, requests) = mpsc::channel::<()>();
         let (finished, done) = mpsc::channel();
-        #[cfg(test)]
+        #[cfg(feature = "test-support")]
         let db_dir = db_dir.to_owned();
-        #[cfg(not(test))]
+        #[cfg(not(feature = "test-support"))]
         let _ = db_dir;
         std::thread::Builder::new()
-            .name("outpost-flush".into())
+            .name(thread.into())
             .spawn(move || {
                 while requests.recv().is_ok() {
-                    #[cfg(test)]
+                    #[cfg(feature = "test-support")]
                     gate::pass(&db_dir);
                     let result = db.flush().map(drop).map_err(|e| e.to_string());
                     if finished.send(result).is_err() {
@@ -46,7 +47,7 @@ impl Flusher {
 
     /// Flushes everything applied so far, waiting at most `bound`; `None`
     /// if the flush is still running then (see [`Flusher::wait`]).
-    pub(super) fn flush(&mut self, bound: Duration) -> Option<Result<(), String>> {
+    pub(crate) fn flush(&mut self, bound: Duration) -> Option<Result<(), String>> {
         if !self.running {
             if self.start.send(()).is_err() {
                 return Some(Err("the flush thread stopped".into()));
@@ -58,7 +59,7 @@ impl Flusher {
 
     /// Waits at most `bound` more for the flush in progress; `None` if it
     /// is still running.
-    pub(super) fn wait(&mut self, bound: Duration) -> Option<Result<(), String>> {
+    pub(crate) fn wait(&mut self, bound: Duration) -> Option<Result<(), String>> {
         if !self.running {
             return Some(Ok(()));
         }
@@ -72,10 +73,10 @@ impl Flusher {
     }
 }
 
-/// Test hook: holds a database's next flush, as a disk that stops
-/// answering would.
-#[cfg(test)]
-pub(crate) mod gate {
+/// Test hook (feature `test-support`): holds a database's next flush, as
+/// a disk that stops answering would.
+#[cfg(feature = "test-support")]
+pub mod gate {
     use std::path::{Path, PathBuf};
     use std::sync::{Arc, Condvar, Mutex};
 
@@ -83,29 +84,30 @@ pub(crate) mod gate {
 
     /// Holds the flush it caught until released.
     #[derive(Default)]
-    pub(crate) struct Gate {
+    pub struct Gate {
         /// (a flush was caught, released)
         state: Mutex<(bool, bool)>,
         changed: Condvar,
     }
 
     impl Gate {
-        pub(crate) fn release(&self) {
+        /// Lets the held flush (and any later one) go.
+        pub fn release(&self) {
             self.state.lock().unwrap().1 = true;
             self.changed.notify_all();
         }
 
         /// Whether a flush is being held.
-        pub(crate) fn holding(&self) -> bool {
+        pub fn holding(&self) -> bool {
             let state = self.state.lock().unwrap();
             state.0 && !state.1
         }
     }
 
-    /// The next flush of the database in `db_dir` (as given to `Storage`'s
-    /// open, plus `/db`) waits until the returned gate is released; later
+    /// The next flush of the sled database in `db_dir` (the directory its
+    /// guard was given) waits until the returned gate is released; later
     /// flushes pass.
-    pub(crate) fn hold_next_flush(db_dir: &Path) -> Arc<Gate> {
+    pub fn hold_next_flush(db_dir: &Path) -> Arc<Gate> {
         let gate = Arc::new(Gate::default());
         GATES
             .lock()
