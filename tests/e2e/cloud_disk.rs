@@ -7,70 +7,10 @@
 
 use crate::harness::{Cloud, Node, TOKEN, eventually, prepare, write_settings};
 use crate::observability::Metrics;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Arc;
+use outpost_sled_guard::tmpfs::Tmpfs;
 use std::time::Duration;
 
 const TOPIC: &str = "disk";
-
-/// A tmpfs mounted on a fresh temp dir, unmounted on drop (after whatever
-/// uses it was dropped: declare it first).
-struct Tmpfs {
-    dir: Arc<tempfile::TempDir>,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Self {
-        let dir = tempfile::tempdir().expect("a temp dir to mount on");
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "cannot mount a {size} tmpfs on {} (this test needs root and mount(8)): {}",
-            dir.path().display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Self { dir: Arc::new(dir) }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Writes a file until the filesystem is full; returns it, to free later.
-    fn fill_up(&self, name: &str) -> PathBuf {
-        let path = self.path().join(name);
-        let mut file = std::fs::File::create(&path).expect("create the filler");
-        for chunk in [1024 * 1024, 4096] {
-            let block = vec![0x5a; chunk];
-            while file.write_all(&block).is_ok() {}
-        }
-        let _ = file.sync_all();
-        path
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        for _ in 0..100 {
-            let unmounted = Command::new("umount")
-                .arg(self.path())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if unmounted {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = Command::new("umount").arg("-l").arg(self.path()).status();
-    }
-}
 
 /// An edge serving `kvtest` as `kv`, shipping to `cloud_url` as `node_id`.
 fn edge(node_id: &str, cloud_url: &str) -> Node {
@@ -133,7 +73,7 @@ fn a_full_cloud_disk_answers_503_keeps_the_edges_records_and_recovers_without_a_
     let disk = Tmpfs::mount("32m");
     // The guard off, so that sled itself meets the full disk (the hard
     // case; the guard is tested in host/cloud/tests/disk_full.rs).
-    let cloud = Cloud::start_in(disk.dir.clone(), &["--min-free-bytes", "0"]);
+    let cloud = Cloud::start_in(disk.temp_dir(), &["--min-free-bytes", "0"]);
     let node = edge("edge-disk", &cloud.url());
     let mut sent = vec!["e0".to_owned()];
     enqueue(&node, &payload(0));

@@ -4,45 +4,11 @@
 //! acknowledged lost.
 
 use crate::harness::{Node, encode, eventually, prepare, write_host_config};
-use std::path::{Path, PathBuf};
-
-/// A tmpfs mounted for the test's life (the test runs as root, as CI does).
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(at).unwrap();
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .status()
-            .expect("run mount");
-        assert!(
-            status.success(),
-            "mounting a tmpfs needs root (CI runs as root): mount -t tmpfs at {}",
-            at.display()
-        );
-        Tmpfs(at.to_owned())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
+use outpost_sled_guard::tmpfs::Tmpfs;
+use std::path::Path;
 
 fn free_bytes(path: &Path) -> u64 {
-    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: statvfs into a zeroed struct, with a valid NUL-terminated path.
-    unsafe {
-        let mut stat: libc::statvfs = std::mem::zeroed();
-        assert_eq!(libc::statvfs(c_path.as_ptr(), &mut stat), 0);
-        stat.f_bavail as u64 * stat.f_frsize as u64
-    }
+    outpost_sled_guard::free_bytes(path).expect("the free space of the tmpfs")
 }
 
 fn kv(node: &Node, op: &str, key: &str, body: &[u8]) -> serde_json::Value {
@@ -60,7 +26,7 @@ fn kv(node: &Node, op: &str, key: &str, body: &[u8]) -> serde_json::Value {
 fn a_nearly_full_disk_refuses_writes_at_once_keeps_reads_and_recovers() {
     let dir = prepare(&[("kv", "kvtest"), ("hello", "hello")]);
     let data = dir.path().join("data");
-    let _disk = Tmpfs::mount(&data, "100m");
+    let _disk = Tmpfs::mount_at(&data, "100m");
     let node = Node::spawn(dir.clone(), Vec::new(), None);
     let before = kv(&node, "set", "before", b"kept");
     assert!(before.get("ok").is_some(), "{before}");
@@ -100,7 +66,7 @@ fn a_nearly_full_disk_refuses_writes_at_once_keeps_reads_and_recovers() {
 fn a_full_disk_fails_writes_fast_and_they_resume_when_space_returns() {
     let dir = prepare(&[("kv", "kvtest"), ("hello", "hello")]);
     let data = dir.path().join("data");
-    let _disk = Tmpfs::mount(&data, "64m");
+    let _disk = Tmpfs::mount_at(&data, "64m");
     // No early guard: let sled meet the full disk itself, with values big
     // enough to go to its blob files (the case that used to hang).
     write_host_config(&dir, "min-free-bytes = 0\n");

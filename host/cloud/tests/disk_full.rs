@@ -17,13 +17,12 @@ use outpost_cloud::contract::{Checked, CloudStoreError};
 use outpost_cloud::credentials::{Enrol, Role, token_hash};
 use outpost_cloud::guard::StorageOptions;
 use outpost_cloud::sled_store::SledStore;
+use outpost_sled_guard::tmpfs::Tmpfs;
 use outpost_wire::{Ack, Entry, Record, Version};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tempfile::TempDir;
 
 const NODE: &str = "edge-a";
 const EPOCH: u64 = 7;
@@ -36,72 +35,6 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 const RECOVER_WITHIN: Duration = Duration::from_secs(60);
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-/// A tmpfs of `size` mounted on a fresh temp dir, unmounted on drop.
-struct Tmpfs {
-    dir: TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Self {
-        let dir = tempfile::tempdir().expect("a temp dir to mount on");
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "cannot mount a {size} tmpfs on {} (these tests need root and mount(8)): {}",
-            dir.path().display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Self { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Gives the filesystem `size` in all, keeping its files.
-    fn grow(&self, size: &str) {
-        let status = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(self.path())
-            .status()
-            .expect("run mount");
-        assert!(status.success(), "cannot grow the tmpfs to {size}");
-    }
-
-    /// Writes a file of `bytes` to take space, to free later.
-    fn fill(&self, name: &str, bytes: usize) -> std::path::PathBuf {
-        let path = self.path().join(name);
-        std::fs::write(&path, vec![0x5a; bytes]).expect("write the filler");
-        path
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        // A dropped database's threads let go of its files a moment later.
-        for _ in 0..100 {
-            let unmounted = Command::new("umount")
-                .arg(self.path())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if unmounted {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        eprintln!(
-            "{} is still busy; unmounting it lazily",
-            self.path().display()
-        );
-        let _ = Command::new("umount").arg("-l").arg(self.path()).status();
-    }
-}
 
 fn options() -> StorageOptions {
     StorageOptions {

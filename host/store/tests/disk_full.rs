@@ -4,14 +4,13 @@
 //! acknowledged write lost. Mounting needs root: without it these tests
 //! fail (they do not skip).
 
+use outpost_sled_guard::tmpfs::Tmpfs;
 use outpost_store::{Storage, StorageError, StorageOptions, WriteOp, Written};
 use outpost_wire::Record;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tempfile::TempDir;
 
 const NODE: &str = "n1";
 const STORE: &str = "@disk";
@@ -26,72 +25,6 @@ const RECOVER_WITHIN: Duration = Duration::from_secs(60);
 /// the other tests' databases (a node has one database, so this is the
 /// tests' problem only).
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// A tmpfs of `size` mounted on a fresh temp dir, unmounted on drop.
-struct Tmpfs {
-    dir: TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Self {
-        let dir = tempfile::tempdir().expect("a temp dir to mount on");
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "cannot mount a {size} tmpfs on {} (these tests need root and mount(8)): {}",
-            dir.path().display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Self { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Gives the filesystem `size` in all, keeping its files.
-    fn grow(&self, size: &str) {
-        let status = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(self.path())
-            .status()
-            .expect("run mount");
-        assert!(status.success(), "cannot grow the tmpfs to {size}");
-    }
-
-    /// Writes a file of `bytes` to take space, to free later.
-    fn fill(&self, name: &str, bytes: usize) -> std::path::PathBuf {
-        let path = self.path().join(name);
-        std::fs::write(&path, vec![0x5a; bytes]).expect("write the filler");
-        path
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        // A dropped database's threads let go of its files a moment later.
-        for _ in 0..100 {
-            let unmounted = Command::new("umount")
-                .arg(self.path())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if unmounted {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        eprintln!(
-            "{} is still busy; unmounting it lazily",
-            self.path().display()
-        );
-        let _ = Command::new("umount").arg("-l").arg(self.path()).status();
-    }
-}
 
 fn options() -> StorageOptions {
     StorageOptions {
