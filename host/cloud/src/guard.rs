@@ -3,7 +3,7 @@
 //! [`outpost_sled_guard::Guard`] (the machinery outpost-store uses too: a
 //! free-space guard, a flush on its own thread that is waited for only so
 //! long, retiring a failed instance and reopening the database in place),
-//! one write at a time behind a [`Turnstile`]. The guard's events are
+//! one write at a time behind a `Turnstile`. The guard's events are
 //! logged here, under the cloud's store target.
 
 use std::sync::{Condvar, Mutex, PoisonError};

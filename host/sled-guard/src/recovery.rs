@@ -20,13 +20,13 @@
 //!
 //! Either way the instance is done for, and the only way back is a new
 //! instance on the same files, which must first get sled's file lock from
-//! the old one. [`retire`] fences the old instance off its log file (see
+//! the old one. `retire` fences the old instance off its log file (see
 //! [`crate::fence`]) and makes it hit its global error, so that its
 //! blocked flushes return (releasing the process-wide lock) and it can be
 //! dropped without I/O; readers keep reading it meanwhile. Once the disk
 //! has room, the [`crate::Guard`] opens the database again (sled recovers
-//! as after a crash, see [`open_when_unlocked`]) and fsyncs what it found.
-//! Both run on helper threads ([`Pending`]); the writer keeps refusing
+//! as after a crash, see `open_when_unlocked`) and fsyncs what it found.
+//! Both run on helper threads (`Pending`); the writer keeps refusing
 //! writes and polls them.
 
 use std::path::Path;
