@@ -19,7 +19,7 @@ pub use outpost_sled_guard::{
     DEFAULT_STALL_REOPEN_AFTER, StorageHealth,
 };
 pub(crate) use outpost_sled_guard::{
-    Event, Guard, HealthCell, Owner, Recovered, Reopen, ReopenError, free_bytes,
+    Guard, HealthCell, Owner, Recovered, Reopen, ReopenError, free_bytes,
 };
 
 /// The guard's threads, and what it says, under the cloud's store target.
@@ -32,28 +32,11 @@ pub(crate) const OWNER: Owner = Owner {
     log,
 };
 
-fn log(event: Event<'_>) {
-    match event {
-        Event::Stopped { reason } => {
-            tracing::error!(target: "outpost::cloud::store", reason = %reason, "the database stopped accepting writes (ingests answer 503); it resumes by itself once it can");
-        }
-        Event::StillRefusing { reason } => {
-            tracing::warn!(target: "outpost::cloud::store", reason = %reason, "the database still refuses writes");
-        }
-        Event::Resumed { why } => {
-            tracing::warn!(target: "outpost::cloud::store", why, "the database accepts writes again");
-        }
-        Event::Reopening { cause } => {
-            tracing::warn!(target: "outpost::cloud::store", cause = %cause, "reopening the database");
-        }
-        Event::ReopenFailed { error, failures } => {
-            tracing::warn!(target: "outpost::cloud::store", error = %error, failures, "reopening the database failed; trying again");
-        }
-        Event::Wedged { reason } => {
-            tracing::error!(target: "outpost::cloud::store", reason = %reason, "the database cannot recover by itself");
-        }
-    }
-}
+outpost_sled_guard::event_logger!(
+    fn log,
+    target: "outpost::cloud::store",
+    stopped: "the database stopped accepting writes (ingests answer 503); it resumes by itself once it can",
+);
 
 /// A value one holder at a time may use, and that a would-be holder waits
 /// for only so long: a write stuck inside sled must not make every later

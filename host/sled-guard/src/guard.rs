@@ -445,3 +445,35 @@ impl<R: Send + 'static> Guard<R> {
         }
     }
 }
+
+/// Defines `fn NAME(event: Event<'_>)`, the [`Owner::log`] that logs a
+/// guard's events under `target` (tracing wants a target fixed at compile
+/// time, so each owner names its own); `stopped` is what the first
+/// failure says.
+#[macro_export]
+macro_rules! event_logger {
+    ($vis:vis fn $name:ident, target: $target:literal, stopped: $stopped:literal $(,)?) => {
+        $vis fn $name(event: $crate::Event<'_>) {
+            match event {
+                $crate::Event::Stopped { reason } => {
+                    $crate::__tracing::error!(target: $target, reason = %reason, $stopped);
+                }
+                $crate::Event::StillRefusing { reason } => {
+                    $crate::__tracing::warn!(target: $target, reason = %reason, "the database still refuses writes");
+                }
+                $crate::Event::Resumed { why } => {
+                    $crate::__tracing::warn!(target: $target, why, "the database accepts writes again");
+                }
+                $crate::Event::Reopening { cause } => {
+                    $crate::__tracing::warn!(target: $target, cause = %cause, "reopening the database");
+                }
+                $crate::Event::ReopenFailed { error, failures } => {
+                    $crate::__tracing::warn!(target: $target, error = %error, failures, "reopening the database failed; trying again");
+                }
+                $crate::Event::Wedged { reason } => {
+                    $crate::__tracing::error!(target: $target, reason = %reason, "the database cannot recover by itself");
+                }
+            }
+        }
+    };
+}

@@ -32,3 +32,7 @@ pub use guard::{
 };
 pub use health::{HealthCell, StorageHealth};
 pub use recovery::ReopenError;
+
+/// For [`event_logger!`]'s expansion in the owner's crate.
+#[doc(hidden)]
+pub use tracing as __tracing;

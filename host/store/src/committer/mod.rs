@@ -54,7 +54,7 @@ pub use ops::{Rejection, WriteOp, Written};
 use crate::handles::Handles;
 use crate::{META_HLC, StorageError, StorageOptions, u64_value};
 use arc_swap::ArcSwap;
-use outpost_sled_guard::{Event, Guard, HealthCell, Owner, Recovered, Reopen};
+use outpost_sled_guard::{Guard, HealthCell, Owner, Recovered, Reopen};
 use outpost_wire::hlc::Hlc;
 use recovery::Reopened;
 use sled::Tree;
@@ -94,28 +94,11 @@ const OWNER: Owner = Owner {
     log,
 };
 
-fn log(event: Event<'_>) {
-    match event {
-        Event::Stopped { reason } => {
-            tracing::error!(target: "outpost::storage::committer", reason = %reason, "the database stopped accepting writes; it resumes by itself once it can");
-        }
-        Event::StillRefusing { reason } => {
-            tracing::warn!(target: "outpost::storage::committer", reason = %reason, "the database still refuses writes");
-        }
-        Event::Resumed { why } => {
-            tracing::warn!(target: "outpost::storage::committer", why, "the database accepts writes again");
-        }
-        Event::Reopening { cause } => {
-            tracing::warn!(target: "outpost::storage::committer", cause = %cause, "reopening the database");
-        }
-        Event::ReopenFailed { error, failures } => {
-            tracing::warn!(target: "outpost::storage::committer", error = %error, failures, "reopening the database failed; trying again");
-        }
-        Event::Wedged { reason } => {
-            tracing::error!(target: "outpost::storage::committer", reason = %reason, "the database cannot recover by itself");
-        }
-    }
-}
+outpost_sled_guard::event_logger!(
+    fn log,
+    target: "outpost::storage::committer",
+    stopped: "the database stopped accepting writes; it resumes by itself once it can",
+);
 
 /// What a job asks of the writer.
 enum Work {
