@@ -206,9 +206,12 @@ fn a_node_credential_ships_only_as_its_own_node_and_epoch() {
 }
 
 #[test]
-fn a_node_ships_only_the_stores_its_credential_names() {
+fn a_node_ships_only_the_stores_and_topics_its_credential_names() {
     let cloud = Cloud::start_secure(&[]);
-    let token = cloud.enrol("edge-s", &["sessions"]);
+    let token = cloud.manage(&[
+        "enrol", "edge-s", "--stores", "sessions", "--topics", "orders.*",
+    ]);
+    let event = |topic: &str, key: &str| json!({"kind": "event", "topic": topic, "payload": b64(b"e"), "idempotency_key": key, "hlc": now_hlc()});
     let body = batch(
         "edge-s",
         5,
@@ -216,15 +219,22 @@ fn a_node_ships_only_the_stores_its_credential_names() {
         vec![
             kv_record("@kv", "k", b"x", now_hlc(), "edge-s"),
             kv_record("sessions", "k", b"y", now_hlc(), "edge-s"),
+            // Another node's topic: with cross-node idempotency keys, a
+            // node free to publish anywhere could claim another's keys.
+            event("payments", "p-1"),
+            event("orders.eu", "o-1"),
         ],
     );
     let reply = cloud.request_as(&token, "POST", "/v1/ingest", body.as_bytes());
     assert_eq!(reply.status, 200, "{}", reply.body);
     let ack = reply.json();
-    assert_eq!(ack["applied"], 1);
+    assert_eq!(ack["applied"], 2, "{ack}");
     assert_eq!(ack["refused"][0]["code"], "store-not-allowed");
+    assert_eq!(ack["refused"][1]["code"], "topic-not-allowed");
     assert_eq!(cloud.value("@kv", "k"), None);
     assert_eq!(cloud.value("sessions", "k").as_deref(), Some("y"));
+    assert!(cloud.events("payments").is_empty());
+    assert_eq!(cloud.events("orders.eu").len(), 1);
 }
 
 #[test]

@@ -566,11 +566,20 @@ impl<S: CloudStore> Cloud<S> {
             .map(|entry| {
                 let mut verdict = self.rules.check_record(&entry.record, &node, now).err();
                 if verdict.is_none()
-                    && let (Some(credential), outpost_wire::Record::Kv { store, .. }) =
-                        (&node_credential, &entry.record)
-                    && !credential.may_write(store)
+                    && let Some(credential) = &node_credential
                 {
-                    verdict = Some(outpost_wire::validate::Invalid::StoreNotAllowed);
+                    use outpost_wire::validate::Invalid;
+                    verdict = match &entry.record {
+                        outpost_wire::Record::Kv { store, .. } if !credential.may_write(store) => {
+                            Some(Invalid::StoreNotAllowed)
+                        }
+                        outpost_wire::Record::Event { topic, .. }
+                            if !credential.may_publish(topic) =>
+                        {
+                            Some(Invalid::TopicNotAllowed)
+                        }
+                        _ => None,
+                    };
                 }
                 (entry, verdict)
             })

@@ -30,6 +30,11 @@ pub struct Credential {
     /// (`@FUNCTION`, a shared name) or patterns (`*`, `@*`).
     #[serde(default)]
     pub stores: Vec<String>,
+    /// For a node credential: the topics it may publish to, as topics or
+    /// patterns (`*`, `PREFIX.*`). Credentials issued before topics were
+    /// granted may publish to every topic.
+    #[serde(default = "every_topic")]
+    pub topics: Vec<String>,
     /// A reader's name or an operator's note.
     #[serde(default)]
     pub label: String,
@@ -41,7 +46,20 @@ pub struct Credential {
     pub revoked_ms: Option<u64>,
 }
 
+fn every_topic() -> Vec<String> {
+    vec!["*".into()]
+}
+
 impl Credential {
+    /// Whether a node holding this credential may publish to `topic`.
+    /// (Idempotency keys dedup across nodes on a topic, so a grant is what
+    /// keeps one node from claiming another's keys.)
+    pub fn may_publish(&self, topic: &str) -> bool {
+        self.topics
+            .iter()
+            .any(|pattern| topic_matches(pattern, topic))
+    }
+
     /// Whether a node holding this credential may write `store`.
     pub fn may_write(&self, store: &str) -> bool {
         self.stores
@@ -56,6 +74,7 @@ impl Credential {
             "role": self.role,
             "node": self.node,
             "stores": self.stores,
+            "topics": self.topics,
             "label": self.label,
             "created_ms": self.created_ms,
             "revoked_ms": self.revoked_ms,
@@ -70,6 +89,26 @@ pub fn store_matches(pattern: &str, store: &str) -> bool {
         "*" => true,
         "@*" => store.starts_with('@'),
         exact => exact == store,
+    }
+}
+
+/// Whether `topic` matches `pattern`: `*`, `PREFIX.*` (every topic under
+/// `PREFIX.`), or the topic itself.
+pub fn topic_matches(pattern: &str, topic: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some("") => true,
+        Some(prefix) if prefix.ends_with('.') => topic.starts_with(prefix),
+        _ => pattern == topic,
+    }
+}
+
+/// Whether `pattern` is a topic pattern an enrolment may grant.
+pub fn is_topic_pattern(pattern: &str) -> bool {
+    use outpost_wire::names::is_valid_topic;
+    match pattern.strip_suffix(".*") {
+        _ if pattern == "*" => true,
+        Some(prefix) => is_valid_topic(prefix),
+        None => is_valid_topic(pattern),
     }
 }
 
@@ -172,6 +211,8 @@ pub struct Enrol {
     pub node: Option<String>,
     /// Stores the node may write [default: every store].
     pub stores: Option<Vec<String>>,
+    /// Topics the node may publish to [default: every topic].
+    pub topics: Option<Vec<String>>,
     /// A name for a reader, or a note.
     #[serde(default)]
     pub label: String,
@@ -180,7 +221,7 @@ pub struct Enrol {
 impl Enrol {
     /// Checks the request and makes the credential and its token.
     pub fn issue(self) -> Result<(Credential, String), String> {
-        let stores = match self.role {
+        let (stores, topics) = match self.role {
             Role::Node => {
                 let node = self.node.as_deref().unwrap_or("");
                 if !outpost_wire::names::is_valid_node_id(node) {
@@ -194,13 +235,19 @@ impl Enrol {
                         "store {bad:?} is not a store id (@FUNCTION or a shared name) or pattern (*, @*)"
                     ));
                 }
-                stores
+                let topics = self.topics.unwrap_or_else(every_topic);
+                if let Some(bad) = topics.iter().find(|t| !is_topic_pattern(t)) {
+                    return Err(format!(
+                        "topic {bad:?} is not a topic or pattern (*, PREFIX.*)"
+                    ));
+                }
+                (stores, topics)
             }
             Role::Reader => {
-                if self.node.is_some() || self.stores.is_some() {
-                    return Err("a reader credential takes no node or stores".into());
+                if self.node.is_some() || self.stores.is_some() || self.topics.is_some() {
+                    return Err("a reader credential takes no node, stores or topics".into());
                 }
-                Vec::new()
+                (Vec::new(), Vec::new())
             }
         };
         let (id, token) = new_token();
@@ -209,6 +256,7 @@ impl Enrol {
             role: self.role,
             node: self.node.filter(|_| self.role == Role::Node),
             stores,
+            topics,
             label: self.label,
             token_sha256: token_hash(&token),
             created_ms: now_ms(),
@@ -234,6 +282,22 @@ mod tests {
     }
 
     #[test]
+    fn topic_patterns_match_topics() {
+        assert!(topic_matches("*", "orders"));
+        assert!(topic_matches("orders", "orders"));
+        assert!(!topic_matches("orders", "orders.eu"));
+        assert!(topic_matches("orders.*", "orders.eu"));
+        assert!(!topic_matches("orders.*", "orders"));
+        assert!(!topic_matches("orders.*", "ordersx.eu"));
+        assert!(is_topic_pattern("*") && is_topic_pattern("orders.*") && is_topic_pattern("a.b"));
+        assert!(!is_topic_pattern("") && !is_topic_pattern("Orders") && !is_topic_pattern("o*"));
+        // Credentials stored before topics existed keep publishing.
+        let old = r#"{"id":"i","role":"node","node":"n","stores":["*"],"token_sha256":"h","created_ms":1,"revoked_ms":null}"#;
+        let credential: Credential = serde_json::from_str(old).unwrap();
+        assert!(credential.may_publish("anything"));
+    }
+
+    #[test]
     fn tokens_are_random_and_only_their_hash_is_kept() {
         let (a, token_a) = new_token();
         let (b, token_b) = new_token();
@@ -250,6 +314,7 @@ mod tests {
             role: Role::Node,
             node: Some(node.into()),
             stores: stores.map(|s| s.into_iter().map(Into::into).collect()),
+            topics: None,
             label: String::new(),
         };
         let (credential, token) = node("edge-a", None).issue().unwrap();
@@ -268,6 +333,7 @@ mod tests {
             role: Role::Reader,
             node: Some("x".into()),
             stores: None,
+            topics: None,
             label: "dash".into(),
         };
         assert!(reader.issue().is_err());

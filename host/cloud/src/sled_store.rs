@@ -1132,6 +1132,7 @@ mod tests {
             role: crate::credentials::Role::Node,
             node: Some("edge-a".into()),
             stores: None,
+            topics: None,
             label: String::new(),
         }
         .issue()
@@ -1283,6 +1284,7 @@ mod tests {
             role: crate::credentials::Role::Node,
             node: Some("a".into()),
             stores: None,
+            topics: None,
             label: String::new(),
         }
         .issue()

@@ -202,6 +202,7 @@ fn enrol(store: &SledStore) -> String {
         role: Role::Node,
         node: Some(NODE.into()),
         stores: None,
+        topics: None,
         label: String::new(),
     }
     .issue()

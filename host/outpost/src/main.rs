@@ -107,6 +107,9 @@ enum CloudAction {
         /// Stores the edge may write: store ids (@FUNCTION, shared names) or * and @* [default: *].
         #[arg(long, value_delimiter = ',')]
         stores: Option<Vec<String>>,
+        /// Topics the edge may publish to: topics, PREFIX.* or * [default: *].
+        #[arg(long, value_delimiter = ',')]
+        topics: Option<Vec<String>>,
         #[command(flatten)]
         target: AdminTarget,
     },
@@ -171,12 +174,15 @@ async fn manage(action: CloudAction) -> anyhow::Result<()> {
         CloudAction::Enrol {
             node_id,
             stores,
+            topics,
             target,
         } => (
             target,
             Method::POST,
             "/v1/credentials".to_owned(),
-            Some(serde_json::json!({ "role": "node", "node": node_id, "stores": stores })),
+            Some(
+                serde_json::json!({ "role": "node", "node": node_id, "stores": stores, "topics": topics }),
+            ),
         ),
         CloudAction::Reader { name, target } => (
             target,

@@ -44,11 +44,13 @@ pub enum Invalid {
     ClockSkew,
     /// A store the sender may not write, or that does not replicate here.
     StoreNotAllowed,
+    /// A topic the sender may not publish to.
+    TopicNotAllowed,
 }
 
 impl Invalid {
     /// Every refusal, for listing what the cloud refuses.
-    pub const ALL: [Invalid; 9] = [
+    pub const ALL: [Invalid; 10] = [
         Invalid::BadStore,
         Invalid::BadKey,
         Invalid::TooLarge,
@@ -58,6 +60,7 @@ impl Invalid {
         Invalid::BadIdempotencyKey,
         Invalid::ClockSkew,
         Invalid::StoreNotAllowed,
+        Invalid::TopicNotAllowed,
     ];
 
     /// The stable, machine-readable code.
@@ -72,6 +75,7 @@ impl Invalid {
             Invalid::BadIdempotencyKey => "bad-idempotency-key",
             Invalid::ClockSkew => "clock-skew",
             Invalid::StoreNotAllowed => "store-not-allowed",
+            Invalid::TopicNotAllowed => "topic-not-allowed",
         }
     }
 
@@ -94,6 +98,7 @@ impl Invalid {
             Invalid::StoreNotAllowed => {
                 "the sender may not write this store, or it does not replicate here"
             }
+            Invalid::TopicNotAllowed => "the sender may not publish to this topic",
         }
     }
 }
