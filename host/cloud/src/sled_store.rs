@@ -675,9 +675,12 @@ fn apply_batch(
                         .chain(entry.origin.map(|o| digest_key(o.epoch, o.seq)));
                     let mut seen_before = false;
                     for place in places {
+                        // Exactly the digest: applied there. A digest
+                        // with a refusal code was refused there, which says
+                        // nothing about this verdict.
                         seen_before |= digests
                             .get(place)?
-                            .is_some_and(|d| d.get(..8) == Some(&entry_digest[..]));
+                            .is_some_and(|d| d.as_ref() == &entry_digest[..]);
                     }
                     let mut next = start;
                     if verdict.is_none() && !seen_before {
@@ -1093,6 +1096,43 @@ mod tests {
             .map(|e| e.payload[0])
             .collect();
         assert_eq!(payloads, [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_record_refused_at_its_first_place_is_applied_when_renumbered_and_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let event = |seq| Entry {
+            seq,
+            origin: None,
+            record: Record::Event {
+                topic: "t".into(),
+                payload: vec![7],
+                idempotency_key: None,
+                hlc: 1,
+            },
+        };
+        let refused = Checked {
+            node: "a".into(),
+            epoch: 1,
+            entries: vec![(
+                event(1),
+                Some(outpost_wire::validate::Invalid::TopicNotAllowed),
+            )],
+        };
+        assert_eq!(store.ingest(&refused).unwrap().refused.len(), 1);
+        // Renumbered by --new-epoch, and allowed now: applied, not taken
+        // for a duplicate of the refused one.
+        let mut renumbered = event(1);
+        renumbered.origin = Some(outpost_wire::Origin { epoch: 1, seq: 1 });
+        let renewed = Checked {
+            node: "a".into(),
+            epoch: 2,
+            entries: vec![(renumbered, None)],
+        };
+        let ack = store.ingest(&renewed).unwrap();
+        assert_eq!((ack.applied, ack.duplicates), (1, 0));
+        assert_eq!(store.events("t", 0, 10).unwrap().items.len(), 1);
     }
 
     #[test]

@@ -283,6 +283,24 @@ fn be(n: u64) -> [u8; 8] {
     n.to_be_bytes()
 }
 
+/// Writes a [`outpost_wire::Record::Skipped`] placeholder for each outbox
+/// number in `from..to` (lost with a reopen) and the next number, durably;
+/// returns the bytes added to the outbox.
+fn fill_lost_numbers(handles: &Handles, from: u64, to: u64) -> Result<u64, StorageError> {
+    let placeholder = serde_json::to_vec(&outpost_wire::Record::Skipped {
+        reason: "lost with a write whose outcome was unknown (the database was reopened)".into(),
+    })
+    .expect("serializes");
+    let mut batch = sled::Batch::default();
+    for seq in from..to {
+        batch.insert(&be(seq), placeholder.as_slice());
+    }
+    handles.outbox.apply_batch(batch)?;
+    handles.meta.insert(crate::META_NEXT_SEQ, &be(to))?;
+    handles.db.flush()?;
+    Ok((to - from) * placeholder.len() as u64)
+}
+
 impl Committer {
     fn run(&mut self, queue: mpsc::Receiver<Job>) {
         loop {
@@ -438,10 +456,25 @@ impl Committer {
         self.meta = handles.meta.clone();
         self.outbox = handles.outbox.clone();
         self.idempotency = handles.idempotency.clone();
-        self.live.store(Arc::new(handles));
-        // Records of a group answered "unknown" may be missing: their
-        // numbers are skipped rather than handed out again.
+        // Records of a group answered "unknown" may be missing from the
+        // reopened database. Their numbers are not handed out again, and
+        // a placeholder takes each one, so the cloud (which never saw
+        // them: the shipper reads only durable records) sees no gap.
+        let mut outbox_bytes = outbox_bytes;
+        if next_seq < self.next_seq {
+            match fill_lost_numbers(&handles, next_seq, self.next_seq) {
+                Ok(bytes) => outbox_bytes += bytes,
+                Err(e) => {
+                    // Without placeholders, reuse the numbers rather than
+                    // leave a gap that stops shipping: none of them was
+                    // shipped or returned to anyone.
+                    tracing::error!(target: "outpost::storage::committer", error = %e, from = next_seq, to = self.next_seq, "cannot write placeholders for the numbers lost with the reopen; handing them out again");
+                    self.next_seq = next_seq;
+                }
+            }
+        }
         self.next_seq = self.next_seq.max(next_seq);
+        self.live.store(Arc::new(handles));
         self.progress
             .outbox_bytes
             .store(outbox_bytes, Ordering::Release);
