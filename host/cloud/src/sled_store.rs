@@ -1292,7 +1292,9 @@ mod tests {
     fn held_flush_options(stall_reopen_after: Duration) -> StorageOptions {
         StorageOptions {
             min_free_bytes: 0,
-            flush_timeout: Duration::from_millis(200),
+            // Generous: a real flush on a loaded 2-core machine can take
+            // a while, and only the held one is meant to time out.
+            flush_timeout: Duration::from_secs(2),
             probe_interval: Duration::from_millis(50),
             stall_reopen_after,
         }
