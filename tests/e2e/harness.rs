@@ -781,3 +781,32 @@ pub fn deploy_atomic(path: &Path, bytes: &[u8]) {
     std::fs::write(&tmp, bytes).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
+
+/// An edge serving `kvtest` as `kv` (its own store replicated) that ships
+/// to `cloud_url` as `node_id` with `token`.
+pub fn replicating_edge(node_id: &str, cloud_url: &str, token: &str, extra: &[&str]) -> Node {
+    let dir = prepare(&[("kv", "kvtest")]);
+    write_settings(&dir, "kv", "[kv]\nreplicated = [\"default\"]\n");
+    edge_on(dir, node_id, cloud_url, token, extra)
+}
+
+/// `outpost serve` on the folders in `dir`, shipping to `cloud_url` as
+/// `node_id` with `token`.
+pub fn edge_on(
+    dir: Arc<tempfile::TempDir>,
+    node_id: &str,
+    cloud_url: &str,
+    token: &str,
+    extra: &[&str],
+) -> Node {
+    let mut args = strings(&[
+        "--cloud",
+        cloud_url,
+        "--cloud-token",
+        token,
+        "--node-id",
+        node_id,
+    ]);
+    args.extend(strings(extra));
+    Node::spawn(dir, args, None)
+}

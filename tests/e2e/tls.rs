@@ -4,9 +4,7 @@
 //! to send its credential, plain HTTP to the TLS port getting no answer,
 //! and a cloud with unusable certificate files refusing to start.
 
-use crate::harness::{
-    Cloud, Node, encode, eventually, free_port, outpost_bin, prepare, write_settings,
-};
+use crate::harness::{Cloud, Node, encode, eventually, free_port, outpost_bin, prepare};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -119,24 +117,8 @@ fn cloud_value(cloud: &Cloud, agent: &ureq::Agent, store: &str, key: &str) -> Op
     Some(String::from_utf8(bytes).unwrap())
 }
 
-/// An edge serving `kvtest` as `kv` (its own store replicated) that ships
-/// to `cloud_url` as `node_id`.
 fn edge(node_id: &str, cloud_url: &str, token: &str, extra: &[&str]) -> Node {
-    let dir = prepare(&[("kv", "kvtest")]);
-    write_settings(&dir, "kv", "[kv]\nreplicated = [\"default\"]\n");
-    let mut args: Vec<String> = [
-        "--cloud",
-        cloud_url,
-        "--cloud-token",
-        token,
-        "--node-id",
-        node_id,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Node::spawn(dir, args, None)
+    crate::harness::replicating_edge(node_id, cloud_url, token, extra)
 }
 
 fn set(node: &Node, key: &str, value: &str) {

@@ -3,39 +3,15 @@
 //! feed kept to replicating stores, clones and gaps refused loudly, and a
 //! proxy's errors never taken for the cloud's verdict.
 
-use crate::harness::{Cloud, Node, TOKEN, encode, eventually, free_port, prepare, write_settings};
+use crate::harness::{
+    Cloud, Node, TOKEN, edge_on, encode, eventually, free_port, prepare, write_settings,
+};
 use crate::observability::Metrics;
 use serde_json::{Value, json};
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 
-/// An edge serving `kvtest` as `kv` (its own store replicated) that ships
-/// to `cloud_url` as `node_id` with `token`.
 fn edge(node_id: &str, cloud_url: &str, token: &str, extra: &[&str]) -> Node {
-    let dir = prepare(&[("kv", "kvtest")]);
-    write_settings(&dir, "kv", "[kv]\nreplicated = [\"default\"]\n");
-    edge_on(dir, node_id, cloud_url, token, extra)
-}
-
-fn edge_on(
-    dir: std::sync::Arc<tempfile::TempDir>,
-    node_id: &str,
-    cloud_url: &str,
-    token: &str,
-    extra: &[&str],
-) -> Node {
-    let mut args: Vec<String> = [
-        "--cloud",
-        cloud_url,
-        "--cloud-token",
-        token,
-        "--node-id",
-        node_id,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Node::spawn(dir, args, None)
+    crate::harness::replicating_edge(node_id, cloud_url, token, extra)
 }
 
 fn kv_call(node: &Node, op: &str, query: &str, body: &[u8]) -> Value {

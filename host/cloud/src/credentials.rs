@@ -219,6 +219,18 @@ pub struct Enrol {
 }
 
 impl Enrol {
+    /// A node credential for `node` with the default grants (every store
+    /// and topic).
+    pub fn node(node: &str) -> Self {
+        Self {
+            role: Role::Node,
+            node: Some(node.to_owned()),
+            stores: None,
+            topics: None,
+            label: String::new(),
+        }
+    }
+
     /// Checks the request and makes the credential and its token.
     pub fn issue(self) -> Result<(Credential, String), String> {
         let (stores, topics) = match self.role {

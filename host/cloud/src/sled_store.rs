@@ -1168,15 +1168,7 @@ mod tests {
     fn credentials_are_found_by_token_hash_and_revoked() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        let (credential, token) = crate::credentials::Enrol {
-            role: crate::credentials::Role::Node,
-            node: Some("edge-a".into()),
-            stores: None,
-            topics: None,
-            label: String::new(),
-        }
-        .issue()
-        .unwrap();
+        let (credential, token) = crate::credentials::Enrol::node("edge-a").issue().unwrap();
         store.put_credential(&credential).unwrap();
         let hash = crate::credentials::token_hash(&token);
         assert_eq!(
@@ -1322,15 +1314,7 @@ mod tests {
         store
             .ingest(&batch("a", vec![kv(1, "k1", "v1", 10, "a", None)]))
             .unwrap();
-        let (credential, token) = crate::credentials::Enrol {
-            role: crate::credentials::Role::Node,
-            node: Some("a".into()),
-            stores: None,
-            topics: None,
-            label: String::new(),
-        }
-        .issue()
-        .unwrap();
+        let (credential, token) = crate::credentials::Enrol::node("a").issue().unwrap();
         store.put_credential(&credential).unwrap();
 
         let gate = guard::gate::hold_next_flush(&dir.path().join("db"));

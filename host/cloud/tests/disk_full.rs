@@ -14,7 +14,7 @@
 //! problem only).
 
 use outpost_cloud::contract::{Checked, CloudStoreError};
-use outpost_cloud::credentials::{Enrol, Role, token_hash};
+use outpost_cloud::credentials::{Enrol, token_hash};
 use outpost_cloud::guard::StorageOptions;
 use outpost_cloud::sled_store::SledStore;
 use outpost_sled_guard::tmpfs::Tmpfs;
@@ -198,15 +198,7 @@ fn whole_feed(store: &SledStore) -> Vec<outpost_wire::Change> {
 
 /// A node credential, stored while storage works; returns its token hash.
 fn enrol(store: &SledStore) -> String {
-    let (credential, token) = Enrol {
-        role: Role::Node,
-        node: Some(NODE.into()),
-        stores: None,
-        topics: None,
-        label: String::new(),
-    }
-    .issue()
-    .unwrap();
+    let (credential, token) = Enrol::node(NODE).issue().unwrap();
     store.put_credential(&credential).unwrap();
     token_hash(&token)
 }
