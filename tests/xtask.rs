@@ -4,8 +4,10 @@
 //!   builds the example functions into `modules/`, and runs
 //!   `outpost serve ARGS...` (release build) with the default data dir.
 //! - `cargo xtask test` adds the target, builds every guest once, installs
-//!   chromium and chromedriver (apt) if missing, checks formatting and
-//!   clippy, and runs the whole test suite.
+//!   chromium and chromedriver (for the dashboard test) and PostgreSQL's
+//!   server binaries (for the tests that start a private cluster) with
+//!   apt-get if missing, checks formatting and clippy, and runs the whole
+//!   test suite.
 //! - `cargo xtask guests` only builds the guests.
 //!
 //! Std only, so `cargo xtask` itself compiles in seconds.
@@ -116,22 +118,56 @@ fn on_path(program: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// The dashboard test drives Debian's chromium through chromedriver;
-/// installs both with apt-get when chromedriver is missing.
-fn ensure_browser() -> Result<(), String> {
-    if on_path("chromedriver") {
+/// Whether PostgreSQL's server binaries are where `outpost-pg-cluster`
+/// looks for them: `$OUTPOST_PG_BIN`, `pg_config --bindir`, or
+/// `/usr/lib/postgresql/*/bin`.
+fn postgres_installed() -> bool {
+    let has_server = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
+    if let Some(dir) = std::env::var_os("OUTPOST_PG_BIN") {
+        // Set means meant: the cluster uses only this dir, so apt can't help.
+        return has_server(Path::new(&dir));
+    }
+    let pg_config = Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .is_ok_and(|o| {
+            o.status.success() && has_server(Path::new(String::from_utf8_lossy(&o.stdout).trim()))
+        });
+    pg_config
+        || std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|entry| has_server(&entry.path().join("bin")))
+}
+
+/// Installs with apt-get (one update, one install) the Debian packages the
+/// suite needs when they are missing: chromium and chromedriver, which the
+/// dashboard test drives, and `postgresql`, whose initdb and pg_ctl the
+/// tests use to start their own private cluster (the package also creates
+/// the `postgres` user the server runs as when the tests run as root).
+fn ensure_apt_packages() -> Result<(), String> {
+    let mut missing = Vec::new();
+    if !on_path("chromedriver") {
+        eprintln!("xtask: installing chromium and chromium-driver for the dashboard test");
+        missing.extend(["chromium", "chromium-driver"]);
+    }
+    if !postgres_installed() {
+        if std::env::var_os("OUTPOST_PG_BIN").is_some() {
+            return Err("OUTPOST_PG_BIN is set but holds no initdb and pg_ctl".into());
+        }
+        eprintln!("xtask: installing postgresql for the tests that start a PostgreSQL cluster");
+        missing.push("postgresql");
+    }
+    if missing.is_empty() {
         return Ok(());
     }
-    eprintln!("xtask: installing chromium and chromium-driver for the dashboard test");
     run(Command::new("apt-get").arg("update").arg("-qq"))?;
-    run(Command::new("apt-get").args([
-        "install",
-        "-y",
-        "-qq",
-        "--no-install-recommends",
-        "chromium",
-        "chromium-driver",
-    ]))
+    run(Command::new("apt-get")
+        // tzdata, which postgresql pulls in, would ask for a time zone.
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing))
 }
 
 /// True when `out` exists and is newer than `source`.
@@ -251,7 +287,7 @@ fn test(args: &[String]) -> Result<(), String> {
     let all: Vec<&str> = EXAMPLES.iter().chain(TEST_GUESTS).copied().collect();
     build_guests(&all)?;
     build_foreign_guests()?;
-    ensure_browser()?;
+    ensure_apt_packages()?;
     let lint = !args.iter().any(|a| a == "--no-lint");
     let rest: Vec<&String> = args.iter().filter(|a| *a != "--no-lint").collect();
     if lint {

@@ -10,6 +10,7 @@ pub mod contract;
 pub mod credentials;
 pub mod guard;
 pub mod metrics;
+pub mod pg;
 pub mod sled_store;
 
 use anyhow::Context as _;

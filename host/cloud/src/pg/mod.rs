@@ -1,0 +1,580 @@
+//! The PostgreSQL cloud store: any number of stateless `outpost cloud`
+//! replicas over one database. Everything a replica needs from another
+//! (the database id, the admin token's hash, credentials, every cursor and
+//! watermark) is in the database; a replica holds only a connection pool
+//! and a LISTEN connection that wakes its long-polling feed readers.
+//!
+//! How ingest stays exactly once and the feed gap-free under concurrent
+//! replicas is in [`ingest`]; the tables are in [`schema`].
+
+pub mod health;
+mod ingest;
+mod listen;
+pub mod schema;
+
+use crate::contract::{Checked, CloudStore, CloudStoreError, Current, MAX_PAGE_BYTES};
+use crate::credentials::Credential;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use health::DbHealth;
+use outpost_wire::{Ack, Change, Conflict, Event, FeedPage, Page, Version};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+
+/// How the replica talks to PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// Connections in the pool (each one a PostgreSQL backend process).
+    pub pool_size: usize,
+    /// Longest a call waits for a connection, or for one to be made.
+    pub connect_timeout: Duration,
+    /// Longest one ingest (all its attempts) may take before it is answered
+    /// 503 in doubt; the edge sends it again.
+    pub ingest_timeout: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self {
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(5),
+            ingest_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// What went wrong with one database call.
+#[derive(Debug)]
+pub(crate) enum Fail {
+    /// A serialization failure or deadlock: run the transaction again.
+    Retry(String),
+    /// The database is not reachable or not accepting work; nothing of this
+    /// call was committed.
+    Down(String),
+    /// The contract's own refusals (epoch owned, gaps, clones).
+    Refused(CloudStoreError),
+    /// Anything else: a bug or a schema out of step.
+    Other(String),
+}
+
+impl From<tokio_postgres::Error> for Fail {
+    fn from(e: tokio_postgres::Error) -> Self {
+        let text = describe(&e);
+        match e.code() {
+            Some(c)
+                if *c == SqlState::T_R_SERIALIZATION_FAILURE
+                    || *c == SqlState::T_R_DEADLOCK_DETECTED =>
+            {
+                Fail::Retry(text)
+            }
+            // Connection exceptions, the server shutting down or starting,
+            // out of connections or resources, a read-only standby.
+            Some(c)
+                if c.code().starts_with("08")
+                    || c.code().starts_with("57P")
+                    || c.code().starts_with("53")
+                    || *c == SqlState::READ_ONLY_SQL_TRANSACTION
+                    || *c == SqlState::QUERY_CANCELED =>
+            {
+                Fail::Down(text)
+            }
+            Some(_) => Fail::Other(text),
+            // No SQLSTATE: the socket closed or failed.
+            None => Fail::Down(text),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for Fail {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => Fail::from(e),
+            other => Fail::Down(format!("no database connection: {other}")),
+        }
+    }
+}
+
+/// A tokio-postgres error with its cause (its `Display` alone is often
+/// just "db error").
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            text
+        }
+    }
+}
+
+/// The PostgreSQL backend of the store contract. Cheap to clone.
+#[derive(Clone)]
+pub struct Pg {
+    pool: Pool,
+    /// This database's id, sent with every feed page (an edge that sees it
+    /// change knows it talks to another database and resyncs).
+    id: u64,
+    health: Arc<DbHealth>,
+    feed_grew: Arc<Notify>,
+    options: PgOptions,
+}
+
+impl Pg {
+    /// Connects to `url` (`postgres://USER[:PASS]@HOST[:PORT]/DB`), applies
+    /// the migrations, and starts the LISTEN task and the health probe.
+    pub async fn connect(url: &str, options: PgOptions) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .context("the database URL is not a postgres:// URL")?;
+        config
+            .application_name("outpost-cloud")
+            .connect_timeout(options.connect_timeout)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(10))
+            // A replica that vanishes mid-transaction (kill -9, a cut link)
+            // must not hold its row locks, which stall its edges' batches on
+            // every other replica, for longer than this.
+            .options("-c idle_in_transaction_session_timeout=30000 -c statement_timeout=30000");
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .wait_timeout(Some(options.connect_timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .recycle_timeout(Some(options.connect_timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .context("cannot build the database pool")?;
+        let mut client = {
+            let (client, connection) = config
+                .connect(NoTls)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot connect to the database: {}", describe(&e)))?;
+            tokio::spawn(connection);
+            client
+        };
+        let version = schema::migrate(&mut client)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot migrate the database schema: {}", describe(&e)))?;
+        if version > schema::MIGRATIONS.len() {
+            tracing::warn!(target: "outpost::cloud::pg", version, known = schema::MIGRATIONS.len(), "the database schema is newer than this build: upgrade this replica");
+        }
+        let id = database_id(&client)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read the database id: {}", describe(&e)))?;
+        drop(client);
+        let feed_grew = Arc::new(Notify::new());
+        let health = Arc::new(DbHealth::default());
+        listen::spawn(config, Arc::downgrade(&feed_grew));
+        let store = Self {
+            pool,
+            id,
+            health,
+            feed_grew,
+            options,
+        };
+        store.spawn_probe();
+        Ok(store)
+    }
+
+    /// Whether the database answers, for the health report and metrics.
+    pub fn health(&self) -> crate::guard::StorageHealth {
+        self.health.snapshot()
+    }
+
+    /// While the database is unavailable, asks it once a second whether it
+    /// is back, so health turns green without waiting for traffic.
+    fn spawn_probe(&self) {
+        let (pool, health) = (self.pool.clone(), Arc::downgrade(&self.health));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let Some(health) = health.upgrade() else {
+                    return;
+                };
+                if !health.failing() {
+                    continue;
+                }
+                let answer = async {
+                    let client = pool.get().await?;
+                    client.execute("SELECT 1", &[]).await?;
+                    Ok::<_, Fail>(())
+                };
+                match answer.await {
+                    Ok(()) => health.reachable(),
+                    Err(Fail::Down(reason) | Fail::Other(reason) | Fail::Retry(reason)) => {
+                        health.unreachable(&reason)
+                    }
+                    Err(Fail::Refused(_)) => {}
+                }
+            }
+        });
+    }
+
+    /// The admin token's SHA-256 this database was set up with, setting it
+    /// to `proposed` if it has none. The first replica to start decides.
+    pub async fn admin_token_hash(&self, proposed: &str) -> anyhow::Result<(String, bool)> {
+        let client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))?;
+        let inserted = client
+            .execute(
+                "INSERT INTO outpost_meta (key, value) VALUES ('admin_token_sha256', $1) ON CONFLICT (key) DO NOTHING",
+                &[&proposed],
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot store the admin token: {}", describe(&e)))?;
+        let row = client
+            .query_one(
+                "SELECT value FROM outpost_meta WHERE key = 'admin_token_sha256'",
+                &[],
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read the admin token: {}", describe(&e)))?;
+        Ok((row.get(0), inserted == 1))
+    }
+
+    /// Runs a read, keeping health in step and mapping failures.
+    async fn read<T>(
+        &self,
+        work: impl AsyncFnOnce(&deadpool_postgres::Client) -> Result<T, Fail>,
+    ) -> Result<T, CloudStoreError> {
+        let outcome = match self.pool.get().await {
+            Ok(client) => work(&client).await,
+            Err(e) => Err(Fail::from(e)),
+        };
+        self.settle(outcome, false)
+    }
+
+    /// Maps a call's outcome to the contract's errors, keeping health in
+    /// step: `wrote` says whether a failure may have left the write in doubt.
+    fn settle<T>(&self, outcome: Result<T, Fail>, wrote: bool) -> Result<T, CloudStoreError> {
+        match outcome {
+            Ok(value) => {
+                self.health.reachable();
+                Ok(value)
+            }
+            Err(Fail::Refused(e)) => {
+                self.health.reachable();
+                Err(e)
+            }
+            Err(Fail::Down(reason) | Fail::Retry(reason)) => {
+                self.health.unreachable(&reason);
+                if wrote {
+                    self.health.count_in_doubt();
+                    Err(CloudStoreError::Unavailable(format!(
+                        "{reason}; not acknowledged (it may or may not have been applied): send it again, a redelivery is harmless"
+                    )))
+                } else {
+                    self.health.count_refused();
+                    Err(CloudStoreError::Unavailable(format!(
+                        "nothing was applied: {reason}"
+                    )))
+                }
+            }
+            Err(Fail::Other(reason)) => {
+                self.health.reachable();
+                tracing::error!(target: "outpost::cloud::pg", reason, "a database call failed");
+                Err(CloudStoreError::Internal(reason))
+            }
+        }
+    }
+}
+
+/// The random id of this database, made by the first replica to start.
+async fn database_id(client: &tokio_postgres::Client) -> Result<u64, tokio_postgres::Error> {
+    let proposed = fastrand::u64(1..).to_string();
+    client
+        .execute(
+            "INSERT INTO outpost_meta (key, value) VALUES ('id', $1) ON CONFLICT (key) DO NOTHING",
+            &[&proposed],
+        )
+        .await?;
+    let row = client
+        .query_one("SELECT value FROM outpost_meta WHERE key = 'id'", &[])
+        .await?;
+    Ok(row.get::<_, String>(0).parse().unwrap_or(1))
+}
+
+/// Bytes a feed item counts against [`MAX_PAGE_BYTES`]: about what it takes
+/// in the JSON answer (base64 values, field names).
+const FEED_ITEM_SQL_SIZE: &str =
+    "(COALESCE(octet_length(value), 0) * 4 / 3 + octet_length(key) + octet_length(store) + 96)";
+
+fn i64_of(n: u64) -> i64 {
+    n as i64
+}
+
+fn u64_of(n: i64) -> u64 {
+    n as u64
+}
+
+/// Most items one page query asks for (the API caps `limit` lower).
+fn page_limit(limit: usize) -> i64 {
+    i64::try_from(limit.clamp(1, 10_000)).expect("small")
+}
+
+impl CloudStore for Pg {
+    async fn ingest(&self, batch: Checked) -> Result<Ack, CloudStoreError> {
+        ingest::check_order(&batch)?;
+        let outcome =
+            tokio::time::timeout(self.options.ingest_timeout, ingest::run(&self.pool, &batch))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ingest::Attempted::InDoubt(Fail::Down(format!(
+                        "the database did not finish the batch within {:?}",
+                        self.options.ingest_timeout
+                    ))))
+                });
+        match outcome {
+            Ok(ack) => {
+                self.health.reachable();
+                Ok(ack)
+            }
+            Err(ingest::Attempted::Before(fail)) => self.settle(Err(fail), false),
+            Err(ingest::Attempted::InDoubt(fail)) => self.settle(Err(fail), true),
+        }
+    }
+
+    async fn feed(&self, since: u64, limit: usize) -> Result<FeedPage, CloudStoreError> {
+        let sql = format!(
+            "SELECT cursor, store, key, value, hlc, node FROM (
+                 SELECT page.*, SUM({FEED_ITEM_SQL_SIZE}) OVER (ORDER BY cursor) AS upto,
+                        {FEED_ITEM_SQL_SIZE} AS size
+                 FROM (SELECT * FROM outpost_feed WHERE cursor > $1 ORDER BY cursor LIMIT $2) AS page
+             ) AS sized
+             WHERE upto - size < $3 ORDER BY cursor"
+        );
+        let id = self.id;
+        self.read(async |client| {
+            let statement = client.prepare_cached(&sql).await?;
+            let counters = client
+                .prepare_cached("SELECT next_conflict FROM outpost_counters WHERE id = 1")
+                .await?;
+            let budget = i64::try_from(MAX_PAGE_BYTES).expect("fits");
+            let (since_param, limit_param) = (i64_of(since), page_limit(limit));
+            let params: &[&(dyn tokio_postgres::types::ToSql + Sync)] =
+                &[&since_param, &limit_param, &budget];
+            let (rows, conflicts) = tokio::try_join!(
+                client.query(&statement, params),
+                client.query_one(&counters, &[]),
+            )?;
+            let changes: Vec<Change> = rows
+                .iter()
+                .map(|row| Change {
+                    cursor: u64_of(row.get(0)),
+                    store: row.get(1),
+                    key: row.get(2),
+                    value: row.get(3),
+                    version: Version {
+                        hlc: u64_of(row.get(4)),
+                        node: row.get(5),
+                    },
+                })
+                .collect();
+            Ok(FeedPage {
+                next: changes.last().map_or(since, |c| c.cursor),
+                changes,
+                cloud: id,
+                conflicts: u64_of(conflicts.get::<_, i64>(0)).saturating_sub(1),
+            })
+        })
+        .await
+    }
+
+    fn feed_grew(&self) -> &Notify {
+        &self.feed_grew
+    }
+
+    async fn conflict_count(&self) -> Result<u64, CloudStoreError> {
+        self.read(async |client| {
+            let statement = client
+                .prepare_cached("SELECT next_conflict FROM outpost_counters WHERE id = 1")
+                .await?;
+            let row = client.query_one(&statement, &[]).await?;
+            Ok(u64_of(row.get::<_, i64>(0)).saturating_sub(1))
+        })
+        .await
+    }
+
+    async fn conflicts(&self, since: u64, limit: usize) -> Result<Page<Conflict>, CloudStoreError> {
+        self.read(async |client| {
+            let statement = client
+                .prepare_cached(
+                    "SELECT id, body FROM (
+                         SELECT id, body, SUM(octet_length(body)) OVER (ORDER BY id) AS upto
+                         FROM (SELECT id, body FROM outpost_conflicts WHERE id > $1 ORDER BY id LIMIT $2) AS page
+                     ) AS sized
+                     WHERE upto - octet_length(body) < $3 ORDER BY id",
+                )
+                .await?;
+            let budget = i64::try_from(MAX_PAGE_BYTES).expect("fits");
+            let rows = client
+                .query(&statement, &[&i64_of(since), &page_limit(limit), &budget])
+                .await?;
+            Ok(decode_page(&rows, since))
+        })
+        .await
+    }
+
+    async fn events(
+        &self,
+        topic: &str,
+        since: u64,
+        limit: usize,
+    ) -> Result<Page<Event>, CloudStoreError> {
+        self.read(async |client| {
+            let statement = client
+                .prepare_cached(
+                    "SELECT id, body FROM (
+                         SELECT id, body, SUM(octet_length(body)) OVER (ORDER BY id) AS upto
+                         FROM (SELECT id, body FROM outpost_events WHERE topic = $1 AND id > $2 ORDER BY id LIMIT $3) AS page
+                     ) AS sized
+                     WHERE upto - octet_length(body) < $4 ORDER BY id",
+                )
+                .await?;
+            let budget = i64::try_from(MAX_PAGE_BYTES).expect("fits");
+            let rows = client
+                .query(
+                    &statement,
+                    &[&topic, &i64_of(since), &page_limit(limit), &budget],
+                )
+                .await?;
+            Ok(decode_page(&rows, since))
+        })
+        .await
+    }
+
+    async fn put_credential(&self, credential: Credential) -> Result<(), CloudStoreError> {
+        let body = serde_json::to_string(&credential).expect("serializes");
+        let outcome = async {
+            let client = self.pool.get().await?;
+            let statement = client
+                .prepare_cached(
+                    "INSERT INTO outpost_credentials (id, token_sha256, body) VALUES ($1, $2, $3)",
+                )
+                .await?;
+            client
+                .execute(
+                    &statement,
+                    &[&credential.id, &credential.token_sha256, &body],
+                )
+                .await?;
+            Ok(())
+        };
+        self.settle(outcome.await, true)
+    }
+
+    async fn credential_by_hash(
+        &self,
+        token_sha256: &str,
+    ) -> Result<Option<Credential>, CloudStoreError> {
+        self.read(async |client| {
+            let statement = client
+                .prepare_cached("SELECT body FROM outpost_credentials WHERE token_sha256 = $1")
+                .await?;
+            let row = client.query_opt(&statement, &[&token_sha256]).await?;
+            Ok(row.and_then(|row| serde_json::from_str(row.get::<_, &str>(0)).ok()))
+        })
+        .await
+    }
+
+    async fn credentials(&self) -> Result<Vec<Credential>, CloudStoreError> {
+        self.read(async |client| {
+            let rows = client
+                .query("SELECT body FROM outpost_credentials ORDER BY id", &[])
+                .await?;
+            Ok(rows
+                .iter()
+                .filter_map(|row| serde_json::from_str(row.get::<_, &str>(0)).ok())
+                .collect())
+        })
+        .await
+    }
+
+    async fn revoke_credential(&self, id: &str) -> Result<bool, CloudStoreError> {
+        let outcome = async {
+            let mut client = self.pool.get().await?;
+            let tx = client.transaction().await?;
+            let Some(row) = tx
+                .query_opt(
+                    "SELECT body FROM outpost_credentials WHERE id = $1 FOR UPDATE",
+                    &[&id],
+                )
+                .await?
+            else {
+                return Ok(false);
+            };
+            let mut credential: Credential = serde_json::from_str(row.get::<_, &str>(0))
+                .map_err(|e| Fail::Other(format!("credential {id} does not decode: {e}")))?;
+            if credential.revoked_ms.is_none() {
+                credential.revoked_ms = Some(crate::credentials::now_ms());
+                let body = serde_json::to_string(&credential).expect("serializes");
+                tx.execute(
+                    "UPDATE outpost_credentials SET body = $2 WHERE id = $1",
+                    &[&id, &body],
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(true)
+        };
+        self.settle(outcome.await, true)
+    }
+
+    async fn get(&self, store: &str, key: &str) -> Result<Option<Current>, CloudStoreError> {
+        self.read(async |client| {
+            let statement = client
+                .prepare_cached(
+                    "SELECT hlc, node, value FROM outpost_kv WHERE store = $1 AND key = $2 AND hlc IS NOT NULL",
+                )
+                .await?;
+            let row = client.query_opt(&statement, &[&store, &key]).await?;
+            Ok(row.map(|row| {
+                (
+                    Version {
+                        hlc: u64_of(row.get(0)),
+                        node: row.get(1),
+                    },
+                    row.get(2),
+                )
+            }))
+        })
+        .await
+    }
+}
+
+/// Items stored as JSON `body` with their `id`; ones that do not decode are
+/// logged and skipped, never allowed to stall a reader.
+fn decode_page<T: serde::de::DeserializeOwned>(
+    rows: &[tokio_postgres::Row],
+    since: u64,
+) -> Page<T> {
+    let mut items = Vec::with_capacity(rows.len());
+    let mut next = since;
+    for row in rows {
+        next = u64_of(row.get(0));
+        match serde_json::from_slice(row.get::<_, &[u8]>(1)) {
+            Ok(item) => items.push(item),
+            Err(e) => {
+                tracing::error!(target: "outpost::cloud::pg", id = next, error = %e, "skipping an undecodable entry")
+            }
+        }
+    }
+    Page { items, next }
+}
