@@ -546,6 +546,35 @@ impl Node {
     }
 }
 
+/// Where a test cloud keeps its state.
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    /// The embedded sled database in its data dir.
+    Sled,
+    /// A fresh database in the run's private PostgreSQL cluster.
+    Postgres,
+}
+
+/// Runs each named `fn(Backend)` test once per backend, as
+/// `NAME::sled` and `NAME::postgres`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn sled() {
+                    super::$name($crate::harness::Backend::Sled)
+                }
+                #[test]
+                fn postgres() {
+                    super::$name($crate::harness::Backend::Postgres)
+                }
+            }
+        )*
+    };
+}
+
 /// The development-mode shared token test clouds use (see [`Cloud::start`]).
 pub const TOKEN: &str = "test-token";
 
@@ -558,6 +587,9 @@ pub struct Cloud {
     /// Development mode (the shared [`TOKEN`]); otherwise per-node
     /// credentials only, and this harness uses the admin token.
     dev: bool,
+    /// The extra flags it was started with (`--database URL`, ...), given
+    /// again by [`Cloud::restart`].
+    extra: Vec<String>,
 }
 
 impl std::ops::Deref for Cloud {
@@ -617,6 +649,44 @@ impl Cloud {
         cmd
     }
 
+    /// Starts a cloud on `backend` (a fresh database), in development mode
+    /// if `dev`, with `extra` flags.
+    pub fn start_on(backend: Backend, dev: bool, extra: &[&str]) -> Cloud {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let mut args: Vec<String> = Vec::new();
+        if let Backend::Postgres = backend {
+            args.push("--database".into());
+            args.push(outpost_pg_cluster::fresh_database("e2e"));
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::spawn(free_port(), dir, dev, &args)
+    }
+
+    /// Starts a replica (development mode, its own fresh data dir) over the
+    /// PostgreSQL database at `url`, with `extra` flags.
+    pub fn start_pg(url: &str, extra: &[&str]) -> Cloud {
+        Self::start_pg_at(free_port(), url, extra)
+    }
+
+    /// A replica over `url` without development mode: edges need
+    /// credentials, and the first replica on a database writes the admin
+    /// token it made to its `DATA/admin-token`.
+    pub fn start_pg_secure(url: &str, extra: &[&str]) -> Cloud {
+        let mut args = vec!["--database", url];
+        args.extend(extra);
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        Self::spawn(free_port(), dir, false, &args)
+    }
+
+    /// [`Cloud::start_pg`] on `port` (reserved earlier with [`free_port`]).
+    pub fn start_pg_at(port: u16, url: &str, extra: &[&str]) -> Cloud {
+        let mut args = vec!["--database", url];
+        args.extend(extra);
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        Self::spawn(port, dir, true, &args)
+    }
+
     fn spawn(port: u16, dir: Arc<tempfile::TempDir>, dev: bool, extra: &[&str]) -> Cloud {
         let mut cmd = Self::command(port, dir.path(), dev);
         cmd.args(extra);
@@ -628,15 +698,18 @@ impl Cloud {
             dir,
             agent: http_agent(),
             dev,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         }
     }
 
-    /// SIGKILL, then a new process on the same port and data.
+    /// SIGKILL, then a new process on the same port, data and flags.
     pub fn restart(mut self) -> Cloud {
         self.kill();
         let (port, dir, dev) = (self.addr.port(), self.dir.clone(), self.dev);
+        let extra = std::mem::take(&mut self.extra);
         drop(self);
-        Self::spawn(port, dir, dev, &[])
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        Self::spawn(port, dir, dev, &extra)
     }
 
     /// SIGKILL; the data stays for [`Cloud::resume`].
@@ -809,4 +882,89 @@ pub fn edge_on(
     ]);
     args.extend(strings(extra));
     Node::spawn(dir, args, None)
+}
+
+/// A TCP proxy in front of a server: a link the test can cut (every
+/// connection closed, new ones dropped at once, as a partition looks to
+/// both ends) and heal again.
+pub struct Proxy {
+    addr: SocketAddr,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    /// Both ends of every connection it carries, to close them on a cut.
+    streams: Arc<Mutex<Vec<std::net::TcpStream>>>,
+    /// Connections carried: proof a client used this link.
+    carried: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Proxy {
+    /// A proxy on a fresh port of 127.0.0.1 to `target`, running until the
+    /// test process ends.
+    pub fn start(target: SocketAddr) -> Proxy {
+        use std::net::{Shutdown, TcpListener, TcpStream};
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let addr = listener.local_addr().unwrap();
+        let proxy = Proxy {
+            addr,
+            cut: Arc::default(),
+            streams: Arc::default(),
+            carried: Arc::default(),
+        };
+        let (cut, streams, carried) = (
+            proxy.cut.clone(),
+            proxy.streams.clone(),
+            proxy.carried.clone(),
+        );
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if cut.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
+                carried.fetch_add(1, Ordering::SeqCst);
+                let mut all = streams.lock().unwrap();
+                all.push(client.try_clone().unwrap());
+                all.push(server.try_clone().unwrap());
+                drop(all);
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(Shutdown::Write);
+                    });
+                }
+            }
+        });
+        proxy
+    }
+
+    /// `http://` and the proxy's address.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Connections carried so far.
+    #[allow(dead_code)]
+    pub fn carried(&self) -> usize {
+        self.carried.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Closes every connection and drops new ones: requests in flight fail.
+    pub fn cut(&mut self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for stream in self.streams.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Carries new connections again.
+    pub fn heal(&mut self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
 }

@@ -6,6 +6,7 @@ mod harness;
 
 mod bench_cli;
 mod cloud_disk;
+mod cloud_pg;
 mod dashboard;
 mod disk_full;
 mod examples;

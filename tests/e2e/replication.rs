@@ -1,7 +1,9 @@
 //! Edges and the cloud tier: partitions, crashes mid-drain, exactly-once
 //! delivery, and convergence of two edges through one cloud.
 
-use crate::harness::{Cloud, Node, TOKEN, encode, eventually, free_port, prepare, write_settings};
+use crate::harness::{
+    Backend, Cloud, Node, TOKEN, encode, eventually, free_port, prepare, write_settings,
+};
 use serde_json::Value;
 use std::collections::BTreeSet;
 
@@ -21,7 +23,7 @@ fn edge(node_id: &str, cloud_port: u16, extra: &[&str]) -> Node {
     Node::spawn(dir, args, None)
 }
 
-fn call(node: &Node, store_op: &str, query: &str, body: &[u8]) -> Value {
+pub(crate) fn call(node: &Node, store_op: &str, query: &str, body: &[u8]) -> Value {
     let reply = node.request("POST", &format!("/kv/{store_op}?{query}"), &[], body);
     assert_eq!(reply.status, 200, "{}", reply.body);
     let value = reply.json();
@@ -29,7 +31,7 @@ fn call(node: &Node, store_op: &str, query: &str, body: &[u8]) -> Value {
     value["ok"].clone()
 }
 
-fn set(node: &Node, key: &str, value: &str) {
+pub(crate) fn set(node: &Node, key: &str, value: &str) {
     call(
         node,
         "default/set",
@@ -38,13 +40,13 @@ fn set(node: &Node, key: &str, value: &str) {
     );
 }
 
-fn get(node: &Node, key: &str) -> Option<String> {
+pub(crate) fn get(node: &Node, key: &str) -> Option<String> {
     call(node, "default/get", &format!("key={}", encode(key)), b"")
         .as_str()
         .map(str::to_owned)
 }
 
-fn enqueue(node: &Node, topic: &str, payload: &str) -> u64 {
+pub(crate) fn enqueue(node: &Node, topic: &str, payload: &str) -> u64 {
     call(
         node,
         "_/enqueue",
@@ -57,7 +59,7 @@ fn enqueue(node: &Node, topic: &str, payload: &str) -> u64 {
 
 /// Waits until the cloud holds exactly the events `expected` (by payload)
 /// on `topic`, and checks none arrived twice.
-fn wait_for_events(cloud: &Cloud, topic: &str, expected: &BTreeSet<String>) {
+pub(crate) fn wait_for_events(cloud: &Cloud, topic: &str, expected: &BTreeSet<String>) {
     let events = eventually(&format!("{} events on {topic}", expected.len()), || {
         let events = cloud.events(topic);
         (events.len() >= expected.len()).then_some(events)
@@ -129,7 +131,7 @@ fn edge_with_backlog(node_id: &str, n: usize) -> (Node, u16, BTreeSet<String>) {
 }
 
 /// Waits until the cloud has some but not all of the `n` events.
-fn wait_mid_drain(cloud: &Cloud, n: usize) -> usize {
+pub(crate) fn wait_mid_drain(cloud: &Cloud, n: usize) -> usize {
     let count = eventually("the drain to start", || {
         let count = cloud.events("drain").len();
         (count >= 5).then_some(count)
@@ -220,9 +222,8 @@ fn concurrent_writes_converge_to_the_last_writer_and_record_a_conflict() {
     assert_eq!(conflict["loser"]["node"], "edge-a");
 }
 
-#[test]
-fn the_cloud_refuses_requests_without_the_token() {
-    let cloud = Cloud::start();
+fn the_cloud_refuses_requests_without_the_token(backend: Backend) {
+    let cloud = Cloud::start_on(backend, true, &[]);
     let url = cloud.url();
     for (method, path) in [
         ("POST", "/v1/ingest"),
@@ -354,3 +355,5 @@ fn an_edge_follows_a_replaced_cloud_database() {
     a.wait_log(r"cloud's database changed");
     drop(cloud);
 }
+
+crate::on_both_backends!(the_cloud_refuses_requests_without_the_token);

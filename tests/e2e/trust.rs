@@ -4,7 +4,7 @@
 //! proxy's errors never taken for the cloud's verdict.
 
 use crate::harness::{
-    Cloud, Node, TOKEN, edge_on, encode, eventually, free_port, prepare, write_settings,
+    Backend, Cloud, Node, TOKEN, edge_on, encode, eventually, free_port, prepare, write_settings,
 };
 use crate::observability::Metrics;
 use serde_json::{Value, json};
@@ -78,9 +78,8 @@ fn outbox(node: &Node) -> Value {
     node.admin_get("/outbox", &[]).json()
 }
 
-#[test]
-fn a_node_credential_ships_only_as_its_own_node_and_epoch() {
-    let cloud = Cloud::start_secure(&[]);
+fn a_node_credential_ships_only_as_its_own_node_and_epoch(backend: Backend) {
+    let cloud = Cloud::start_on(backend, false, &[]);
     let token_a = cloud.enrol("edge-a", &[]);
     let token_b = cloud.enrol("edge-b", &[]);
     let a = edge("edge-a", &cloud.url(), &token_a, &[]);
@@ -240,9 +239,8 @@ fn the_feed_never_writes_a_store_that_does_not_replicate_here() {
     assert_eq!(get(&node, "k").as_deref(), Some("mine"));
 }
 
-#[test]
-fn names_sizes_and_clocks_are_checked_at_the_door() {
-    let cloud = Cloud::start();
+fn names_sizes_and_clocks_are_checked_at_the_door(backend: Backend) {
+    let cloud = Cloud::start_on(backend, true, &[]);
     // A 300-byte node id with a multi-byte character across byte 255.
     let long_node = format!("{}é{}", "n".repeat(254), "n".repeat(44));
     let reply = cloud.post("/v1/ingest", &batch(&long_node, 1, 1, vec![]));
@@ -295,7 +293,11 @@ fn names_sizes_and_clocks_are_checked_at_the_door() {
     );
     assert_eq!(changes[0]["key"], "ok");
     // Over the cloud's value limit.
-    let small = Cloud::start_secure(&["--max-value-bytes", "16", "--dev-token", "t2"]);
+    let small = Cloud::start_on(
+        backend,
+        false,
+        &["--max-value-bytes", "16", "--dev-token", "t2"],
+    );
     let body = batch(
         "n",
         3,
@@ -318,9 +320,8 @@ impl ErrorCode for crate::harness::Reply {
     }
 }
 
-#[test]
-fn gaps_and_a_second_writer_on_one_epoch_are_refused_with_their_own_codes() {
-    let cloud = Cloud::start();
+fn gaps_and_a_second_writer_on_one_epoch_are_refused_with_their_own_codes(backend: Backend) {
+    let cloud = Cloud::start_on(backend, true, &[]);
     let hlc = now_hlc();
     let event = |payload: &str| json!({"kind": "event", "topic": "t", "payload": b64(payload.as_bytes()), "idempotency_key": null, "hlc": hlc});
     let first = cloud.post("/v1/ingest", &batch("n", 21, 1, vec![event("one")]));
@@ -667,3 +668,9 @@ fn a_store_that_starts_replicating_reads_the_feed_again_from_the_start() {
         (get(&b, "k").as_deref() == Some("from-a")).then_some(())
     });
 }
+
+crate::on_both_backends!(
+    a_node_credential_ships_only_as_its_own_node_and_epoch,
+    names_sizes_and_clocks_are_checked_at_the_door,
+    gaps_and_a_second_writer_on_one_epoch_are_refused_with_their_own_codes,
+);

@@ -44,8 +44,10 @@ const MAX_WAIT: Duration = Duration::from_secs(30);
 /// How callers prove who they are.
 #[derive(Clone)]
 pub struct Auth {
-    /// The operator's token: everything, including enrolment.
-    pub admin_token: Option<Arc<str>>,
+    /// SHA-256 (hex) of the operator's token, which may do everything,
+    /// including enrolment. A hash, so that replicas over one database need
+    /// not hold the token itself (only the one that made it does).
+    pub admin_token_sha256: Option<Arc<str>>,
     /// Development mode: one token for every edge and reader, any node id.
     pub dev_token: Option<Arc<str>>,
 }
@@ -330,8 +332,9 @@ impl<S: CloudStore> Cloud<S> {
         let Some(token) = outpost_http::bearer::presented(req.headers()) else {
             return Err(refuse("missing bearer token"));
         };
-        if let Some(admin) = &self.auth.admin_token
-            && outpost_http::bearer::same(token.as_bytes(), admin.as_bytes())
+        let presented_hash = token_hash(token);
+        if let Some(admin) = &self.auth.admin_token_sha256
+            && outpost_http::bearer::same(presented_hash.as_bytes(), admin.as_bytes())
         {
             return Ok(Principal::Admin);
         }
@@ -342,7 +345,7 @@ impl<S: CloudStore> Cloud<S> {
         }
         // Looked up by hash: the table holds no tokens, and a lookup by a
         // 256-bit hash reveals nothing about how close a guess came.
-        match self.store.credential_by_hash(&token_hash(token)).await {
+        match self.store.credential_by_hash(&presented_hash).await {
             Ok(Some(credential)) if credential.revoked_ms.is_none() => {
                 Ok(Principal::Holder(credential))
             }
@@ -407,10 +410,12 @@ impl<S: CloudStore> Cloud<S> {
                 if !principal.may_read_all() {
                     return forbidden("read metrics", &principal);
                 }
-                match self.store.conflict_count().await {
-                    Ok(n) => self.metrics.conflicts.set(n as i64),
-                    Err(e) => return storage_failure(e),
-                };
+                // Metrics are most wanted while the database is down: the
+                // conflict gauge keeps its last value then, and the storage
+                // gauges say why.
+                if let Ok(n) = self.store.conflict_count().await {
+                    self.metrics.conflicts.set(n as i64);
+                }
                 let storage = (self.storage)();
                 reply::ok(
                     crate::metrics::CONTENT_TYPE,

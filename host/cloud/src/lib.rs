@@ -46,6 +46,12 @@ pub struct CloudConfig {
     /// themselves once it has this much again; 0 turns the check off (see
     /// [`guard::StorageOptions::min_free_bytes`]).
     pub min_free_bytes: u64,
+    /// `postgres://USER[:PASS]@HOST[:PORT]/DB`: keep the cloud's state in
+    /// PostgreSQL, shared by every replica given the same URL. `None`: the
+    /// embedded sled database under `data_dir`.
+    pub database: Option<String>,
+    /// How the replica uses PostgreSQL (pool size, timeouts).
+    pub pg: pg::PgOptions,
 }
 
 impl Default for CloudConfig {
@@ -59,6 +65,8 @@ impl Default for CloudConfig {
             tls_cert: None,
             tls_key: None,
             min_free_bytes: guard::DEFAULT_MIN_FREE_BYTES,
+            database: None,
+            pg: pg::PgOptions::default(),
         }
     }
 }
@@ -85,56 +93,147 @@ pub fn read_token_file(path: &Path) -> anyhow::Result<Option<String>> {
     }
 }
 
-/// The configured admin token, or the one kept in `DATA/admin-token`
-/// (created, readable by the owner only, on first start).
-fn resolve_admin_token(config: &CloudConfig) -> anyhow::Result<String> {
+/// Writes a new admin token to `path`, readable by the owner only.
+fn write_token_file(path: &Path, token: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(token.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// The configured admin token, or the one kept in `DATA/admin-token`;
+/// `None` if there is neither.
+fn configured_admin_token(config: &CloudConfig) -> anyhow::Result<Option<String>> {
     if let Some(token) = &config.admin_token {
         anyhow::ensure!(
             !token.trim().is_empty(),
             "the admin token must not be empty"
         );
-        return Ok(token.trim().to_owned());
+        return Ok(Some(token.trim().to_owned()));
+    }
+    read_token_file(&admin_token_path(&config.data_dir))
+}
+
+fn new_admin_token() -> String {
+    format!("op1.admin.{}", credentials::random_hex(16))
+}
+
+/// The embedded store's admin token hash: the configured token, or the one
+/// in `DATA/admin-token` (created on first start).
+fn sled_admin_token_hash(config: &CloudConfig) -> anyhow::Result<String> {
+    if let Some(token) = configured_admin_token(config)? {
+        return Ok(credentials::token_hash(&token));
     }
     let path = admin_token_path(&config.data_dir);
-    if let Some(token) = read_token_file(&path)? {
-        return Ok(token);
-    }
-    let token = format!("op1.admin.{}", credentials::random_hex(16));
-    {
-        use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        file.write_all(token.as_bytes())?;
-        file.sync_all()?;
-    }
+    let token = new_admin_token();
+    write_token_file(&path, &token)?;
     tracing::info!(target: "outpost::cloud", path = %path.display(), "generated the admin token; enrol edges with `outpost cloud enrol NODE-ID`");
-    Ok(token)
+    Ok(credentials::token_hash(&token))
+}
+
+/// The admin token hash kept in PostgreSQL, shared by every replica. The
+/// first replica to start on an empty database sets it: to the configured
+/// token, or to a new one it writes to its `DATA/admin-token`. A replica
+/// given another token than the database holds refuses to start.
+async fn pg_admin_token_hash(config: &CloudConfig, store: &pg::Pg) -> anyhow::Result<String> {
+    let configured = configured_admin_token(config)?;
+    let token = configured.clone().unwrap_or_else(new_admin_token);
+    let proposed = credentials::token_hash(&token);
+    let (stored, set_here) = store.admin_token_hash(&proposed).await?;
+    match configured {
+        Some(_) if stored != proposed => anyhow::bail!(
+            "this database was set up with another admin token than the one given (--admin-token, OUTPOST_CLOUD_ADMIN_TOKEN or DATA/admin-token): give every replica the token the database was set up with"
+        ),
+        Some(_) => {}
+        None if set_here => {
+            let path = admin_token_path(&config.data_dir);
+            write_token_file(&path, &token)?;
+            tracing::info!(target: "outpost::cloud", path = %path.display(), "generated the admin token for this database; give it to the other replicas with --admin-token, and enrol edges with `outpost cloud enrol NODE-ID`");
+        }
+        None => {
+            tracing::info!(target: "outpost::cloud", "the admin token is the one this database was set up with (in the DATA/admin-token of the replica that set it up)");
+        }
+    }
+    Ok(stored)
 }
 
 /// Runs the cloud tier until `shutdown` resolves.
 pub async fn serve(config: CloudConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-    let admin_token = resolve_admin_token(&config)?;
     if let Some(dev) = &config.dev_token {
         anyhow::ensure!(!dev.trim().is_empty(), "the dev token must not be empty");
         tracing::warn!(target: "outpost::cloud", "development mode: one shared token lets anyone holding it ship as any node; enrol edges instead for real deployments");
     }
-    let options = guard::StorageOptions {
-        min_free_bytes: config.min_free_bytes,
-        ..guard::StorageOptions::default()
-    };
-    let store = sled_store::Sled::open_with(&config.data_dir, &options)
-        .with_context(|| format!("cannot open the database in {}", config.data_dir.display()))?;
-    let storage: api::StorageStatus = {
-        let store = store.0.clone();
-        Arc::new(move || store.health())
-    };
+    match config.database.clone() {
+        Some(url) => {
+            let store = pg::Pg::connect(&url, config.pg.clone()).await?;
+            let admin = pg_admin_token_hash(&config, &store).await?;
+            let storage: api::StorageStatus = {
+                let store = store.clone();
+                Arc::new(move || store.health())
+            };
+            tracing::info!(target: "outpost::cloud", database = %redacted(&url), pool = config.pg.pool_size, "state in PostgreSQL: any number of replicas may serve this database");
+            run(config, store, storage, admin, shutdown).await
+        }
+        None => {
+            let admin = sled_admin_token_hash(&config)?;
+            let options = guard::StorageOptions {
+                min_free_bytes: config.min_free_bytes,
+                ..guard::StorageOptions::default()
+            };
+            let store =
+                sled_store::Sled::open_with(&config.data_dir, &options).with_context(|| {
+                    format!("cannot open the database in {}", config.data_dir.display())
+                })?;
+            let storage: api::StorageStatus = {
+                let store = store.0.clone();
+                Arc::new(move || store.health())
+            };
+            run(config, store, storage, admin, shutdown).await
+        }
+    }
+}
+
+/// A database URL without its password, for logs.
+fn redacted(url: &str) -> String {
+    match url.parse::<tokio_postgres::Config>() {
+        Ok(config) => {
+            let hosts: Vec<String> = config
+                .get_hosts()
+                .iter()
+                .map(|h| match h {
+                    tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                    tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+                })
+                .collect();
+            format!(
+                "postgres://{}@{}:{:?}/{}",
+                config.get_user().unwrap_or(""),
+                hosts.join(","),
+                config.get_ports(),
+                config.get_dbname().unwrap_or("")
+            )
+        }
+        Err(_) => "(unparsable URL)".to_owned(),
+    }
+}
+
+/// Serves the API over `store` until `shutdown` resolves.
+async fn run<S: contract::CloudStore>(
+    config: CloudConfig,
+    store: S,
+    storage: api::StorageStatus,
+    admin_token_sha256: String,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     // Loaded before the bind: a bad file stops the start, and the cloud
     // never answers in plain HTTP when TLS was asked for.
     let tls = match (&config.tls_cert, &config.tls_key) {
@@ -155,7 +254,7 @@ pub async fn serve(config: CloudConfig, shutdown: impl Future<Output = ()>) -> a
     let handler = api::Cloud {
         store,
         auth: api::Auth {
-            admin_token: Some(Arc::from(admin_token)),
+            admin_token_sha256: Some(Arc::from(admin_token_sha256)),
             dev_token: config.dev_token.map(|t| Arc::from(t.trim())),
         },
         rules: config.rules,

@@ -133,11 +133,17 @@ async fn gaps_before_or_inside_a_batch_are_refused<B: Backend>() {
     let store = db.store();
     let holed = batch(
         "a",
-        vec![kv(1, "k", "v", 10, "a", None), kv(3, "k", "v", 11, "a", None)],
+        vec![
+            kv(1, "k", "v", 10, "a", None),
+            kv(3, "k", "v", 11, "a", None),
+        ],
     );
     assert!(matches!(
         store.ingest(holed).await,
-        Err(CloudStoreError::SequenceGap { expected: 2, got: 3 })
+        Err(CloudStoreError::SequenceGap {
+            expected: 2,
+            got: 3
+        })
     ));
     assert!(store.get("s", "k").await.unwrap().is_none());
     // A new epoch may start anywhere (its earlier records went to a
@@ -147,7 +153,10 @@ async fn gaps_before_or_inside_a_batch_are_refused<B: Backend>() {
     let late = batch("a", vec![kv(7, "k", "v", 12, "a", None)]);
     assert!(matches!(
         store.ingest(late).await,
-        Err(CloudStoreError::SequenceGap { expected: 6, got: 7 })
+        Err(CloudStoreError::SequenceGap {
+            expected: 6,
+            got: 7
+        })
     ));
     assert_eq!(store.feed(0, 10).await.unwrap().changes.len(), 1);
 }
@@ -179,13 +188,19 @@ async fn a_redelivery_with_other_content_is_a_clone<B: Backend>() {
     assert_eq!(same.duplicates, 1);
     let other = batch(
         "a",
-        vec![kv(1, "k", "theirs", 12, "a", None), kv(2, "j", "x", 13, "a", None)],
+        vec![
+            kv(1, "k", "theirs", 12, "a", None),
+            kv(2, "j", "x", 13, "a", None),
+        ],
     );
     assert!(matches!(
         store.ingest(other).await,
         Err(CloudStoreError::CloneDetected(1))
     ));
-    assert!(store.get("s", "j").await.unwrap().is_none(), "nothing of it applied");
+    assert!(
+        store.get("s", "j").await.unwrap().is_none(),
+        "nothing of it applied"
+    );
 }
 
 async fn refused_entries_consume_their_sequence_number_and_apply_nothing<B: Backend>() {
@@ -193,13 +208,19 @@ async fn refused_entries_consume_their_sequence_number_and_apply_nothing<B: Back
     let store = db.store();
     let mut b = batch(
         "a",
-        vec![kv(1, "k", "bad", 10, "a", None), kv(2, "j", "good", 11, "a", None)],
+        vec![
+            kv(1, "k", "bad", 10, "a", None),
+            kv(2, "j", "good", 11, "a", None),
+        ],
     );
     b.entries[0].1 = Some(Invalid::ClockSkew);
     let ack = store.ingest(b.clone()).await.unwrap();
     assert_eq!((ack.applied, ack.through), (1, 2));
     assert_eq!(ack.refused.len(), 1);
-    assert_eq!((ack.refused[0].seq, ack.refused[0].code.as_str()), (1, "clock-skew"));
+    assert_eq!(
+        (ack.refused[0].seq, ack.refused[0].code.as_str()),
+        (1, "clock-skew")
+    );
     assert!(store.get("s", "k").await.unwrap().is_none());
     // The answer may have been lost: a redelivery says "refused" again.
     let again = store.ingest(b).await.unwrap();
@@ -218,7 +239,10 @@ async fn a_renumbered_record_is_not_applied_twice<B: Backend>() {
     let old = Checked {
         node: "a".into(),
         epoch: 1,
-        entries: vec![(event(1, "t", 1, None), None), (event(2, "t", 2, None), None)],
+        entries: vec![
+            (event(1, "t", 1, None), None),
+            (event(2, "t", 2, None), None),
+        ],
     };
     store.ingest(old).await.unwrap();
     // Epoch 1's data dir was renewed with 2 and 3 still in its outbox (2's
@@ -287,7 +311,11 @@ async fn pages_stop_at_a_byte_budget_but_hold_at_least_one_item<B: Backend>() {
         .collect();
     store.ingest(batch("a", entries)).await.unwrap();
     let page = store.feed(0, 1000).await.unwrap();
-    assert!((1..5).contains(&page.changes.len()), "{} changes", page.changes.len());
+    assert!(
+        (1..5).contains(&page.changes.len()),
+        "{} changes",
+        page.changes.len()
+    );
     let huge = "y".repeat(MAX_PAGE_BYTES + 1);
     store
         .ingest(batch("b", vec![kv(1, "h", &huge, 99, "b", None)]))
@@ -311,7 +339,10 @@ async fn credentials_are_found_by_token_hash_and_revoked<B: Backend>() {
     let hash = token_hash(&token);
     // Another replica knows it at once: nothing is kept per process.
     let other = db.replica().await;
-    assert_eq!(other.credential_by_hash(&hash).await.unwrap(), Some(credential.clone()));
+    assert_eq!(
+        other.credential_by_hash(&hash).await.unwrap(),
+        Some(credential.clone())
+    );
     assert!(store.revoke_credential(&credential.id).await.unwrap());
     let revoked = other.credential_by_hash(&hash).await.unwrap().unwrap();
     assert!(revoked.revoked_ms.is_some());
@@ -324,7 +355,10 @@ async fn redelivery_applies_nothing_twice<B: Backend>() {
     let store = db.store();
     let b = batch(
         "a",
-        vec![kv(1, "k", "v1", 10, "a", None), kv(2, "k", "v2", 11, "a", None)],
+        vec![
+            kv(1, "k", "v1", 10, "a", None),
+            kv(2, "k", "v2", 11, "a", None),
+        ],
     );
     let first = store.ingest(b.clone()).await.unwrap();
     assert_eq!((first.applied, first.duplicates, first.through), (2, 0, 2));
@@ -347,7 +381,10 @@ async fn concurrent_writes_resolve_by_hlc_and_record_a_conflict<B: Backend>() {
         .await
         .unwrap();
     let (version, value) = store.get("s", "k").await.unwrap().unwrap();
-    assert_eq!((version.node.as_str(), value.unwrap()), ("b", b"from-b".to_vec()));
+    assert_eq!(
+        (version.node.as_str(), value.unwrap()),
+        ("b", b"from-b".to_vec())
+    );
     let conflicts = store.conflicts(0, 10).await.unwrap().items;
     assert_eq!(conflicts.len(), 1);
     assert_eq!(conflicts[0].winner.node, "b");
@@ -368,7 +405,10 @@ async fn concurrent_writes_resolve_by_hlc_and_record_a_conflict<B: Backend>() {
 async fn writes_to_one_key_in_one_batch_resolve_in_order<B: Backend>() {
     let db = B::fresh().await;
     let store = db.store();
-    let v1 = Version { hlc: 10, node: "a".into() };
+    let v1 = Version {
+        hlc: 10,
+        node: "a".into(),
+    };
     let ack = store
         .ingest(batch(
             "a",
@@ -396,7 +436,10 @@ async fn a_write_that_saw_the_current_version_is_no_conflict<B: Backend>() {
         .ingest(batch("b", vec![kv(1, "k", "v1", 20, "b", None)]))
         .await
         .unwrap();
-    let seen = Some(Version { hlc: 20, node: "b".into() });
+    let seen = Some(Version {
+        hlc: 20,
+        node: "b".into(),
+    });
     store
         .ingest(batch("a", vec![kv(1, "k", "v2", 30, "a", seen)]))
         .await
@@ -408,7 +451,17 @@ async fn a_write_that_saw_the_current_version_is_no_conflict<B: Backend>() {
 async fn deletes_are_versioned_tombstones<B: Backend>() {
     let db = B::fresh().await;
     let store = db.store();
-    let mut delete = kv(2, "k", "", 11, "a", Some(Version { hlc: 10, node: "a".into() }));
+    let mut delete = kv(
+        2,
+        "k",
+        "",
+        11,
+        "a",
+        Some(Version {
+            hlc: 10,
+            node: "a".into(),
+        }),
+    );
     if let Record::Kv { value, .. } = &mut delete.record {
         *value = None;
     }
@@ -429,7 +482,10 @@ async fn events_are_kept_per_topic_and_deduplicated_by_idempotency_key<B: Backen
     store
         .ingest(batch(
             "a",
-            vec![event(1, "orders", 1, Some("o1")), event(2, "other", 2, None)],
+            vec![
+                event(1, "orders", 1, Some("o1")),
+                event(2, "other", 2, None),
+            ],
         ))
         .await
         .unwrap();
@@ -471,7 +527,12 @@ async fn the_same_batch_at_two_replicas_at_once_applies_once<B: Backend>() {
                 let seq = round * 50 + i;
                 kv(seq, &format!("k{seq}"), "v", seq, "a", None)
             })
-            .chain(std::iter::once(event(round * 50 + 51, "t", round as u8, None)))
+            .chain(std::iter::once(event(
+                round * 50 + 51,
+                "t",
+                round as u8,
+                None,
+            )))
             .collect::<Vec<_>>();
         // Renumber so that each round continues the last.
         let entries: Vec<Entry> = entries

@@ -95,6 +95,12 @@ struct CloudRunArgs {
     /// Refuse ingests (503, not applied) while the data dir's disk has less than this many bytes free; they resume by themselves once it has room (0: off).
     #[arg(long, env = "OUTPOST_CLOUD_MIN_FREE_BYTES", default_value_t = outpost_cloud::guard::DEFAULT_MIN_FREE_BYTES)]
     min_free_bytes: u64,
+    /// Keep the cloud's state in PostgreSQL (postgres://USER[:PASS]@HOST[:PORT]/DB): any number of replicas given the same URL serve the same edges [default: the embedded database under --data].
+    #[arg(long, env = "OUTPOST_CLOUD_DATABASE")]
+    database: Option<String>,
+    /// Connections each replica keeps to PostgreSQL.
+    #[arg(long, env = "OUTPOST_CLOUD_DATABASE_POOL", default_value_t = 16)]
+    database_pool: usize,
 }
 
 /// Managing credentials on a running cloud.
@@ -256,7 +262,7 @@ struct ServeArgs {
     /// This node's replication id [default: generated once, kept in the data folder].
     #[arg(long)]
     node_id: Option<String>,
-    /// Cloud tier base URL, e.g. https://cloud.example.com or http://127.0.0.1:9090 [default: none, writes stay local].
+    /// Cloud tier base URL, e.g. https://cloud.example.com or http://127.0.0.1:9090, or several replicas' separated by commas (https://a.example.com,https://b.example.com): when one fails (no connection, no answer in time, a 5xx) the edge moves to the next [default: none, writes stay local; env OUTPOST_CLOUD].
     #[arg(long)]
     cloud: Option<String>,
     /// Bearer token for the cloud tier.
@@ -402,6 +408,11 @@ fn main() -> anyhow::Result<()> {
                 tls_cert: run.tls_cert,
                 tls_key: run.tls_key,
                 min_free_bytes: run.min_free_bytes,
+                database: run.database,
+                pg: outpost_cloud::pg::PgOptions {
+                    pool_size: run.database_pool,
+                    ..outpost_cloud::pg::PgOptions::default()
+                },
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

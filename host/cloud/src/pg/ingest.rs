@@ -28,7 +28,7 @@
 //!    of pipelined statements, then COMMIT).
 
 use super::{Fail, i64_of, u64_of};
-use crate::contract::{Checked, CloudStoreError};
+use crate::contract::{Checked, CloudStoreError, Current};
 use deadpool_postgres::{Pool, Transaction};
 use outpost_wire::validate::Invalid;
 use outpost_wire::{Ack, Change, Conflict, Entry, Event, Record, Refusal, Version};
@@ -93,11 +93,14 @@ pub(crate) async fn run(pool: &Pool, batch: &Checked) -> Result<Ack, Attempted> 
     unreachable!("the loop returns")
 }
 
+/// A KV row: (store, key).
+type Slot = (String, String);
+
 /// What the batch writes, decided under the locks, before the ids.
 #[derive(Default)]
 struct Plan {
     /// Final state of each KV row written: (store, key) -> (version, value).
-    kv: HashMap<(String, String), (Version, Option<Vec<u8>>)>,
+    kv: HashMap<Slot, Current>,
     /// Feed changes in entry order (cursors come from the counters).
     feed: Vec<Change>,
     /// Conflicts in entry order (ids come from the counters).
@@ -290,8 +293,7 @@ async fn plan_and_write(
         .collect();
     keys.sort_unstable();
     keys.dedup();
-    let mut current: HashMap<(String, String), Option<(Version, Option<Vec<u8>>)>> =
-        HashMap::with_capacity(keys.len());
+    let mut current: HashMap<Slot, Option<Current>> = HashMap::with_capacity(keys.len());
     if !keys.is_empty() {
         let stores: Vec<&str> = keys.iter().map(|k| k.0).collect();
         let names: Vec<&str> = keys.iter().map(|k| k.1).collect();
