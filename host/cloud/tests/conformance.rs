@@ -692,3 +692,132 @@ conformance!(
     readers_see_every_change_once_while_two_replicas_commit,
     a_change_at_one_replica_wakes_a_reader_waiting_on_another,
 );
+
+/// What only the PostgreSQL backend has: migrations under concurrent
+/// starts, and retries the edge never sees.
+mod postgres_only {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replicas_starting_at_once_migrate_the_schema_once() {
+        let url = tokio::task::spawn_blocking(|| outpost_pg_cluster::fresh_database("migrate"))
+            .await
+            .unwrap();
+        let starts = (0..4).map(|_| Pg::connect(&url, PgOptions::default()));
+        let stores: Vec<Pg> = futures_join_all(starts).await;
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let versions: Vec<i64> = client
+            .query("SELECT version FROM outpost_schema ORDER BY version", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let expected: Vec<i64> = (0..=outpost_cloud::pg::schema::MIGRATIONS.len() as i64).collect();
+        assert_eq!(versions, expected);
+        // They all serve the one database.
+        stores[0]
+            .ingest(batch("a", vec![kv(1, "k", "v", 1, "a", None)]))
+            .await
+            .unwrap();
+        for store in &stores {
+            assert_eq!(value_of(store, "k").await.unwrap(), b"v");
+        }
+    }
+
+    async fn futures_join_all<F: Future<Output = anyhow::Result<Pg>>>(
+        starts: impl Iterator<Item = F>,
+    ) -> Vec<Pg> {
+        let handles: Vec<_> = starts.map(|f| async move { f.await.unwrap() }).collect();
+        let mut stores = Vec::new();
+        let mut set = Vec::new();
+        for handle in handles {
+            set.push(Box::pin(handle));
+        }
+        // Polled together, so the migrations really race.
+        let mut pending: Vec<_> = set.into_iter().map(Some).collect();
+        std::future::poll_fn(|cx| {
+            let mut all = true;
+            for slot in pending.iter_mut() {
+                if let Some(f) = slot {
+                    match f.as_mut().poll(cx) {
+                        std::task::Poll::Ready(store) => {
+                            stores.push(store);
+                            *slot = None;
+                        }
+                        std::task::Poll::Pending => all = false,
+                    }
+                }
+            }
+            if all {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+        stores
+    }
+
+    /// Another transaction locks the batch's second key and then wants its
+    /// first, which the ingest holds: PostgreSQL breaks the deadlock by
+    /// aborting one side. Whichever it picks, the ingest succeeds: aborted,
+    /// it is retried inside the cloud, never answered with the error.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deadlock_is_retried_inside_the_cloud() {
+        let db = PgBackend::fresh().await;
+        let store = db.store();
+        store
+            .ingest(batch(
+                "z",
+                vec![
+                    kv(1, "k1", "z", 1, "z", None),
+                    kv(2, "k2", "z", 2, "z", None),
+                ],
+            ))
+            .await
+            .unwrap();
+        let (mut client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let other = client.transaction().await.unwrap();
+        other
+            .execute("SELECT 1 FROM outpost_kv WHERE key = 'k2' FOR UPDATE", &[])
+            .await
+            .unwrap();
+        let ingest = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .ingest(batch(
+                        "a",
+                        vec![
+                            kv(1, "k1", "a", 10, "a", None),
+                            kv(2, "k2", "a", 11, "a", None),
+                        ],
+                    ))
+                    .await
+            }
+        });
+        // Let the ingest take k1 and queue for k2.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mine = other
+            .execute("SELECT 1 FROM outpost_kv WHERE key = 'k1' FOR UPDATE", &[])
+            .await;
+        match mine {
+            Ok(_) => other.commit().await.unwrap(),
+            Err(_) => other.rollback().await.unwrap(),
+        }
+        let ack = ingest
+            .await
+            .unwrap()
+            .expect("the edge never sees the deadlock");
+        assert_eq!(ack.applied, 2);
+        assert_eq!(value_of(&store, "k1").await.unwrap(), b"a");
+        assert_eq!(value_of(&store, "k2").await.unwrap(), b"a");
+    }
+}
