@@ -1047,5 +1047,4 @@ mod tests {
         assert_eq!(cursors.len(), 3, "{cursors:?}");
         gate.release();
     }
-
 }

@@ -273,7 +273,15 @@ impl Pg {
                 self.health.reachable();
                 Err(e)
             }
-            Err(Fail::Down(reason) | Fail::Retry(reason)) => {
+            // Still conflicting after every retry: the database answers,
+            // so health stays as it is; the edge sends the batch again.
+            Err(Fail::Retry(reason)) => {
+                self.health.reachable();
+                Err(CloudStoreError::Unavailable(format!(
+                    "nothing was applied: still conflicting after retries ({reason})"
+                )))
+            }
+            Err(Fail::Down(reason)) => {
                 self.health.unreachable(&reason);
                 if wrote {
                     self.health.count_in_doubt();
