@@ -950,7 +950,6 @@ impl Proxy {
     }
 
     /// Connections carried so far.
-    #[allow(dead_code)]
     pub fn carried(&self) -> usize {
         self.carried.load(std::sync::atomic::Ordering::SeqCst)
     }

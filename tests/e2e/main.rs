@@ -10,6 +10,7 @@ mod cloud_pg;
 mod dashboard;
 mod disk_full;
 mod examples;
+mod failover;
 mod failures;
 mod hostile_clients;
 mod hostile_files;

@@ -72,8 +72,10 @@ pub struct ServeConfig {
     pub engines: usize,
     /// This node's id in replication; `None`: the stored or a generated one.
     pub node_id: Option<String>,
-    /// Base URL of the cloud tier; `None`: no shipping or pulling (the
-    /// outbox keeps growing on disk until a cloud is configured).
+    /// Base URL of the cloud tier, or several replicas' separated by
+    /// commas (checked by the cloud client, which moves to the next when
+    /// one fails); `None`: no shipping or pulling (the outbox keeps
+    /// growing on disk until a cloud is configured).
     pub cloud: Option<String>,
     pub cloud_token: Option<String>,
     /// PEM file of the CA(s) an https cloud's certificate must chain to,
@@ -172,6 +174,28 @@ impl Default for ServeConfig {
     }
 }
 
+/// `cloud` in `outpost.toml`: `"URL"`, `"URL,URL"` or `["URL", "URL"]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum CloudUrls {
+    /// One URL, or several separated by commas.
+    List(String),
+    /// One URL per item.
+    Array(Vec<String>),
+}
+
+impl CloudUrls {
+    /// As the comma-separated list the flag and the environment give; an
+    /// empty array becomes an empty list, which the cloud client refuses
+    /// as it does `--cloud ""`.
+    fn joined(self) -> String {
+        match self {
+            Self::List(list) => list,
+            Self::Array(urls) => urls.join(","),
+        }
+    }
+}
+
 /// The settings as written in `outpost.toml`; every key is optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -186,7 +210,7 @@ pub struct FileConfig {
     pub max_instances: Option<u32>,
     pub engines: Option<usize>,
     pub node_id: Option<String>,
-    pub cloud: Option<String>,
+    pub cloud: Option<CloudUrls>,
     pub cloud_token: Option<String>,
     pub cloud_ca: Option<PathBuf>,
     pub ship_batch: Option<usize>,
@@ -351,7 +375,12 @@ impl ServeConfig {
                 .unwrap_or(d.engines)
                 .max(1),
 
-            cloud: pick(flags.cloud, file.cloud, env, "OUTPOST_CLOUD")?,
+            cloud: pick(
+                flags.cloud,
+                file.cloud.map(CloudUrls::joined),
+                env,
+                "OUTPOST_CLOUD",
+            )?,
             cloud_token: pick(
                 flags.cloud_token,
                 file.cloud_token,
@@ -499,6 +528,40 @@ mod tests {
         let c =
             ServeConfig::resolve(FlagConfig::default(), FileConfig::default(), &no_env).unwrap();
         assert_eq!(c.cloud_ca, None);
+    }
+
+    #[test]
+    fn cloud_is_a_list_from_flag_file_or_env() {
+        let env = |k: &str| (k == "OUTPOST_CLOUD").then(|| "http://e1,http://e2".to_string());
+        let resolve = |flags: FlagConfig, file: &str| {
+            let file = FileConfig::parse(Path::new("outpost.toml"), file).unwrap();
+            ServeConfig::resolve(flags, file, &env).unwrap().cloud
+        };
+        let flag = FlagConfig {
+            cloud: Some("http://f1,http://f2".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(flag, "cloud = \"http://t\"").as_deref(),
+            Some("http://f1,http://f2")
+        );
+        assert_eq!(
+            resolve(FlagConfig::default(), "cloud = \"http://t1, http://t2\"").as_deref(),
+            Some("http://t1, http://t2")
+        );
+        assert_eq!(
+            resolve(
+                FlagConfig::default(),
+                "cloud = [\"http://t1\", \"http://t2\"]"
+            )
+            .as_deref(),
+            Some("http://t1,http://t2")
+        );
+        assert_eq!(
+            resolve(FlagConfig::default(), "").as_deref(),
+            Some("http://e1,http://e2")
+        );
+        assert!(FileConfig::parse(Path::new("outpost.toml"), "cloud = 3").is_err());
     }
 
     #[test]

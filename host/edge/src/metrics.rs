@@ -140,6 +140,13 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+/// One cloud replica, by its base URL as configured (so the label set is
+/// as small as the `--cloud` list).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplicaLabels {
+    pub url: String,
+}
+
 /// Every metric of an edge node.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -183,6 +190,10 @@ pub struct ScrapeGauges {
     pub replication_lag: Gauge<f64, AtomicU64>,
     pub conflicts_seen: Gauge,
     pub cloud_reachable: Gauge,
+    /// 1 for the cloud replica requests go to now, 0 for the others.
+    pub cloud_replica: Family<ReplicaLabels, Gauge>,
+    /// Times a failing cloud replica made requests move to the next.
+    pub cloud_failovers: Gauge,
     /// 1 while the cloud refuses this node's stream (shipping stopped).
     pub replication_blocked: Gauge,
     /// 1 while the node's database accepts writes.
@@ -332,6 +343,11 @@ impl Metrics {
                 &g.cloud_reachable,
             ),
             (
+                "cloud_failovers",
+                "Times a failing cloud replica (no connection, no answer in time, a 5xx) made requests move to the next, since start",
+                &g.cloud_failovers,
+            ),
+            (
                 "storage_writable",
                 "1 while the node's database accepts writes; 0 while its disk is full or failing (reads go on)",
                 &g.storage_writable,
@@ -359,6 +375,11 @@ impl Metrics {
         ] {
             r.register(name, help, gauge.clone());
         }
+        r.register(
+            "cloud_replica",
+            "1 for the cloud replica requests go to now, 0 for the other configured ones",
+            g.cloud_replica.clone(),
+        );
         for (name, help, gauge) in [
             (
                 "pool_saturation_ratio",

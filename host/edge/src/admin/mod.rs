@@ -7,7 +7,7 @@
 //! | `GET /metrics` | Prometheus (OpenMetrics text) |
 //! | `GET /functions` | every function: version, source, load error, request counts, latency |
 //! | `GET /events?limit=N` | recent loads, reloads, removals and failures, newest first |
-//! | `GET /outbox` | outbox depth and age, epoch, last ack, cloud link (blocked or not), replication lag |
+//! | `GET /outbox` | outbox depth and age, epoch, last ack, cloud link (the replica in use, all replicas, blocked or not), replication lag |
 //! | `GET /outbox/quarantine?since=I&limit=N` | records the cloud refused for good, with its reason |
 //! | `POST /outbox/quarantine/ID/resend` | put a quarantined record back in the outbox (new sequence number) |
 //! | `GET /conflicts?since=I&limit=N` | the cloud tier's conflicts, passed through |
@@ -164,7 +164,14 @@ impl Admin {
         let oldest = self.storage.outbox_oldest().ok().flatten();
         g.outbox_oldest_age
             .set(oldest.map_or(0.0, |(_, at)| age_seconds(at)));
-        if let Some((status, _)) = &self.cloud {
+        if let Some((status, client)) = &self.cloud {
+            let current = client.base_url();
+            for url in client.replicas() {
+                g.cloud_replica
+                    .get_or_create(&metrics::ReplicaLabels { url: url.into() })
+                    .set(i64::from(url == current));
+            }
+            g.cloud_failovers.set(client.failovers() as i64);
             let state = status.snapshot();
             g.replication_lag.set(status.lag().as_secs_f64());
             g.conflicts_seen.set(state.conflicts.unwrap_or(0) as i64);
@@ -221,12 +228,14 @@ impl Admin {
     fn outbox(&self) -> Value {
         let oldest = self.storage.outbox_oldest().ok().flatten();
         let (cloud, lag, conflicts, last_ack) = match &self.cloud {
-            Some((status, _)) => {
+            Some((status, client)) => {
                 let state = status.snapshot();
                 (
                     json!({
                         "configured": true,
-                        "url": status.url,
+                        "url": client.base_url(),
+                        "replicas": client.replicas().collect::<Vec<_>>(),
+                        "failovers": client.failovers(),
                         "reachable": state.reachable,
                         "last_error": state.last_error,
                         "blocked": state.blocked.as_ref().map(|b| json!({
@@ -246,7 +255,7 @@ impl Admin {
                 )
             }
             None => (
-                json!({ "configured": false, "url": null, "reachable": null, "last_error": null, "blocked": null }),
+                json!({ "configured": false, "url": null, "replicas": [], "failovers": 0, "reachable": null, "last_error": null, "blocked": null }),
                 None,
                 None,
                 None,

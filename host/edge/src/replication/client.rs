@@ -1,6 +1,8 @@
 //! HTTP client for the cloud tier's API (`/v1/ingest`, `/v1/feed`,
 //! `/v1/conflicts`), over https (the server verified against the
-//! `webpki-roots` set or a given CA) or, for development, plain http.
+//! `webpki-roots` set or a given CA) or, for development, plain http; with
+//! several cloud replicas, a request that one of them fails (no connection,
+//! no answer in time, a 5xx) goes to the next.
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
@@ -10,6 +12,7 @@ use hyper_util::rt::TokioExecutor;
 use outpost_http::tls::{self, HttpsConnector, TlsError};
 use outpost_wire::{Ack, FeedPage};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Longest a batch upload may take before it counts as failed.
@@ -21,12 +24,17 @@ pub const FEED_WAIT: Duration = Duration::from_secs(20);
 /// Anything bigger is not an answer this client asked for.
 pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
+/// Why the cloud did not do what was asked, or a cloud setting is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum CloudError {
     #[error(
         "cloud URL {0:?} is not supported: use https://HOST[:PORT] (or http:// for development)"
     )]
     BadUrl(String),
+    #[error(
+        "the cloud URL list {0:?} has an empty item: give one URL, or several separated by commas (https://a.example.com,https://b.example.com)"
+    )]
+    EmptyUrl(String),
     #[error("a CA for the cloud is given, but the cloud URL {0:?} is not https://")]
     CaWithoutTls(String),
     #[error("cannot set up TLS for the cloud: {0}")]
@@ -83,60 +91,125 @@ fn unreachable(error: &(dyn std::error::Error + 'static)) -> CloudError {
     }
 }
 
-pub struct CloudClient {
+/// One replica of the cloud tier.
+struct Replica {
     /// `https://host:port` or `http://host:port`, without a trailing slash.
     base: String,
+    /// Whether its last exchange got an answer; a replica that keeps failing
+    /// is warned about once per outage, not once per retry.
+    answering: AtomicBool,
+}
+
+/// A client of the cloud tier: one or more replicas serving the same API
+/// over the same database, any of which may take any request.
+pub struct CloudClient {
+    /// In the order given; never empty.
+    replicas: Vec<Replica>,
+    /// The replica a request goes to first: the one that last answered.
+    /// Requests stay on it until it fails, so they do not wander between
+    /// replicas that all work.
+    current: AtomicUsize,
+    /// Times a failure moved requests to the next replica, since start.
+    failovers: AtomicU64,
     token: Option<String>,
     /// The token would go over plain http to another machine.
     in_clear: bool,
     http: Client<HttpsConnector, Full<Bytes>>,
 }
 
+/// The items of a comma-separated list of cloud URLs, trimmed; an empty
+/// item (`a,,b`, a trailing comma, an empty list) is an error rather than
+/// skipped, as it is most likely a mistake in a script or template.
+fn split_urls(list: &str) -> Result<Vec<&str>, CloudError> {
+    let items: Vec<&str> = list.split(',').map(str::trim).collect();
+    if items.iter().any(|item| item.is_empty()) {
+        return Err(CloudError::EmptyUrl(list.to_owned()));
+    }
+    Ok(items)
+}
+
+/// Whether `error` says this replica is failing (so another may serve the
+/// request), rather than giving the cloud's verdict on it: a 4xx (401
+/// included) would be the same at every replica of one database.
+fn fails_over(error: &CloudError) -> bool {
+    match error {
+        CloudError::Unreachable(_) | CloudError::Timeout(_) => true,
+        CloudError::Status { status, .. } => status.is_server_error(),
+        _ => false,
+    }
+}
+
 impl CloudClient {
-    /// A client of the cloud at `base` that verifies an https cloud
+    /// A client of the cloud at `urls` (one URL or several, separated by
+    /// commas) that verifies an https cloud against the `webpki-roots` set.
+    pub fn new(urls: &str, token: Option<String>) -> Result<Self, CloudError> {
+        Self::with_ca(urls, token, None)
+    }
+
+    /// A client of the cloud at `urls`: one base URL or several separated
+    /// by commas, each `https://` or `http://`; an https cloud is verified
+    /// against the certificates in the PEM file `ca` only, or without one
     /// against the `webpki-roots` set.
-    pub fn new(base: &str, token: Option<String>) -> Result<Self, CloudError> {
-        Self::with_ca(base, token, None)
-    }
-
-    /// A client of the cloud at `base` (`https://` or `http://`); an https
-    /// cloud is verified against the certificates in the PEM file `ca`
-    /// only, or without one against the `webpki-roots` set.
-    /// The cloud's base URL, as given.
-    pub fn base_url(&self) -> &str {
-        &self.base
-    }
-
     pub fn with_ca(
-        base: &str,
+        urls: &str,
         token: Option<String>,
         ca: Option<&Path>,
     ) -> Result<Self, CloudError> {
-        let base = base.trim_end_matches('/');
-        let uri: http::Uri = base.parse().map_err(|_| CloudError::BadUrl(base.into()))?;
-        let Some(host) = uri.host().filter(|h| !h.is_empty()) else {
-            return Err(CloudError::BadUrl(base.into()));
-        };
-        let https = match uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
-            _ => return Err(CloudError::BadUrl(base.into())),
-        };
-        if !https && ca.is_some() {
-            // The operator thinks the link is verified; it would not be.
-            return Err(CloudError::CaWithoutTls(base.into()));
+        let mut replicas = Vec::new();
+        let mut in_clear = false;
+        for base in split_urls(urls)? {
+            let base = base.trim_end_matches('/');
+            let uri: http::Uri = base.parse().map_err(|_| CloudError::BadUrl(base.into()))?;
+            let Some(host) = uri.host().filter(|h| !h.is_empty()) else {
+                return Err(CloudError::BadUrl(base.into()));
+            };
+            let https = match uri.scheme_str() {
+                Some("https") => true,
+                Some("http") => false,
+                _ => return Err(CloudError::BadUrl(base.into())),
+            };
+            if !https && ca.is_some() {
+                // The operator thinks the link is verified; it would not be.
+                return Err(CloudError::CaWithoutTls(base.into()));
+            }
+            // Any one such replica exposes the token: requests may go to each.
+            in_clear |= !https && token.is_some() && !tls::is_loopback_host(host);
+            replicas.push(Replica {
+                base: base.to_owned(),
+                answering: AtomicBool::new(true),
+            });
         }
-        let in_clear = !https && token.is_some() && !tls::is_loopback_host(host);
         let connector = tls::connector(
             tls::client_config(ca).map_err(CloudError::Tls)?,
             Duration::from_secs(5),
         );
         Ok(Self {
-            base: base.to_owned(),
+            replicas,
+            current: AtomicUsize::new(0),
+            failovers: AtomicU64::new(0),
             token,
             in_clear,
             http: Client::builder(TokioExecutor::new()).build(connector),
         })
+    }
+
+    /// The base URL of the replica requests go to now.
+    pub fn base_url(&self) -> &str {
+        &self.replicas[self.current_index()].base
+    }
+
+    /// Every replica's base URL, in the order given.
+    pub fn replicas(&self) -> impl Iterator<Item = &str> {
+        self.replicas.iter().map(|r| r.base.as_str())
+    }
+
+    /// Times a failing replica made requests move to the next, since start.
+    pub fn failovers(&self) -> u64 {
+        self.failovers.load(Ordering::Relaxed)
+    }
+
+    fn current_index(&self) -> usize {
+        self.current.load(Ordering::Relaxed) % self.replicas.len()
     }
 
     /// Whether the token goes in clear over a network: plain http to a
@@ -145,6 +218,10 @@ impl CloudClient {
         self.in_clear
     }
 
+    /// One request, to the current replica and, while replicas fail (see
+    /// [`fails_over`]), to the next, each at most once; the last error if
+    /// none answered. Sending a batch again elsewhere is safe: the cloud
+    /// applies each (epoch, sequence) once, whichever replica gets it.
     async fn call(
         &self,
         method: Method,
@@ -152,9 +229,63 @@ impl CloudClient {
         body: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, CloudError> {
+        let count = self.replicas.len();
+        let first = self.current_index();
+        let mut last_error = None;
+        for step in 0..count {
+            let index = (first + step) % count;
+            let replica = &self.replicas[index];
+            let result = self
+                .call_one(&replica.base, method.clone(), path, body.clone(), timeout)
+                .await;
+            let error = match result {
+                Err(error) if fails_over(&error) => error,
+                answered => {
+                    if !replica.answering.swap(true, Ordering::Relaxed) {
+                        tracing::info!(target: "outpost::replication", replica = %replica.base, "cloud replica answers again");
+                    }
+                    return answered;
+                }
+            };
+            if count > 1 {
+                let next = &self.replicas[(index + 1) % count].base;
+                // Only the first of concurrent failures at this replica
+                // moves on: a second would skip the next replica unasked.
+                if self
+                    .current
+                    .compare_exchange(
+                        index,
+                        (index + 1) % count,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+                {
+                    self.failovers.fetch_add(1, Ordering::Relaxed);
+                }
+                if replica.answering.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(target: "outpost::replication", replica = %replica.base, next = %next, error = %error, "cloud replica failed; moving to the next");
+                } else {
+                    tracing::debug!(target: "outpost::replication", replica = %replica.base, next = %next, error = %error, "cloud replica still failing");
+                }
+            }
+            last_error = Some(error);
+        }
+        Err(last_error.expect("a client has at least one replica"))
+    }
+
+    /// One exchange with the replica at `base`.
+    async fn call_one(
+        &self,
+        base: &str,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, CloudError> {
         let mut request = Request::builder()
             .method(method)
-            .uri(format!("{}{path}", self.base))
+            .uri(format!("{base}{path}"))
             .header(header::CONTENT_TYPE, "application/json");
         if let Some(token) = &self.token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
@@ -227,6 +358,7 @@ impl CloudClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn accepts_https_and_http_urls_only() {
@@ -280,5 +412,238 @@ mod tests {
         assert!(!in_clear("http://[::1]:9090", token()));
         assert!(!in_clear("https://cloud.example.com", token()));
         assert!(!in_clear("http://cloud.example.com", None));
+    }
+
+    #[test]
+    fn a_token_sent_in_clear_to_any_replica_counts() {
+        let in_clear = |urls: &str| {
+            CloudClient::new(urls, Some("t".to_owned()))
+                .unwrap()
+                .sends_credential_in_clear()
+        };
+        assert!(in_clear("http://127.0.0.1:9090,http://cloud.example.com"));
+        assert!(in_clear("https://a.example.com,http://10.1.2.3"));
+        assert!(!in_clear("http://127.0.0.1:9090,https://cloud.example.com"));
+    }
+
+    #[test]
+    fn a_list_is_split_on_commas_trimmed_and_starts_at_the_first() {
+        let client = CloudClient::new(
+            " https://a.example.com/ ,http://127.0.0.1:9090,https://b.example.com:8443",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            client.replicas().collect::<Vec<_>>(),
+            [
+                "https://a.example.com",
+                "http://127.0.0.1:9090",
+                "https://b.example.com:8443"
+            ]
+        );
+        assert_eq!(client.base_url(), "https://a.example.com");
+        assert_eq!(client.failovers(), 0);
+    }
+
+    #[test]
+    fn an_empty_item_in_the_list_is_refused_by_name() {
+        for urls in [
+            "",
+            " ",
+            ",",
+            "https://a.example.com,",
+            ",https://a.example.com",
+            "https://a.example.com,,https://b.example.com",
+            "https://a.example.com, ,https://b.example.com",
+        ] {
+            let err = CloudClient::new(urls, None).err().unwrap();
+            assert!(matches!(err, CloudError::EmptyUrl(_)), "{urls:?}: {err}");
+            assert!(err.to_string().contains("empty item"), "{err}");
+        }
+    }
+
+    #[test]
+    fn one_bad_url_in_the_list_is_refused_by_name() {
+        let err = CloudClient::new("https://a.example.com,ftp://b", None)
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&err, CloudError::BadUrl(url) if url == "ftp://b"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_ca_with_any_plain_http_replica_is_refused() {
+        let err = CloudClient::with_ca(
+            "https://a.example.com,http://b.example.com",
+            None,
+            Some(Path::new("/nonexistent/ca.pem")),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            matches!(&err, CloudError::CaWithoutTls(url) if url == "http://b.example.com"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn no_answer_and_5xx_fail_over_and_the_clouds_verdicts_do_not() {
+        let status = |status: u16| CloudError::Status {
+            status: StatusCode::from_u16(status).unwrap(),
+            code: None,
+            body: String::new(),
+        };
+        for error in [
+            CloudError::Unreachable("connection refused".into()),
+            CloudError::Timeout(Duration::from_secs(1)),
+            status(500),
+            status(502),
+            status(503),
+            status(504),
+        ] {
+            assert!(fails_over(&error), "{error}");
+        }
+        for error in [
+            CloudError::Unauthorized,
+            status(400),
+            status(403),
+            status(404),
+            status(409),
+            status(413),
+            status(429),
+            CloudError::TooLarge,
+            CloudError::Decode("x".into()),
+        ] {
+            assert!(!fails_over(&error), "{error}");
+        }
+    }
+
+    /// A stand-in replica on a real socket: answers every request with
+    /// `status` (or, with `None`, never answers), counting requests.
+    async fn replica(status: Option<u16>) -> (String, Arc<AtomicUsize>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counted = requests.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let Some(status) = status else {
+                        // Hold the connection open, silent, until the client gives up.
+                        let _ = stream.read(&mut byte).await;
+                        return;
+                    };
+                    let body = r#"{"items":[]}"#;
+                    let reply = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        (url, requests)
+    }
+
+    /// A loopback URL nothing listens on.
+    fn dead_url() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    }
+
+    async fn get(client: &CloudClient, timeout: Duration) -> Result<Bytes, CloudError> {
+        client
+            .call(Method::GET, "/v1/conflicts", Bytes::new(), timeout)
+            .await
+    }
+
+    /// A timeout no stand-in replica that answers comes near.
+    const LONG: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn a_refused_connection_moves_to_the_next_replica_and_stays_there() {
+        let (live, requests) = replica(Some(200)).await;
+        let client = CloudClient::new(&format!("{},{live}", dead_url()), None).unwrap();
+        get(&client, LONG).await.unwrap();
+        assert_eq!(client.base_url(), live);
+        assert_eq!(client.failovers(), 1);
+        get(&client, LONG).await.unwrap();
+        assert_eq!(requests.load(Ordering::SeqCst), 2);
+        assert_eq!(client.failovers(), 1, "the working replica stays current");
+    }
+
+    #[tokio::test]
+    async fn a_5xx_moves_to_the_next_replica() {
+        let (unwell, _) = replica(Some(503)).await;
+        let (live, requests) = replica(Some(200)).await;
+        let client = CloudClient::new(&format!("{unwell},{live}"), None).unwrap();
+        get(&client, LONG).await.unwrap();
+        assert_eq!(client.base_url(), live);
+        assert_eq!(requests.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_does_not_answer_in_time_is_passed_over() {
+        let (silent, _) = replica(None).await;
+        let (live, _) = replica(Some(200)).await;
+        let client = CloudClient::new(&format!("{silent},{live}"), None).unwrap();
+        // Long enough for the answering replica on a loaded machine: the
+        // timeout is per replica.
+        get(&client, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(client.base_url(), live);
+    }
+
+    #[tokio::test]
+    async fn a_4xx_or_401_is_the_clouds_verdict_and_does_not_fail_over() {
+        for (status, unauthorized) in [(400, false), (409, false), (401, true)] {
+            let (refusing, _) = replica(Some(status)).await;
+            let (other, requests) = replica(Some(200)).await;
+            let client = CloudClient::new(&format!("{refusing},{other}"), None).unwrap();
+            let err = get(&client, LONG).await.unwrap_err();
+            if unauthorized {
+                assert!(matches!(err, CloudError::Unauthorized), "{err}");
+            } else {
+                assert!(
+                    matches!(&err, CloudError::Status { status: s, .. } if s.as_u16() == status),
+                    "{err}"
+                );
+            }
+            assert_eq!(client.base_url(), refusing);
+            assert_eq!(
+                requests.load(Ordering::SeqCst),
+                0,
+                "{status} went elsewhere"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn when_every_replica_fails_each_is_tried_once_and_the_last_error_returned() {
+        let (a, a_requests) = replica(Some(503)).await;
+        let (b, b_requests) = replica(Some(502)).await;
+        let client = CloudClient::new(&format!("{a},{b},{}", dead_url()), None).unwrap();
+        let err = get(&client, LONG).await.unwrap_err();
+        assert!(matches!(err, CloudError::Unreachable(_)), "{err}");
+        assert_eq!(a_requests.load(Ordering::SeqCst), 1);
+        assert_eq!(b_requests.load(Ordering::SeqCst), 1);
+        // Round the list once: the next call starts where this one did.
+        assert_eq!(client.base_url(), a);
+        assert_eq!(client.failovers(), 3);
     }
 }

@@ -37,43 +37,45 @@ impl Drop for Replication {
     }
 }
 
-/// Starts shipping and pulling against the cloud at `base_url`; an https
-/// cloud is verified against the `webpki-roots` set.
+/// Starts shipping and pulling against the cloud at `cloud` (one base URL,
+/// or several replicas' separated by commas); an https cloud is verified
+/// against the `webpki-roots` set.
 pub fn start(
     storage: Arc<Storage>,
-    base_url: &str,
+    cloud: &str,
     token: Option<String>,
     ship_batch: usize,
     metrics: Arc<Metrics>,
 ) -> Result<Replication, client::CloudError> {
-    start_with_ca(storage, base_url, token, None, ship_batch, metrics)
+    start_with_ca(storage, cloud, token, None, ship_batch, metrics)
 }
 
 /// [`start`], verifying an https cloud against the certificates in the
 /// PEM file `ca` instead (a private CA) when one is given.
 pub fn start_with_ca(
     storage: Arc<Storage>,
-    base_url: &str,
+    cloud: &str,
     token: Option<String>,
     ca: Option<&Path>,
     ship_batch: usize,
     metrics: Arc<Metrics>,
 ) -> Result<Replication, client::CloudError> {
-    let client = connect(base_url, token, ca)?;
+    let client = connect(cloud, token, ca)?;
     Ok(start_with_client(storage, client, ship_batch, metrics))
 }
 
-/// The cloud client for `base_url`: made before anything is loaded, so a
-/// bad URL or CA file stops the start at once.
+/// The cloud client for `cloud` (one base URL, or several replicas'
+/// separated by commas): made before anything is loaded, so a bad URL, an
+/// empty list item or a CA file stops the start at once.
 pub fn connect(
-    base_url: &str,
+    cloud: &str,
     token: Option<String>,
     ca: Option<&Path>,
 ) -> Result<Arc<client::CloudClient>, client::CloudError> {
-    let client = Arc::new(client::CloudClient::with_ca(base_url, token, ca)?);
+    let client = Arc::new(client::CloudClient::with_ca(cloud, token, ca)?);
     if client.sends_credential_in_clear() {
         // Once, at start: every batch and feed request carries the token.
-        tracing::warn!(target: "outpost::replication", cloud = %base_url, "credential sent in clear: the cloud token goes over plain http to another machine; use an https:// cloud URL");
+        tracing::warn!(target: "outpost::replication", cloud = %cloud, "credential sent in clear: the cloud token goes over plain http to another machine; use https:// cloud URLs");
     }
     Ok(client)
 }
@@ -85,10 +87,9 @@ pub fn start_with_client(
     ship_batch: usize,
     metrics: Arc<Metrics>,
 ) -> Replication {
-    let base_url = client.base_url().to_owned();
-    let base_url = base_url.as_str();
-    let status = Arc::new(ReplicationStatus::new(base_url));
-    tracing::info!(target: "outpost::replication", cloud = %base_url, node = %storage.node_id(), "replication enabled");
+    let status = Arc::new(ReplicationStatus::new());
+    let replicas = client.replicas().collect::<Vec<_>>().join(",");
+    tracing::info!(target: "outpost::replication", cloud = %replicas, node = %storage.node_id(), "replication enabled");
     let link = Link {
         client: client.clone(),
         status: status.clone(),

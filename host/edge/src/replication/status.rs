@@ -4,10 +4,10 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-/// The cloud link as the node sees it.
+/// The cloud link as the node sees it (which replica it talks to is the
+/// client's to say: it changes on failover).
 #[derive(Debug)]
 pub struct ReplicationStatus {
-    pub url: String,
     /// When replication started: the lag's baseline before the first read.
     started: Instant,
     state: Mutex<State>,
@@ -42,10 +42,15 @@ pub struct Blocked {
     pub message: String,
 }
 
+impl Default for ReplicationStatus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl ReplicationStatus {
-    pub fn new(url: &str) -> Self {
+    pub fn new() -> Self {
         Self {
-            url: url.to_owned(),
             started: Instant::now(),
             state: Mutex::default(),
         }
@@ -115,7 +120,7 @@ mod tests {
 
     #[test]
     fn lag_is_zero_in_sync_and_grows_when_the_link_fails() {
-        let status = ReplicationStatus::new("http://cloud");
+        let status = ReplicationStatus::new();
         status.pulled(true, 3);
         assert_eq!(status.lag(), Duration::ZERO);
         status.unreachable(&"connection refused");
