@@ -10,13 +10,17 @@
 //!    batch at two replicas applies once and the second sees duplicates;
 //!    the epochs named by the entries' origins, `FOR UPDATE`, so a
 //!    renumbered record and its copy on the old epoch are never both new;
-//! 2. the digests at every entry's place and origin: redeliveries must
-//!    match (else clone-detected), and a record applied at another place is
-//!    a duplicate;
-//! 3. the KV rows the batch writes, `FOR UPDATE` in key order, created as
-//!    placeholders (`hlc` NULL) first so that a key nobody has written yet
-//!    is locked too: last-writer-wins and conflicts are decided on rows no
-//!    other transaction can change before this one commits;
+//! 2. the digests at the batch's places: one `outpost_batch_digests` row
+//!    per earlier batch (8 bytes a record, and its refusals) covers a
+//!    redelivered range; `outpost_digests` holds the rare per-place claims
+//!    of renumbered records. A redelivery must match (else clone-detected),
+//!    a record applied at another place is a duplicate;
+//! 3. the KV rows that exist, `FOR UPDATE` in key order, so last-writer-wins
+//!    and conflicts are decided on rows no other transaction can change
+//!    before this one commits. Keys nobody has written are inserted at the
+//!    end `ON CONFLICT DO NOTHING` (which waits for a concurrent insert of
+//!    the same key); if one was taken meanwhile, the transaction runs
+//!    again and then finds and locks that row;
 //! 4. idempotency keys, inserted `ON CONFLICT DO NOTHING` (a concurrent
 //!    insert of the same key waits for the other transaction);
 //! 5. last, the one counters row, `FOR UPDATE`, for the feed cursors,
@@ -201,31 +205,88 @@ async fn plan_and_write(
         tx.query(&lock, &[&origin_epochs]).await?;
     }
 
-    // 2. Digests at every place the batch touches.
-    let mut place_epochs = Vec::new();
-    let mut place_seqs = Vec::new();
-    for (entry, _) in &batch.entries {
-        place_epochs.push(epoch);
-        place_seqs.push(i64_of(entry.seq));
-        if entry.seq > mark
-            && let Some(origin) = entry.origin
-        {
-            place_epochs.push(i64_of(origin.epoch));
-            place_seqs.push(i64_of(origin.seq));
-        }
-    }
-    let select_digests = tx
+    // 2. Digests at every place the batch touches: the batch's own
+    // redelivered range (one row per earlier batch), claims at its fresh
+    // places, and its entries' origins.
+    let mut kept: HashMap<Place, Vec<u8>> = HashMap::new();
+    let last = batch.entries.last().expect("not empty").0.seq;
+    let claims_in_range = tx
         .prepare_cached(
-            "SELECT d.epoch, d.seq, d.digest FROM unnest($1::INT8[], $2::INT8[]) AS p(epoch, seq)
-             JOIN outpost_digests AS d ON d.epoch = p.epoch AND d.seq = p.seq",
+            "SELECT seq, digest FROM outpost_digests WHERE epoch = $1 AND seq >= $2 AND seq <= $3",
         )
         .await?;
-    let kept: HashMap<Place, Vec<u8>> = tx
-        .query(&select_digests, &[&place_epochs, &place_seqs])
-        .await?
-        .into_iter()
-        .map(|row| ((row.get(0), row.get(1)), row.get(2)))
+    let batches_in_range = tx
+        .prepare_cached(
+            "SELECT first_seq, digests, refused_seqs, refused_codes FROM outpost_batch_digests
+             WHERE epoch = $1 AND last_seq >= $2 AND first_seq <= $3",
+        )
+        .await?;
+    let fresh_from = mark.saturating_add(1).max(first);
+    if fresh_from <= last {
+        for row in tx
+            .query(
+                &claims_in_range,
+                &[&epoch, &i64_of(fresh_from), &i64_of(last)],
+            )
+            .await?
+        {
+            kept.insert((epoch, row.get(0)), row.get(1));
+        }
+    }
+    if first <= mark {
+        let rows = tx
+            .query(
+                &batches_in_range,
+                &[&epoch, &i64_of(first), &i64_of(mark.min(last))],
+            )
+            .await?;
+        for row in &rows {
+            spread_batch_row(&mut kept, epoch, row);
+        }
+    }
+    let origins: Vec<Place> = fresh
+        .iter()
+        .filter_map(|&i| batch.entries[i].0.origin)
+        .map(|o| (i64_of(o.epoch), i64_of(o.seq)))
         .collect();
+    if !origins.is_empty() {
+        let (origin_epochs, origin_seqs): (Vec<i64>, Vec<i64>) = origins.iter().copied().unzip();
+        let claims_at = tx
+            .prepare_cached(
+                "SELECT d.epoch, d.seq, d.digest FROM unnest($1::INT8[], $2::INT8[]) AS p(epoch, seq)
+                 JOIN outpost_digests AS d ON d.epoch = p.epoch AND d.seq = p.seq",
+            )
+            .await?;
+        for row in tx
+            .query(&claims_at, &[&origin_epochs, &origin_seqs])
+            .await?
+        {
+            kept.insert((row.get(0), row.get(1)), row.get(2));
+        }
+        // A place its own stream wrote is that stream's, over any claim.
+        let batches_at = tx
+            .prepare_cached(
+                "SELECT DISTINCT b.epoch, b.first_seq, b.digests, b.refused_seqs, b.refused_codes
+                 FROM unnest($1::INT8[], $2::INT8[]) AS p(epoch, seq)
+                 JOIN outpost_batch_digests AS b
+                   ON b.epoch = p.epoch AND b.first_seq <= p.seq AND b.last_seq >= p.seq",
+            )
+            .await?;
+        for row in tx
+            .query(&batches_at, &[&origin_epochs, &origin_seqs])
+            .await?
+        {
+            let row_epoch: i64 = row.get(0);
+            spread_batch_columns(
+                &mut kept,
+                row_epoch,
+                row.get(1),
+                row.get(2),
+                row.get(3),
+                row.get(4),
+            );
+        }
+    }
 
     let mut ack = Ack {
         applied: 0,
@@ -297,12 +358,10 @@ async fn plan_and_write(
     if !keys.is_empty() {
         let stores: Vec<&str> = keys.iter().map(|k| k.0).collect();
         let names: Vec<&str> = keys.iter().map(|k| k.1).collect();
-        let placeholders = tx
-            .prepare_cached(
-                "INSERT INTO outpost_kv (store, key) SELECT * FROM unnest($1::TEXT[], $2::TEXT[])
-                 ON CONFLICT (store, key) DO NOTHING",
-            )
-            .await?;
+        // Rows that exist are locked here; a key nobody has written yet is
+        // inserted at the end, and if another transaction inserted it
+        // meanwhile the insert says so and this one runs again (and then
+        // finds and locks the row).
         let lock = tx
             .prepare_cached(
                 "SELECT k.store, k.key, k.hlc, k.node, k.value
@@ -311,14 +370,12 @@ async fn plan_and_write(
                  ORDER BY k.store, k.key FOR UPDATE OF k",
             )
             .await?;
-        tx.execute(&placeholders, &[&stores, &names]).await?;
         for row in tx.query(&lock, &[&stores, &names]).await? {
-            let hlc: Option<i64> = row.get(2);
-            let version = hlc.map(|hlc| Version {
-                hlc: u64_of(hlc),
-                node: row.get::<_, Option<String>>(3).unwrap_or_default(),
-            });
-            current.insert((row.get(0), row.get(1)), version.map(|v| (v, row.get(4))));
+            let version = Version {
+                hlc: u64_of(row.get(2)),
+                node: row.get(3),
+            };
+            current.insert((row.get(0), row.get(1)), Some((version, row.get(4))));
         }
     }
 
@@ -428,39 +485,44 @@ async fn plan_and_write(
     }
 
     // Writes that need no ids, pipelined.
-    let new_mark = batch.entries.last().expect("not empty").0.seq;
-    let mut own_epochs = Vec::new();
-    let mut own_seqs = Vec::new();
-    let mut own_digests: Vec<Vec<u8>> = Vec::new();
-    let mut origin_place_epochs = Vec::new();
-    let mut origin_place_seqs = Vec::new();
-    let mut origin_digests: Vec<Vec<u8>> = Vec::new();
+    let new_mark = last;
+    // The batch's own places: one row, a digest per fresh entry, and its
+    // refusals.
+    let mut row_digests = Vec::with_capacity(fresh.len() * 8);
+    let mut refused_seqs: Vec<i64> = Vec::new();
+    let mut refused_codes: Vec<&str> = Vec::new();
+    let mut claim_epochs = Vec::new();
+    let mut claim_seqs = Vec::new();
+    let mut claim_digests: Vec<Vec<u8>> = Vec::new();
     for &i in &fresh {
         let (entry, verdict) = &batch.entries[i];
+        row_digests.extend_from_slice(&digests[i]);
         let mut stored = digests[i].to_vec();
         if let Some(invalid) = verdict {
+            refused_seqs.push(i64_of(entry.seq));
+            refused_codes.push(invalid.code());
             stored.extend_from_slice(invalid.code().as_bytes());
         }
-        own_epochs.push(epoch);
-        own_seqs.push(i64_of(entry.seq));
+        // The old place is claimed only if nothing is there: its own
+        // stream's record, or another claim.
         if let Some(origin) = entry.origin {
-            origin_place_epochs.push(i64_of(origin.epoch));
-            origin_place_seqs.push(i64_of(origin.seq));
-            origin_digests.push(stored.clone());
+            let place = (i64_of(origin.epoch), i64_of(origin.seq));
+            if !kept.contains_key(&place) {
+                claim_epochs.push(place.0);
+                claim_seqs.push(place.1);
+                claim_digests.push(stored);
+            }
         }
-        own_digests.push(stored);
     }
-    let (kv_stores, kv_keys, kv_hlcs, kv_nodes, kv_values) = {
-        let mut columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for ((store, key), (version, value)) in &plan.kv {
-            columns.0.push(store.as_str());
-            columns.1.push(key.as_str());
-            columns.2.push(i64_of(version.hlc));
-            columns.3.push(version.node.as_str());
-            columns.4.push(value.as_deref());
-        }
-        columns
-    };
+    let (mut updates, mut inserts) = (KvColumns::default(), KvColumns::default());
+    for (slot, (version, value)) in &plan.kv {
+        let target = if current.get(slot).is_some_and(Option::is_some) {
+            &mut updates
+        } else {
+            &mut inserts
+        };
+        target.push(slot, version, value.as_deref());
+    }
     let update_kv = tx
         .prepare_cached(
             "UPDATE outpost_kv AS k SET hlc = w.hlc, node = w.node, value = w.value
@@ -468,69 +530,83 @@ async fn plan_and_write(
              WHERE k.store = w.store AND k.key = w.key",
         )
         .await?;
-    // A place of this epoch may hold a digest claimed by a renumbered copy
-    // of its record: this stream's own record replaces it.
-    let own = tx
+    let insert_kv = tx
         .prepare_cached(
-            "INSERT INTO outpost_digests (epoch, seq, digest) SELECT * FROM unnest($1::INT8[], $2::INT8[], $3::BYTEA[])
-             ON CONFLICT (epoch, seq) DO UPDATE SET digest = EXCLUDED.digest",
+            "INSERT INTO outpost_kv (store, key, hlc, node, value)
+             SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::INT8[], $4::TEXT[], $5::BYTEA[])
+             ON CONFLICT (store, key) DO NOTHING",
         )
         .await?;
-    // The old place is claimed only if its own stream left it empty.
-    let origins = tx
+    let own = tx
+        .prepare_cached(
+            "INSERT INTO outpost_batch_digests (epoch, first_seq, last_seq, digests, refused_seqs, refused_codes)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .await?;
+    let claims = tx
         .prepare_cached(
             "INSERT INTO outpost_digests (epoch, seq, digest) SELECT * FROM unnest($1::INT8[], $2::INT8[], $3::BYTEA[])
              ON CONFLICT (epoch, seq) DO NOTHING",
         )
         .await?;
     let prune = tx
-        .prepare_cached("DELETE FROM outpost_digests WHERE epoch = $1 AND seq > $2 AND seq <= $3")
+        .prepare_cached(
+            "DELETE FROM outpost_batch_digests WHERE epoch = $1 AND last_seq > $2 AND last_seq <= $3",
+        )
         .await?;
     let advance = tx
         .prepare_cached("UPDATE outpost_epochs SET applied = $2 WHERE epoch = $1")
         .await?;
-    let prune_from = i64_of(
-        mark.max(first.saturating_sub(1))
-            .saturating_sub(DIGEST_WINDOW),
-    );
+    // Rows ending in the window that just slid past: each prune deletes
+    // the few rows of batches that left it.
+    let prune_from = i64_of(mark.saturating_sub(DIGEST_WINDOW));
     let prune_to = i64_of(new_mark.saturating_sub(DIGEST_WINDOW));
-    let new_mark = i64_of(new_mark);
-    let own_params: &[&(dyn tokio_postgres::types::ToSql + Sync)] =
-        &[&own_epochs, &own_seqs, &own_digests];
+    let (fresh_first, new_mark) = (i64_of(batch.entries[fresh[0]].0.seq), i64_of(new_mark));
+    let own_params: &[&(dyn tokio_postgres::types::ToSql + Sync)] = &[
+        &epoch,
+        &fresh_first,
+        &new_mark,
+        &row_digests,
+        &refused_seqs,
+        &refused_codes,
+    ];
     let advance_params: &[&(dyn tokio_postgres::types::ToSql + Sync)] = &[&epoch, &new_mark];
-    tokio::try_join!(
+    let (_, inserted, ..) = tokio::try_join!(
         async {
-            if kv_stores.is_empty() {
-                Ok(0)
-            } else {
-                tx.execute(
-                    &update_kv,
-                    &[&kv_stores, &kv_keys, &kv_hlcs, &kv_nodes, &kv_values],
-                )
-                .await
+            if updates.is_empty() {
+                return Ok(0);
             }
+            tx.execute(&update_kv, &updates.params()).await
+        },
+        async {
+            if inserts.is_empty() {
+                return Ok(0);
+            }
+            tx.execute(&insert_kv, &inserts.params()).await
         },
         tx.execute(&own, own_params),
         async {
-            if origin_place_epochs.is_empty() {
-                Ok(0)
-            } else {
-                tx.execute(
-                    &origins,
-                    &[&origin_place_epochs, &origin_place_seqs, &origin_digests],
-                )
-                .await
+            if claim_epochs.is_empty() {
+                return Ok(0);
             }
+            tx.execute(&claims, &[&claim_epochs, &claim_seqs, &claim_digests])
+                .await
         },
         async {
-            if prune_to > prune_from {
-                tx.execute(&prune, &[&epoch, &prune_from, &prune_to]).await
-            } else {
-                Ok(0)
+            if prune_to <= prune_from {
+                return Ok(0);
             }
+            tx.execute(&prune, &[&epoch, &prune_from, &prune_to]).await
         },
         tx.execute(&advance, advance_params),
     )?;
+    if inserted != inserts.len() as u64 {
+        // Another batch created one of these keys after this one looked:
+        // decide again, on the row it made.
+        return Err(Fail::Retry(
+            "a key was created by a concurrent batch".to_owned(),
+        ));
+    }
 
     if plan.feed.is_empty() && plan.conflicts.is_empty() && plan.events.is_empty() {
         return Ok(ack);
@@ -637,6 +713,70 @@ async fn plan_and_write(
         },
     )?;
     Ok(ack)
+}
+
+/// KV rows as the columns one `unnest` statement takes.
+#[derive(Default)]
+struct KvColumns<'a> {
+    stores: Vec<&'a str>,
+    keys: Vec<&'a str>,
+    hlcs: Vec<i64>,
+    nodes: Vec<&'a str>,
+    values: Vec<Option<&'a [u8]>>,
+}
+
+impl<'a> KvColumns<'a> {
+    fn push(&mut self, slot: &'a Slot, version: &'a Version, value: Option<&'a [u8]>) {
+        self.stores.push(&slot.0);
+        self.keys.push(&slot.1);
+        self.hlcs.push(i64_of(version.hlc));
+        self.nodes.push(&version.node);
+        self.values.push(value);
+    }
+
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 5] {
+        [
+            &self.stores,
+            &self.keys,
+            &self.hlcs,
+            &self.nodes,
+            &self.values,
+        ]
+    }
+}
+
+/// Adds the places one `outpost_batch_digests` row covers to `kept`.
+fn spread_batch_row(kept: &mut HashMap<Place, Vec<u8>>, epoch: i64, row: &tokio_postgres::Row) {
+    spread_batch_columns(kept, epoch, row.get(0), row.get(1), row.get(2), row.get(3));
+}
+
+/// Adds each place of a batch's digest row (`first_seq`, 8 bytes a place,
+/// refusal codes by seq) to `kept`, over any claim there.
+fn spread_batch_columns(
+    kept: &mut HashMap<Place, Vec<u8>>,
+    epoch: i64,
+    first_seq: i64,
+    digests: &[u8],
+    refused_seqs: Vec<i64>,
+    refused_codes: Vec<String>,
+) {
+    let codes: HashMap<i64, String> = refused_seqs.into_iter().zip(refused_codes).collect();
+    for (offset, digest) in digests.chunks_exact(8).enumerate() {
+        let seq = first_seq + offset as i64;
+        let mut stored = digest.to_vec();
+        if let Some(code) = codes.get(&seq) {
+            stored.extend_from_slice(code.as_bytes());
+        }
+        kept.insert((epoch, seq), stored);
+    }
 }
 
 fn refusal(seq: u64, invalid: Invalid) -> Refusal {

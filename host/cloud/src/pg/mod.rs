@@ -549,7 +549,7 @@ impl CloudStore for Pg {
         self.read(async |client| {
             let statement = client
                 .prepare_cached(
-                    "SELECT hlc, node, value FROM outpost_kv WHERE store = $1 AND key = $2 AND hlc IS NOT NULL",
+                    "SELECT hlc, node, value FROM outpost_kv WHERE store = $1 AND key = $2",
                 )
                 .await?;
             let row = client.query_opt(&statement, &[&store, &key]).await?;

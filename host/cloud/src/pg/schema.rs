@@ -31,6 +31,15 @@ pub const MIGRATIONS: &[&str] = &[
         node    TEXT NOT NULL,
         applied INT8 NOT NULL
     );
+    CREATE TABLE outpost_batch_digests (
+        epoch         INT8 NOT NULL,
+        last_seq      INT8 NOT NULL,
+        first_seq     INT8 NOT NULL,
+        digests       BYTEA NOT NULL,
+        refused_seqs  INT8[] NOT NULL,
+        refused_codes TEXT[] NOT NULL,
+        PRIMARY KEY (epoch, last_seq)
+    );
     CREATE TABLE outpost_digests (
         epoch  INT8 NOT NULL,
         seq    INT8 NOT NULL,
@@ -40,8 +49,8 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE TABLE outpost_kv (
         store TEXT NOT NULL,
         key   TEXT NOT NULL,
-        hlc   INT8,
-        node  TEXT,
+        hlc   INT8 NOT NULL,
+        node  TEXT NOT NULL,
         value BYTEA,
         PRIMARY KEY (store, key)
     );
