@@ -866,4 +866,69 @@ mod postgres_only {
         assert_eq!(value_of(&store, "k1").await.unwrap(), b"a");
         assert_eq!(value_of(&store, "k2").await.unwrap(), b"a");
     }
+
+    /// The database link over TLS: verified against the given CA, and
+    /// refused when the server's certificate does not verify.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_database_link_is_tls_verified_against_its_ca() {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_path = dir.path().join("ca.pem");
+        std::fs::write(&ca_path, ca_cert.pem()).unwrap();
+        let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
+        let cluster = tokio::task::spawn_blocking(move || {
+            let cluster =
+                outpost_pg_cluster::PgCluster::start_with(&outpost_pg_cluster::PgOptions {
+                    fsync: false,
+                    ..Default::default()
+                })
+                .unwrap();
+            cluster.create_database("tls").unwrap();
+            cluster.enable_tls(&cert_pem, &key_pem).unwrap();
+            cluster
+        })
+        .await
+        .unwrap();
+        let url = format!("{}?sslmode=require", cluster.url("tls"));
+        let options = PgOptions {
+            ca: Some(ca_path),
+            ..PgOptions::default()
+        };
+        let store = Pg::connect(&url, options).await.unwrap();
+        store
+            .ingest(batch("a", vec![kv(1, "k", "v", 1, "a", None)]))
+            .await
+            .unwrap();
+        assert_eq!(value_of(&store, "k").await.unwrap(), b"v");
+        let ssl = tokio::task::spawn_blocking(move || {
+            let answer = cluster
+                .psql(
+                    "tls",
+                    "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'outpost-cloud'",
+                )
+                .unwrap();
+            (answer, cluster)
+        })
+        .await
+        .unwrap();
+        assert_eq!(ssl.0, "t", "every connection of the replica is TLS");
+        // Without the CA, the server's certificate does not verify.
+        let refused = Pg::connect(&url, PgOptions::default()).await;
+        let error = refused
+            .err()
+            .expect("an unverified server is refused")
+            .to_string();
+        assert!(error.contains("certificate"), "{error}");
+        drop(ssl.1);
+    }
 }

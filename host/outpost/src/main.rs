@@ -101,6 +101,9 @@ struct CloudRunArgs {
     /// Connections each replica keeps to PostgreSQL.
     #[arg(long, env = "OUTPOST_CLOUD_DATABASE_POOL", default_value_t = 16)]
     database_pool: usize,
+    /// PEM file of the CA the database server's certificate must chain to, for a URL with sslmode=require [default: the public roots].
+    #[arg(long, env = "OUTPOST_CLOUD_DATABASE_CA")]
+    database_ca: Option<PathBuf>,
 }
 
 /// Managing credentials on a running cloud.
@@ -411,6 +414,7 @@ fn main() -> anyhow::Result<()> {
                 database: run.database,
                 pg: outpost_cloud::pg::PgOptions {
                     pool_size: run.database_pool,
+                    ca: run.database_ca,
                     ..outpost_cloud::pg::PgOptions::default()
                 },
             };

@@ -261,6 +261,40 @@ impl PgCluster {
         Ok(out.trim().to_string())
     }
 
+    /// Serves TLS with the PEM certificate chain `cert` and key `key`
+    /// (written into the data dir, readable by the server only), on the
+    /// running server: clients may then use `sslmode=require`.
+    pub fn enable_tls(&self, cert: &str, key: &str) -> Result<(), Error> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let data = self.data_dir();
+        for (name, text) in [("server.crt", cert), ("server.key", key)] {
+            let path = data.join(name);
+            std::fs::write(&path, text)
+                .map_err(|e| Error::new(format!("cannot write {path:?}: {e}")))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| Error::new(format!("cannot chmod {path:?}: {e}")))?;
+            self.own(&path)?;
+        }
+        let settings = data.join("outpost.conf");
+        let mut text = std::fs::read_to_string(&settings)
+            .map_err(|e| Error::new(format!("cannot read {settings:?}: {e}")))?;
+        text.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&settings, text)
+            .map_err(|e| Error::new(format!("cannot write {settings:?}: {e}")))?;
+        self.psql("postgres", "SELECT pg_reload_conf()")?;
+        // The reload is asynchronous: wait until new sessions see it.
+        for _ in 0..100 {
+            if self.psql("postgres", "SHOW ssl")? == "on" {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Err(Error::new(format!(
+            "the server did not turn TLS on; see {:?}",
+            self.log_path()
+        )))
+    }
+
     /// Stops the server the way a crash would (`pg_ctl stop -m immediate`):
     /// no checkpoint, so the next start runs crash recovery.
     pub fn stop_immediate(&self) -> Result<(), Error> {

@@ -12,7 +12,8 @@
 use std::sync::Weak;
 use std::time::Duration;
 use tokio::sync::Notify;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// The channel feed-growing ingests notify (PostgreSQL-only: `NOTIFY`).
 pub const CHANNEL: &str = "outpost_feed";
@@ -21,14 +22,14 @@ pub const CHANNEL: &str = "outpost_feed";
 pub const DOWN_TICK: Duration = Duration::from_secs(1);
 
 /// Keeps a LISTEN connection open for as long as the process runs.
-pub fn spawn(config: tokio_postgres::Config, grew: Weak<Notify>) {
+pub fn spawn(config: tokio_postgres::Config, tls: MakeRustlsConnect, grew: Weak<Notify>) {
     tokio::spawn(async move {
         let mut was_down = false;
         loop {
             // The store is gone (a test's, or a shut-down replica's).
             let Some(alive) = grew.upgrade() else { return };
             drop(alive);
-            match config.connect(NoTls).await {
+            match config.connect(tls.clone()).await {
                 Ok((client, mut connection)) => {
                     let (tx, mut closed) = tokio::sync::oneshot::channel::<String>();
                     let wake = grew.clone();

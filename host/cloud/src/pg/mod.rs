@@ -20,8 +20,8 @@ use outpost_wire::{Ack, Change, Conflict, Event, FeedPage, Page, Version};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
-use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// How the replica talks to PostgreSQL.
 #[derive(Debug, Clone)]
@@ -33,6 +33,11 @@ pub struct PgOptions {
     /// Longest one ingest (all its attempts) may take before it is answered
     /// 503 in doubt; the edge sends it again.
     pub ingest_timeout: Duration,
+    /// PEM file of the CA the database server's certificate must chain to;
+    /// `None`: the public roots (`webpki-roots`). Used when the URL asks
+    /// for TLS (`sslmode=require`, or `prefer`, the default, if the server
+    /// offers it); a certificate that does not verify fails the connection.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl Default for PgOptions {
@@ -41,6 +46,7 @@ impl Default for PgOptions {
             pool_size: 16,
             connect_timeout: Duration::from_secs(5),
             ingest_timeout: Duration::from_secs(20),
+            ca: None,
         }
     }
 }
@@ -143,9 +149,10 @@ impl Pg {
             // must not hold its row locks, which stall its edges' batches on
             // every other replica, for longer than this.
             .options("-c idle_in_transaction_session_timeout=30000 -c statement_timeout=30000");
+        let tls = tls_connector(options.ca.as_deref())?;
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -160,7 +167,7 @@ impl Pg {
             .context("cannot build the database pool")?;
         let mut client = {
             let (client, connection) = config
-                .connect(NoTls)
+                .connect(tls.clone())
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot connect to the database: {}", describe(&e)))?;
             tokio::spawn(connection);
@@ -178,7 +185,7 @@ impl Pg {
         drop(client);
         let feed_grew = Arc::new(Notify::new());
         let health = Arc::new(DbHealth::default());
-        listen::spawn(config, Arc::downgrade(&feed_grew));
+        listen::spawn(config, tls, Arc::downgrade(&feed_grew));
         let store = Self {
             pool,
             id,
@@ -302,6 +309,16 @@ impl Pg {
             }
         }
     }
+}
+
+/// TLS for the database link: rustls (ring), verified against `ca` or the
+/// public roots, without the HTTP ALPN the API client offers.
+fn tls_connector(ca: Option<&std::path::Path>) -> anyhow::Result<MakeRustlsConnect> {
+    let config = outpost_http::tls::client_config(ca)
+        .map_err(|e| anyhow::anyhow!("cannot set up TLS for the database: {e}"))?;
+    let mut config = (*config).clone();
+    config.alpn_protocols.clear();
+    Ok(MakeRustlsConnect::new(config))
 }
 
 /// The random id of this database, made by the first replica to start.
