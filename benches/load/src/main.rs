@@ -2,13 +2,15 @@
 //! serve and a native hyper server, hot reload under load, startup with and
 //! without the code cache, two builds alternated (`ab`), instructions per
 //! request under callgrind, how plain work scales across cores (`cores`),
-//! and one server per core against one for all (`percore`); prints
-//! markdown (or JSON with `--json`).
+//! one server per core against one for all (`percore`), and ingest into the
+//! cloud tier on sled and PostgreSQL (`ingest`); prints markdown (or JSON
+//! with `--json`).
 
 mod ab;
 mod callgrind;
 mod cli;
 mod cores;
+mod ingest;
 mod percore;
 mod prereq;
 mod reload;
@@ -37,6 +39,11 @@ usage: cargo run --release -p outpost-load -- <mode> [flags] [--json]
   cores      [--seconds 3]       (how plain work scales from one core to two)
   percore    [--rounds 3] [--duration 5] [--connections 64] [--cpus 0,1]
              (one server on all CPUs vs one server per CPU, CPU per request)
+  ingest     [--backend sled|pg|both] [--records 200000] [--warmup 20000] [--batch 1000]
+             [--edges 1,4] [--replicas 1,2 (pg only)] [--pool N (pg connections per replica)]
+             [--bin OUTPOST_BIN (default: target/release/outpost, built)]
+             (records/s into `outpost cloud`, feed changes/s, CPU by process; pg runs a
+             private cluster with initdb/pg_ctl, fsync on)
 
 env: OUTPOST_WASMTIME=/path/to/wasmtime (48.0.8) skips the wasmtime-cli install";
 
@@ -51,6 +58,7 @@ fn main() -> ExitCode {
         Some("callgrind") => callgrind::run(rest),
         Some("cores") => cores::run(rest),
         Some("percore") => percore::run(rest),
+        Some("ingest") => ingest::run(rest),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -209,12 +209,7 @@ impl Server {
     /// CPU time the process has used so far, user and system, all threads
     /// (`/proc/PID/stat`; taskset execs the server, so the PID is its own).
     pub fn cpu_time(&self) -> Result<Duration, String> {
-        let path = format!("/proc/{}/stat", self.child.id());
-        let stat =
-            std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
-        cpu_ticks(&stat)
-            .map(|ticks| Duration::from_secs_f64(ticks as f64 / clock_ticks_per_sec()))
-            .ok_or_else(|| format!("{path}: no utime/stime in {stat:?}"))
+        process_cpu_time(self.child.id())
     }
 
     /// When the process was spawned.
@@ -319,6 +314,15 @@ impl Drop for Server {
     }
 }
 
+/// CPU time process `pid` has used so far, user and system, all threads.
+pub fn process_cpu_time(pid: u32) -> Result<Duration, String> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    cpu_ticks(&stat)
+        .map(|ticks| Duration::from_secs_f64(ticks as f64 / clock_ticks_per_sec()))
+        .ok_or_else(|| format!("{path}: no utime/stime in {stat:?}"))
+}
+
 /// utime + stime, in clock ticks, from a `/proc/PID/stat` line. The
 /// command name in parentheses may hold spaces, so fields are counted from
 /// the last `)`: state is the first after it, utime the 12th, stime the 13th.
@@ -332,7 +336,7 @@ pub fn cpu_ticks(stat: &str) -> Option<u64> {
 
 /// `getconf CLK_TCK`, the unit of `/proc/PID/stat` times (100 on Linux
 /// unless the kernel says otherwise).
-fn clock_ticks_per_sec() -> f64 {
+pub fn clock_ticks_per_sec() -> f64 {
     static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     *TICKS.get_or_init(|| {
         Command::new("getconf")

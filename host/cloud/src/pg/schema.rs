@@ -86,11 +86,14 @@ pub const MIGRATIONS: &[&str] = &[
 ];
 
 /// Errors two replicas creating the same table at once can get from
-/// PostgreSQL's catalog (`CREATE TABLE IF NOT EXISTS` is not atomic there).
+/// PostgreSQL's catalog (`CREATE TABLE IF NOT EXISTS` is not atomic there:
+/// the loser sees the table's row type, 42710, or its catalog row, 23505).
 fn lost_a_creation_race(e: &tokio_postgres::Error) -> bool {
     matches!(
         e.code(),
-        Some(c) if *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_TABLE
+        Some(c) if *c == SqlState::UNIQUE_VIOLATION
+            || *c == SqlState::DUPLICATE_TABLE
+            || *c == SqlState::DUPLICATE_OBJECT
     )
 }
 
