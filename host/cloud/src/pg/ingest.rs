@@ -634,8 +634,7 @@ async fn plan_and_write(
         (u64_of(ids.get(0)), u64_of(ids.get(1)), u64_of(ids.get(2)));
     let insert_feed = tx
         .prepare_cached(
-            "INSERT INTO outpost_feed (cursor, store, key, value, hlc, node)
-             SELECT * FROM unnest($1::INT8[], $2::TEXT[], $3::TEXT[], $4::BYTEA[], $5::INT8[], $6::TEXT[])",
+            "INSERT INTO outpost_feed (last_cursor, first_cursor, changes) VALUES ($1, $2, $3)",
         )
         .await?;
     let insert_conflicts = tx
@@ -648,14 +647,14 @@ async fn plan_and_write(
             "INSERT INTO outpost_events (topic, id, body) SELECT * FROM unnest($1::TEXT[], $2::INT8[], $3::BYTEA[])",
         )
         .await?;
-    let cursors: Vec<i64> = (0..plan.feed.len())
-        .map(|i| i64_of(feed_base + i as u64))
-        .collect();
-    let feed_stores: Vec<&str> = plan.feed.iter().map(|c| c.store.as_str()).collect();
-    let feed_keys: Vec<&str> = plan.feed.iter().map(|c| c.key.as_str()).collect();
-    let feed_values: Vec<Option<&[u8]>> = plan.feed.iter().map(|c| c.value.as_deref()).collect();
-    let feed_hlcs: Vec<i64> = plan.feed.iter().map(|c| i64_of(c.version.hlc)).collect();
-    let feed_nodes: Vec<&str> = plan.feed.iter().map(|c| c.version.node.as_str()).collect();
+    for (i, change) in plan.feed.iter_mut().enumerate() {
+        change.cursor = feed_base + i as u64;
+    }
+    let feed_row = super::feed_rows::encode(&plan.feed);
+    let (first_cursor, last_cursor) = (
+        i64_of(feed_base),
+        i64_of(feed_base + plan.feed.len() as u64).wrapping_sub(1),
+    );
     let (conflict_ids, conflict_bodies): (Vec<i64>, Vec<Vec<u8>>) = plan
         .conflicts
         .iter_mut()
@@ -678,21 +677,11 @@ async fn plan_and_write(
         .unzip();
     tokio::try_join!(
         async {
-            if cursors.is_empty() {
+            if plan.feed.is_empty() {
                 return Ok(0);
             }
-            tx.execute(
-                &insert_feed,
-                &[
-                    &cursors,
-                    &feed_stores,
-                    &feed_keys,
-                    &feed_values,
-                    &feed_hlcs,
-                    &feed_nodes,
-                ],
-            )
-            .await?;
+            tx.execute(&insert_feed, &[&last_cursor, &first_cursor, &feed_row])
+                .await?;
             // Delivered at commit, to every replica's LISTEN connection.
             tx.execute("SELECT pg_notify('outpost_feed', '')", &[])
                 .await

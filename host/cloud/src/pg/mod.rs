@@ -7,12 +7,15 @@
 //! How ingest stays exactly once and the feed gap-free under concurrent
 //! replicas is in [`ingest`]; the tables are in [`schema`].
 
+mod feed_rows;
 pub mod health;
 mod ingest;
 mod listen;
 pub mod schema;
 
-use crate::contract::{Checked, CloudStore, CloudStoreError, Current, MAX_PAGE_BYTES};
+use crate::contract::{
+    Checked, CloudStore, CloudStoreError, Current, MAX_BATCH_ENTRIES, MAX_PAGE_BYTES,
+};
 use crate::credentials::Credential;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use health::DbHealth;
@@ -336,10 +339,46 @@ async fn database_id(client: &tokio_postgres::Client) -> Result<u64, tokio_postg
     Ok(row.get::<_, String>(0).parse().unwrap_or(1))
 }
 
-/// Bytes a feed item counts against [`MAX_PAGE_BYTES`]: about what it takes
+/// Bytes a change counts against [`MAX_PAGE_BYTES`]: about what it takes
 /// in the JSON answer (base64 values, field names).
-const FEED_ITEM_SQL_SIZE: &str =
-    "(COALESCE(octet_length(value), 0) * 4 / 3 + octet_length(key) + octet_length(store) + 96)";
+fn json_size(change: &Change) -> usize {
+    change.value.as_ref().map_or(0, |v| v.len() * 4 / 3)
+        + change.key.len()
+        + change.store.len()
+        + change.version.node.len()
+        + 96
+}
+
+/// The changes after `since` in `rows` (feed rows in cursor order), at most
+/// `limit` and, past the first, at most [`MAX_PAGE_BYTES`] of them, and the
+/// cursor to read on from. A row that does not decode is logged and passed
+/// over, never allowed to stall a reader.
+fn cut_page(rows: &[tokio_postgres::Row], since: u64, limit: usize) -> (Vec<Change>, u64) {
+    let mut page = Vec::new();
+    let mut next = since;
+    let mut bytes = 0;
+    for row in rows {
+        let (first, last) = (u64_of(row.get(0)), u64_of(row.get(1)));
+        let changes = match feed_rows::decode(first, row.get(2)) {
+            Ok(changes) => changes,
+            Err(e) => {
+                tracing::error!(target: "outpost::cloud::pg", first, last, error = %e, "skipping an undecodable feed row");
+                next = last;
+                continue;
+            }
+        };
+        for change in changes.into_iter().filter(|c| c.cursor > since) {
+            let size = json_size(&change);
+            if page.len() >= limit.max(1) || (!page.is_empty() && bytes + size > MAX_PAGE_BYTES) {
+                return (page, next);
+            }
+            bytes += size;
+            next = change.cursor;
+            page.push(change);
+        }
+    }
+    (page, next)
+}
 
 fn i64_of(n: u64) -> i64 {
     n as i64
@@ -377,44 +416,40 @@ impl CloudStore for Pg {
     }
 
     async fn feed(&self, since: u64, limit: usize) -> Result<FeedPage, CloudStoreError> {
-        let sql = format!(
-            "SELECT cursor, store, key, value, hlc, node FROM (
-                 SELECT page.*, SUM({FEED_ITEM_SQL_SIZE}) OVER (ORDER BY cursor) AS upto,
-                        {FEED_ITEM_SQL_SIZE} AS size
-                 FROM (SELECT * FROM outpost_feed WHERE cursor > $1 ORDER BY cursor LIMIT $2) AS page
-             ) AS sized
-             WHERE upto - size < $3 ORDER BY cursor"
-        );
         let id = self.id;
         self.read(async |client| {
-            let statement = client.prepare_cached(&sql).await?;
+            // Rows past the byte budget are not fetched (bar the first);
+            // the exact cut, per change, is made below.
+            let statement = client
+                .prepare_cached(
+                    "SELECT first_cursor, last_cursor, changes FROM (
+                         SELECT page.*, SUM(octet_length(changes)) OVER (ORDER BY last_cursor) AS upto
+                         FROM (SELECT first_cursor, last_cursor, changes FROM outpost_feed
+                               WHERE last_cursor > $1 AND last_cursor <= $3 AND first_cursor <= $2) AS page
+                     ) AS sized
+                     WHERE upto - octet_length(changes) < $4 ORDER BY last_cursor",
+                )
+                .await?;
             let counters = client
                 .prepare_cached("SELECT next_conflict FROM outpost_counters WHERE id = 1")
                 .await?;
             let budget = i64::try_from(MAX_PAGE_BYTES).expect("fits");
-            let (since_param, limit_param) = (i64_of(since), page_limit(limit));
+            // Cursors are dense (no gaps, see `ingest`) and a row holds at
+            // most one batch, so the rows holding cursors since+1 ..=
+            // since+limit lie in this bounded range of the primary key.
+            let since_param = i64_of(since);
+            let up_to = i64_of(since.saturating_add(page_limit(limit) as u64));
+            let row_end = i64_of(since.saturating_add(page_limit(limit) as u64 + MAX_BATCH_ENTRIES as u64));
             let params: &[&(dyn tokio_postgres::types::ToSql + Sync)] =
-                &[&since_param, &limit_param, &budget];
+                &[&since_param, &up_to, &row_end, &budget];
             let (rows, conflicts) = tokio::try_join!(
                 client.query(&statement, params),
                 client.query_one(&counters, &[]),
             )?;
-            let changes: Vec<Change> = rows
-                .iter()
-                .map(|row| Change {
-                    cursor: u64_of(row.get(0)),
-                    store: row.get(1),
-                    key: row.get(2),
-                    value: row.get(3),
-                    version: Version {
-                        hlc: u64_of(row.get(4)),
-                        node: row.get(5),
-                    },
-                })
-                .collect();
+            let (changes, next) = cut_page(&rows, since, limit);
             Ok(FeedPage {
-                next: changes.last().map_or(since, |c| c.cursor),
                 changes,
+                next,
                 cloud: id,
                 conflicts: u64_of(conflicts.get::<_, i64>(0)).saturating_sub(1),
             })

@@ -55,12 +55,9 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (store, key)
     );
     CREATE TABLE outpost_feed (
-        cursor INT8 PRIMARY KEY,
-        store  TEXT NOT NULL,
-        key    TEXT NOT NULL,
-        value  BYTEA,
-        hlc    INT8 NOT NULL,
-        node   TEXT NOT NULL
+        last_cursor  INT8 PRIMARY KEY,
+        first_cursor INT8 NOT NULL,
+        changes      BYTEA NOT NULL
     );
     CREATE TABLE outpost_conflicts (
         id   INT8 PRIMARY KEY,
