@@ -32,7 +32,7 @@
 //!    of pipelined statements, then COMMIT).
 
 use super::{Fail, i64_of, u64_of};
-use crate::contract::{Checked, CloudStoreError, Current};
+use crate::contract::{Checked, CloudStoreError, Current, MAX_BATCH_ENTRIES};
 use deadpool_postgres::{Pool, Transaction};
 use outpost_wire::validate::Invalid;
 use outpost_wire::{Ack, Change, Conflict, Entry, Event, Record, Refusal, Version};
@@ -64,6 +64,14 @@ fn digest(entry: &Entry) -> [u8; 8] {
 
 /// Refuses a batch whose entries are not consecutive, before any I/O.
 pub(crate) fn check_order(batch: &Checked) -> Result<(), CloudStoreError> {
+    // The API refuses bigger batches (413); the feed's reads rely on a row
+    // holding at most this many changes.
+    if batch.entries.len() > MAX_BATCH_ENTRIES {
+        return Err(CloudStoreError::Internal(format!(
+            "a batch of {} entries, over {MAX_BATCH_ENTRIES}",
+            batch.entries.len()
+        )));
+    }
     for pair in batch.entries.windows(2) {
         let (before, after) = (pair[0].0.seq, pair[1].0.seq);
         if after <= before {
@@ -196,12 +204,30 @@ async fn plan_and_write(
         .collect();
     origin_epochs.sort_unstable();
     origin_epochs.dedup();
+    // An origin epoch that no batch has committed yet has no row to lock,
+    // while its first batch may be mid-transaction on another replica: a
+    // placeholder row (node '', never a node id) makes this transaction
+    // wait for that one, or that one for this; it is removed before commit,
+    // so it binds the epoch to no one.
+    let mut held: Vec<i64> = Vec::new();
     if !origin_epochs.is_empty() {
+        let hold = tx
+            .prepare_cached(
+                "INSERT INTO outpost_epochs (epoch, node, applied) SELECT e, '', 0 FROM unnest($1::INT8[]) AS e
+                 ON CONFLICT (epoch) DO NOTHING RETURNING epoch",
+            )
+            .await?;
         let lock = tx
             .prepare_cached(
                 "SELECT epoch FROM outpost_epochs WHERE epoch = ANY($1) ORDER BY epoch FOR UPDATE",
             )
             .await?;
+        held = tx
+            .query(&hold, &[&origin_epochs])
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
         tx.query(&lock, &[&origin_epochs]).await?;
     }
 
@@ -357,7 +383,9 @@ async fn plan_and_write(
     let mut current: HashMap<Slot, Option<Current>> = HashMap::with_capacity(keys.len());
     if !keys.is_empty() {
         let stores: Vec<&str> = keys.iter().map(|k| k.0).collect();
-        let names: Vec<&str> = keys.iter().map(|k| k.1).collect();
+        // Keys are bytes in the database: a key may hold any character,
+        // NUL included, which PostgreSQL's TEXT refuses.
+        let names: Vec<&[u8]> = keys.iter().map(|k| k.1.as_bytes()).collect();
         // Rows that exist are locked here; a key nobody has written yet is
         // inserted at the end, and if another transaction inserted it
         // meanwhile the insert says so and this one runs again (and then
@@ -365,7 +393,7 @@ async fn plan_and_write(
         let lock = tx
             .prepare_cached(
                 "SELECT k.store, k.key, k.hlc, k.node, k.value
-                 FROM unnest($1::TEXT[], $2::TEXT[]) AS w(store, key)
+                 FROM unnest($1::TEXT[], $2::BYTEA[]) AS w(store, key)
                  JOIN outpost_kv AS k ON k.store = w.store AND k.key = w.key
                  ORDER BY k.store, k.key FOR UPDATE OF k",
             )
@@ -375,7 +403,9 @@ async fn plan_and_write(
                 hlc: u64_of(row.get(2)),
                 node: row.get(3),
             };
-            current.insert((row.get(0), row.get(1)), Some((version, row.get(4))));
+            let key = String::from_utf8(row.get::<_, Vec<u8>>(1))
+                .map_err(|e| Fail::Other(format!("a stored key is not UTF-8: {e}")))?;
+            current.insert((row.get(0), key), Some((version, row.get(4))));
         }
     }
 
@@ -396,15 +426,16 @@ async fn plan_and_write(
     let mut won: HashSet<(String, String)> = HashSet::new();
     if !claims.is_empty() {
         let topics: Vec<&str> = claims.iter().map(|c| c.0).collect();
-        let names: Vec<&str> = claims.iter().map(|c| c.1).collect();
+        let names: Vec<&[u8]> = claims.iter().map(|c| c.1.as_bytes()).collect();
         let claim = tx
             .prepare_cached(
-                "INSERT INTO outpost_idempotency (topic, key) SELECT * FROM unnest($1::TEXT[], $2::TEXT[])
+                "INSERT INTO outpost_idempotency (topic, key) SELECT * FROM unnest($1::TEXT[], $2::BYTEA[])
                  ON CONFLICT (topic, key) DO NOTHING RETURNING topic, key",
             )
             .await?;
         for row in tx.query(&claim, &[&topics, &names]).await? {
-            won.insert((row.get(0), row.get(1)));
+            let key = String::from_utf8_lossy(row.get::<_, &[u8]>(1)).into_owned();
+            won.insert((row.get(0), key));
         }
     }
 
@@ -515,7 +546,11 @@ async fn plan_and_write(
         }
     }
     let (mut updates, mut inserts) = (KvColumns::default(), KvColumns::default());
-    for (slot, (version, value)) in &plan.kv {
+    // In key order, like the locks: two batches creating the same keys
+    // then wait for each other instead of deadlocking.
+    let mut written: Vec<_> = plan.kv.iter().collect();
+    written.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    for (slot, (version, value)) in written {
         let target = if current.get(slot).is_some_and(Option::is_some) {
             &mut updates
         } else {
@@ -526,14 +561,14 @@ async fn plan_and_write(
     let update_kv = tx
         .prepare_cached(
             "UPDATE outpost_kv AS k SET hlc = w.hlc, node = w.node, value = w.value
-             FROM unnest($1::TEXT[], $2::TEXT[], $3::INT8[], $4::TEXT[], $5::BYTEA[]) AS w(store, key, hlc, node, value)
+             FROM unnest($1::TEXT[], $2::BYTEA[], $3::INT8[], $4::TEXT[], $5::BYTEA[]) AS w(store, key, hlc, node, value)
              WHERE k.store = w.store AND k.key = w.key",
         )
         .await?;
     let insert_kv = tx
         .prepare_cached(
             "INSERT INTO outpost_kv (store, key, hlc, node, value)
-             SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::INT8[], $4::TEXT[], $5::BYTEA[])
+             SELECT * FROM unnest($1::TEXT[], $2::BYTEA[], $3::INT8[], $4::TEXT[], $5::BYTEA[])
              ON CONFLICT (store, key) DO NOTHING",
         )
         .await?;
@@ -556,6 +591,9 @@ async fn plan_and_write(
         .await?;
     let advance = tx
         .prepare_cached("UPDATE outpost_epochs SET applied = $2 WHERE epoch = $1")
+        .await?;
+    let release = tx
+        .prepare_cached("DELETE FROM outpost_epochs WHERE epoch = ANY($1) AND node = ''")
         .await?;
     // Rows ending in the window that just slid past: each prune deletes
     // the few rows of batches that left it.
@@ -599,6 +637,12 @@ async fn plan_and_write(
             tx.execute(&prune, &[&epoch, &prune_from, &prune_to]).await
         },
         tx.execute(&advance, advance_params),
+        async {
+            if held.is_empty() {
+                return Ok(0);
+            }
+            tx.execute(&release, &[&held]).await
+        },
     )?;
     if inserted != inserts.len() as u64 {
         // Another batch created one of these keys after this one looked:
@@ -708,7 +752,7 @@ async fn plan_and_write(
 #[derive(Default)]
 struct KvColumns<'a> {
     stores: Vec<&'a str>,
-    keys: Vec<&'a str>,
+    keys: Vec<&'a [u8]>,
     hlcs: Vec<i64>,
     nodes: Vec<&'a str>,
     values: Vec<Option<&'a [u8]>>,
@@ -717,7 +761,7 @@ struct KvColumns<'a> {
 impl<'a> KvColumns<'a> {
     fn push(&mut self, slot: &'a Slot, version: &'a Version, value: Option<&'a [u8]>) {
         self.stores.push(&slot.0);
-        self.keys.push(&slot.1);
+        self.keys.push(slot.1.as_bytes());
         self.hlcs.push(i64_of(version.hlc));
         self.nodes.push(&version.node);
         self.values.push(value);

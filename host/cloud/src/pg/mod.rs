@@ -54,6 +54,10 @@ impl Default for PgOptions {
     }
 }
 
+/// Longest a read (a feed page, a token lookup) waits for the database: a
+/// half-open link is not waited out for minutes.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What went wrong with one database call.
 #[derive(Debug)]
 pub(crate) enum Fail {
@@ -62,6 +66,9 @@ pub(crate) enum Fail {
     /// The database is not reachable or not accepting work; nothing of this
     /// call was committed.
     Down(String),
+    /// The database answers but is too busy (no pooled connection free in
+    /// time): 503, without calling the database unavailable.
+    Busy(String),
     /// The contract's own refusals (epoch owned, gaps, clones).
     Refused(CloudStoreError),
     /// Anything else: a bug or a schema out of step.
@@ -100,6 +107,9 @@ impl From<deadpool_postgres::PoolError> for Fail {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         match e {
             deadpool_postgres::PoolError::Backend(e) => Fail::from(e),
+            deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => {
+                Fail::Busy("every database connection of this replica is in use".to_owned())
+            }
             other => Fail::Down(format!("no database connection: {other}")),
         }
     }
@@ -148,10 +158,17 @@ impl Pg {
             .connect_timeout(options.connect_timeout)
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3)
             // A replica that vanishes mid-transaction (kill -9, a cut link)
             // must not hold its row locks, which stall its edges' batches on
-            // every other replica, for longer than this.
-            .options("-c idle_in_transaction_session_timeout=30000 -c statement_timeout=30000");
+            // every other replica, for longer than this; a statement never
+            // outlives the ingest that waits for it (`ingest_timeout`), so a
+            // connection given back after a timeout is free again soon. An
+            // ack means committed and flushed, whatever the server default.
+            .options(
+                "-c idle_in_transaction_session_timeout=30000 -c statement_timeout=15000 -c synchronous_commit=on",
+            );
         let tls = tls_connector(options.ca.as_deref())?;
         let manager = Manager::from_config(
             config.clone(),
@@ -228,6 +245,7 @@ impl Pg {
                     Err(Fail::Down(reason) | Fail::Other(reason) | Fail::Retry(reason)) => {
                         health.unreachable(&reason)
                     }
+                    Err(Fail::Busy(_)) => {}
                     Err(Fail::Refused(_)) => {}
                 }
             }
@@ -264,10 +282,18 @@ impl Pg {
         &self,
         work: impl AsyncFnOnce(&deadpool_postgres::Client) -> Result<T, Fail>,
     ) -> Result<T, CloudStoreError> {
-        let outcome = match self.pool.get().await {
-            Ok(client) => work(&client).await,
-            Err(e) => Err(Fail::from(e)),
-        };
+        let outcome = tokio::time::timeout(READ_TIMEOUT, async {
+            match self.pool.get().await {
+                Ok(client) => work(&client).await,
+                Err(e) => Err(Fail::from(e)),
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(Fail::Down(format!(
+                "the database did not answer a read within {READ_TIMEOUT:?}"
+            )))
+        });
         self.settle(outcome, false)
     }
 
@@ -283,12 +309,13 @@ impl Pg {
                 self.health.reachable();
                 Err(e)
             }
-            // Still conflicting after every retry: the database answers,
-            // so health stays as it is; the edge sends the batch again.
-            Err(Fail::Retry(reason)) => {
+            // Still conflicting after every retry, or too busy: the
+            // database answers, so health stays as it is; the edge sends
+            // the batch again.
+            Err(Fail::Retry(reason) | Fail::Busy(reason)) => {
                 self.health.reachable();
                 Err(CloudStoreError::Unavailable(format!(
-                    "nothing was applied: still conflicting after retries ({reason})"
+                    "nothing was applied: {reason}; retry later"
                 )))
             }
             Err(Fail::Down(reason)) => {
@@ -408,6 +435,8 @@ impl CloudStore for Pg {
         match outcome {
             Ok(ack) => {
                 self.health.reachable();
+                // This replica's own readers need not wait for LISTEN.
+                self.feed_grew.notify_waiters();
                 Ok(ack)
             }
             Err(ingest::Attempted::Before(fail)) => self.settle(Err(fail), false),
@@ -480,7 +509,7 @@ impl CloudStore for Pg {
                          SELECT id, body, SUM(octet_length(body)) OVER (ORDER BY id) AS upto
                          FROM (SELECT id, body FROM outpost_conflicts WHERE id > $1 ORDER BY id LIMIT $2) AS page
                      ) AS sized
-                     WHERE upto - octet_length(body) < $3 ORDER BY id",
+                     WHERE upto <= $3 OR upto = octet_length(body) ORDER BY id",
                 )
                 .await?;
             let budget = i64::try_from(MAX_PAGE_BYTES).expect("fits");
@@ -505,7 +534,7 @@ impl CloudStore for Pg {
                          SELECT id, body, SUM(octet_length(body)) OVER (ORDER BY id) AS upto
                          FROM (SELECT id, body FROM outpost_events WHERE topic = $1 AND id > $2 ORDER BY id LIMIT $3) AS page
                      ) AS sized
-                     WHERE upto - octet_length(body) < $4 ORDER BY id",
+                     WHERE upto <= $4 OR upto = octet_length(body) ORDER BY id",
                 )
                 .await?;
             let budget = i64::try_from(MAX_PAGE_BYTES).expect("fits");
@@ -557,12 +586,15 @@ impl CloudStore for Pg {
     async fn credentials(&self) -> Result<Vec<Credential>, CloudStoreError> {
         self.read(async |client| {
             let rows = client
-                .query("SELECT body FROM outpost_credentials ORDER BY id", &[])
+                .query("SELECT body FROM outpost_credentials", &[])
                 .await?;
-            Ok(rows
+            let mut all: Vec<Credential> = rows
                 .iter()
                 .filter_map(|row| serde_json::from_str(row.get::<_, &str>(0)).ok())
-                .collect())
+                .collect();
+            // Byte order of ids, as sled lists them (not the collation's).
+            all.sort_by(|a, b| a.id.as_bytes().cmp(b.id.as_bytes()));
+            Ok(all)
         })
         .await
     }
@@ -604,7 +636,9 @@ impl CloudStore for Pg {
                     "SELECT hlc, node, value FROM outpost_kv WHERE store = $1 AND key = $2",
                 )
                 .await?;
-            let row = client.query_opt(&statement, &[&store, &key]).await?;
+            let row = client
+                .query_opt(&statement, &[&store, &key.as_bytes()])
+                .await?;
             Ok(row.map(|row| {
                 (
                     Version {

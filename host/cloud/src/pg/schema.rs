@@ -48,7 +48,7 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE TABLE outpost_kv (
         store TEXT NOT NULL,
-        key   TEXT NOT NULL,
+        key   BYTEA NOT NULL,
         hlc   INT8 NOT NULL,
         node  TEXT NOT NULL,
         value BYTEA,
@@ -71,7 +71,7 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE TABLE outpost_idempotency (
         topic TEXT NOT NULL,
-        key   TEXT NOT NULL,
+        key   BYTEA NOT NULL,
         PRIMARY KEY (topic, key)
     );
     CREATE TABLE outpost_credentials (
