@@ -193,3 +193,35 @@ fn replicas_share_the_admin_token_and_the_database_id() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("another admin token"), "{stderr}");
 }
+
+#[test]
+fn the_database_can_come_from_the_clouds_config_file() {
+    let url = outpost_pg_cluster::fresh_database("e2e_config");
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let config = dir.path().join("cloud.toml");
+    std::fs::write(
+        &config,
+        format!("database = \"{url}\"\ndatabase_pool = 4\n"),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let from_file = Cloud::start_in(dir.clone(), &["--config", &config]);
+    from_file.wait_log(r"state in PostgreSQL.*pool=4");
+    // Another replica, given the URL by flag, serves the same database.
+    let other = Cloud::start_pg(&url, &[]);
+    let edge = replicating_edge("edge-f", &from_file.url(), TOKEN, &[]);
+    set(&edge, "k", "via-the-file");
+    eventually("the write, read through the other replica", || {
+        other.value("@kv", "k")
+    });
+    // A key the file may not hold stops the start, naming it.
+    std::fs::write(dir.path().join("bad.toml"), "databse = \"x\"\n").unwrap();
+    let output = Cloud::command(free_port(), dir.path(), true)
+        .arg("--config")
+        .arg(dir.path().join("bad.toml"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("databse"), "{stderr}");
+}

@@ -1,6 +1,8 @@
 //! The `outpost` command line: `outpost serve` runs an edge node, `outpost
 //! cloud` the cloud tier.
 
+mod cloud_file;
+
 use clap::{Parser, Subcommand};
 use outpost_edge::config::{AllocatorChoice, FileConfig, FlagConfig, ServeConfig};
 use std::io::IsTerminal;
@@ -68,39 +70,42 @@ struct CloudArgs {
 /// Flags for running the cloud tier.
 #[derive(clap::Args)]
 struct CloudRunArgs {
-    /// Address to listen on.
-    #[arg(long, env = "OUTPOST_CLOUD_LISTEN", default_value = "127.0.0.1:9090")]
-    listen: SocketAddr,
-    /// Cloud data folder.
-    #[arg(long, env = "OUTPOST_CLOUD_DATA", default_value = "./.outpost-cloud")]
-    data: PathBuf,
+    /// Settings file (TOML; keys named like these flags, `_` for `-`; a flag or env var wins over it).
+    #[arg(long, env = "OUTPOST_CLOUD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:9090].
+    #[arg(long, env = "OUTPOST_CLOUD_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Cloud data folder [default: ./.outpost-cloud].
+    #[arg(long, env = "OUTPOST_CLOUD_DATA")]
+    data: Option<PathBuf>,
     /// The operator's token: enrols and revokes credentials [default: generated into DATA/admin-token].
     #[arg(long, env = "OUTPOST_CLOUD_ADMIN_TOKEN")]
     admin_token: Option<String>,
     /// Development mode: one shared token every edge and reader may use, as any node (it replaces the old --token, which no longer exists).
     #[arg(long, env = "OUTPOST_CLOUD_DEV_TOKEN")]
     dev_token: Option<String>,
-    /// Largest value or event payload accepted, in bytes.
-    #[arg(long, default_value_t = outpost_wire::validate::MAX_VALUE_BYTES)]
-    max_value_bytes: usize,
-    /// How far ahead of this machine's clock a record's HLC may be, in milliseconds.
-    #[arg(long, default_value_t = outpost_wire::validate::DEFAULT_MAX_CLOCK_SKEW_MS)]
-    max_clock_skew_ms: u64,
+    /// Largest value or event payload accepted, in bytes [default: 16 MiB].
+    #[arg(long)]
+    max_value_bytes: Option<usize>,
+    /// How far ahead of this machine's clock a record's HLC may be, in milliseconds [default: 5 minutes].
+    #[arg(long)]
+    max_clock_skew_ms: Option<u64>,
     /// Serve HTTPS with this PEM certificate chain, leaf first (with --tls-key) [default: plain HTTP].
-    #[arg(long, env = "OUTPOST_CLOUD_TLS_CERT", requires = "tls_key")]
+    #[arg(long, env = "OUTPOST_CLOUD_TLS_CERT")]
     tls_cert: Option<PathBuf>,
     /// The PEM private key of --tls-cert.
-    #[arg(long, env = "OUTPOST_CLOUD_TLS_KEY", requires = "tls_cert")]
+    #[arg(long, env = "OUTPOST_CLOUD_TLS_KEY")]
     tls_key: Option<PathBuf>,
-    /// Refuse ingests (503, not applied) while the data dir's disk has less than this many bytes free; they resume by themselves once it has room (0: off).
-    #[arg(long, env = "OUTPOST_CLOUD_MIN_FREE_BYTES", default_value_t = outpost_cloud::guard::DEFAULT_MIN_FREE_BYTES)]
-    min_free_bytes: u64,
+    /// Refuse ingests (503, not applied) while the data dir's disk has less than this many bytes free; they resume by themselves once it has room (0: off) [default: 64 MiB].
+    #[arg(long, env = "OUTPOST_CLOUD_MIN_FREE_BYTES")]
+    min_free_bytes: Option<u64>,
     /// Keep the cloud's state in PostgreSQL (postgres://USER[:PASS]@HOST[:PORT]/DB): any number of replicas given the same URL serve the same edges [default: the embedded database under --data].
     #[arg(long, env = "OUTPOST_CLOUD_DATABASE")]
     database: Option<String>,
-    /// Connections each replica keeps to PostgreSQL.
-    #[arg(long, env = "OUTPOST_CLOUD_DATABASE_POOL", default_value_t = 16)]
-    database_pool: usize,
+    /// Connections each replica keeps to PostgreSQL [default: 16].
+    #[arg(long, env = "OUTPOST_CLOUD_DATABASE_POOL")]
+    database_pool: Option<usize>,
     /// PEM file of the CA the database server's certificate must chain to, for a URL with sslmode=require [default: the public roots].
     #[arg(long, env = "OUTPOST_CLOUD_DATABASE_CA")]
     database_ca: Option<PathBuf>,
@@ -349,6 +354,46 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
 #[global_allocator]
 static ALLOCATOR: outpost::alloc::Mimalloc = outpost::alloc::Mimalloc;
 
+/// The cloud's settings: flags and env vars, then `--config`, then the
+/// defaults.
+fn cloud_config(run: CloudRunArgs) -> anyhow::Result<outpost_cloud::CloudConfig> {
+    use cloud_file::pick;
+    let file = match &run.config {
+        Some(path) => cloud_file::CloudFile::load(path)?,
+        None => cloud_file::CloudFile::default(),
+    };
+    let defaults = outpost_cloud::CloudConfig::default();
+    let tls_cert = pick(run.tls_cert, file.tls_cert);
+    let tls_key = pick(run.tls_key, file.tls_key);
+    anyhow::ensure!(
+        tls_cert.is_some() == tls_key.is_some(),
+        "a TLS certificate and its key go together (--tls-cert with --tls-key)"
+    );
+    Ok(outpost_cloud::CloudConfig {
+        listen: pick(run.listen, file.listen).unwrap_or(defaults.listen),
+        data_dir: pick(run.data, file.data).unwrap_or(defaults.data_dir),
+        admin_token: run.admin_token,
+        dev_token: run.dev_token,
+        rules: outpost_wire::validate::Rules {
+            max_value_bytes: pick(run.max_value_bytes, file.max_value_bytes)
+                .unwrap_or(outpost_wire::validate::MAX_VALUE_BYTES),
+            max_key_bytes: outpost_wire::validate::MAX_KEY_BYTES,
+            max_clock_skew_ms: pick(run.max_clock_skew_ms, file.max_clock_skew_ms)
+                .unwrap_or(outpost_wire::validate::DEFAULT_MAX_CLOCK_SKEW_MS),
+        },
+        tls_cert,
+        tls_key,
+        min_free_bytes: pick(run.min_free_bytes, file.min_free_bytes)
+            .unwrap_or(defaults.min_free_bytes),
+        database: pick(run.database, file.database),
+        pg: outpost_cloud::pg::PgOptions {
+            pool_size: pick(run.database_pool, file.database_pool).unwrap_or(defaults.pg.pool_size),
+            ca: pick(run.database_ca, file.database_ca),
+            ..defaults.pg
+        },
+    })
+}
+
 fn main() -> anyhow::Result<()> {
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
         // Errors (guest traps included) would otherwise capture a host
@@ -398,26 +443,7 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(manage(action))
         }
         Command::Cloud(CloudArgs { action: None, run }) => {
-            let config = outpost_cloud::CloudConfig {
-                listen: run.listen,
-                data_dir: run.data,
-                admin_token: run.admin_token,
-                dev_token: run.dev_token,
-                rules: outpost_wire::validate::Rules {
-                    max_value_bytes: run.max_value_bytes,
-                    max_key_bytes: outpost_wire::validate::MAX_KEY_BYTES,
-                    max_clock_skew_ms: run.max_clock_skew_ms,
-                },
-                tls_cert: run.tls_cert,
-                tls_key: run.tls_key,
-                min_free_bytes: run.min_free_bytes,
-                database: run.database,
-                pg: outpost_cloud::pg::PgOptions {
-                    pool_size: run.database_pool,
-                    ca: run.database_ca,
-                    ..outpost_cloud::pg::PgOptions::default()
-                },
-            };
+            let config = cloud_config(run)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
