@@ -28,6 +28,43 @@ pub struct Checked {
     pub entries: Vec<(Entry, Option<Invalid>)>,
 }
 
+impl Checked {
+    /// Refuses, before any I/O, entries that are not consecutive: out of
+    /// order, or with a gap inside the batch.
+    pub fn check_sequence(&self) -> Result<(), CloudStoreError> {
+        for pair in self.entries.windows(2) {
+            let (before, after) = (pair[0].0.seq, pair[1].0.seq);
+            if after <= before {
+                return Err(CloudStoreError::OutOfOrder(after, before));
+            }
+            if after != before + 1 {
+                return Err(CloudStoreError::SequenceGap {
+                    expected: before + 1,
+                    got: after,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What identifies an entry's content on every backend: the first 8 bytes
+/// of the SHA-256 of its record, re-serialized (serde writes a struct the
+/// same way every time).
+pub fn entry_digest(entry: &Entry) -> [u8; 8] {
+    use sha2::Digest as _;
+    let json = serde_json::to_vec(&entry.record).expect("serializes");
+    sha2::Sha256::digest(&json)[..8]
+        .try_into()
+        .expect("8 bytes")
+}
+
+/// How many recent sequence numbers per epoch keep a digest. Redeliveries
+/// are of unacknowledged batches, at most a few batches of at most
+/// [`MAX_BATCH_ENTRIES`], so they fall well inside it; a same-id copy of a
+/// data dir further behind than this goes undetected (see the README).
+pub const DIGEST_WINDOW: u64 = 65536;
+
 /// Most entries one batch may carry (edges send at most `ship-batch`,
 /// itself capped at this).
 pub const MAX_BATCH_ENTRIES: usize = 4096;

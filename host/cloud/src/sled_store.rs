@@ -18,7 +18,7 @@
 //! the larger of what this process handed out and what the disk holds, so
 //! no id is ever handed out twice.
 
-use crate::contract::{Checked, MAX_PAGE_BYTES};
+use crate::contract::{Checked, DIGEST_WINDOW, MAX_PAGE_BYTES, entry_digest};
 use crate::contract::{CloudStore, CloudStoreError, Current};
 use crate::credentials::Credential;
 use crate::guard::{
@@ -27,7 +27,6 @@ use crate::guard::{
 use arc_swap::ArcSwap;
 use outpost_wire::envelope;
 use outpost_wire::{Ack, Change, Conflict, Entry, Event, FeedPage, Page, Record, Refusal};
-use sha2::{Digest, Sha256};
 use sled::Transactional;
 use sled::Tree;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
@@ -176,13 +175,6 @@ pub struct SledStore {
     pub feed_grew: Notify,
 }
 
-/// How many recent entries per epoch keep a digest (24 bytes each).
-/// Redeliveries are of unacknowledged batches, at most a few batches of
-/// at most [`crate::contract::MAX_BATCH_ENTRIES`], so they fall well inside
-/// it; a same-id copy of a data dir further behind than this goes
-/// undetected (see the README).
-const DIGEST_WINDOW: u64 = 65536;
-
 fn be(n: u64) -> [u8; 8] {
     n.to_be_bytes()
 }
@@ -202,14 +194,6 @@ fn digest_key(epoch: u64, seq: u64) -> [u8; 16] {
     key[..8].copy_from_slice(&be(epoch));
     key[8..].copy_from_slice(&be(seq));
     key
-}
-
-/// What identifies an entry's content: its record, re-serialized (serde
-/// writes a struct the same way every time).
-fn digest(entry: &Entry) -> [u8; 8] {
-    let json = serde_json::to_vec(&entry.record).expect("serializes");
-    let hash = Sha256::digest(&json);
-    hash[..8].try_into().expect("8 bytes")
 }
 
 fn topic_key(topic: &str, rest: &[u8]) -> Vec<u8> {
@@ -393,18 +377,7 @@ impl SledStore {
     /// While storage fails the batch is refused, or, if its flush failed,
     /// answered [`CloudStoreError::Unavailable`] without an ack.
     pub fn ingest(&self, batch: &Checked) -> Result<Ack, CloudStoreError> {
-        for pair in batch.entries.windows(2) {
-            let (before, after) = (pair[0].0.seq, pair[1].0.seq);
-            if after <= before {
-                return Err(CloudStoreError::OutOfOrder(after, before));
-            }
-            if after != before + 1 {
-                return Err(CloudStoreError::SequenceGap {
-                    expected: before + 1,
-                    got: after,
-                });
-            }
-        }
+        batch.check_sequence()?;
         self.write(|handles, counters| apply_batch(handles, counters, batch))
     }
 
@@ -616,7 +589,7 @@ fn apply_batch(
     for (entry, _) in batch.entries.iter().take_while(|(e, _)| e.seq <= mark) {
         if let Some(kept) = handles.digests.get(digest_key(batch.epoch, entry.seq))? {
             let (kept_digest, code) = kept.split_at(8.min(kept.len()));
-            if kept_digest != digest(entry) {
+            if kept_digest != entry_digest(entry) {
                 return Err(CloudStoreError::CloneDetected(entry.seq));
             }
             // Refused the first time: say so again, in case the first
@@ -648,7 +621,7 @@ fn apply_batch(
     for (entry, verdict) in &batch.entries {
         ack.through = ack.through.max(entry.seq);
         let start = *counters;
-        let entry_digest = digest(entry);
+        let entry_digest = entry_digest(entry);
         let mut kept = entry_digest.to_vec();
         if let Some(invalid) = verdict {
             kept.extend_from_slice(invalid.code().as_bytes());

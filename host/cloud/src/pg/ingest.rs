@@ -32,16 +32,14 @@
 //!    of pipelined statements, then COMMIT).
 
 use super::{Fail, i64_of, u64_of};
-use crate::contract::{Checked, CloudStoreError, Current, MAX_BATCH_ENTRIES};
+use crate::contract::{
+    Checked, CloudStoreError, Current, DIGEST_WINDOW, MAX_BATCH_ENTRIES, entry_digest,
+};
 use deadpool_postgres::{Pool, Transaction};
 use outpost_wire::validate::Invalid;
-use outpost_wire::{Ack, Change, Conflict, Entry, Event, Record, Refusal, Version};
-use sha2::{Digest, Sha256};
+use outpost_wire::{Ack, Change, Conflict, Event, Record, Refusal, Version};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
-
-/// How many recent entries per epoch keep a digest (as the sled store).
-const DIGEST_WINDOW: u64 = 65536;
 
 /// Most attempts of one batch after serialization failures or deadlocks.
 const MAX_ATTEMPTS: u32 = 8;
@@ -55,14 +53,8 @@ pub(crate) enum Attempted {
     InDoubt(Fail),
 }
 
-/// What identifies an entry's content (as the sled store computes it, so a
-/// database moved between backends would agree).
-fn digest(entry: &Entry) -> [u8; 8] {
-    let json = serde_json::to_vec(&entry.record).expect("serializes");
-    Sha256::digest(&json)[..8].try_into().expect("8 bytes")
-}
-
-/// Refuses a batch whose entries are not consecutive, before any I/O.
+/// Refuses, before any I/O, a batch too big for a feed row or whose
+/// entries are not consecutive.
 pub(crate) fn check_order(batch: &Checked) -> Result<(), CloudStoreError> {
     // The API refuses bigger batches (413); the feed's reads rely on a row
     // holding at most this many changes.
@@ -72,24 +64,12 @@ pub(crate) fn check_order(batch: &Checked) -> Result<(), CloudStoreError> {
             batch.entries.len()
         )));
     }
-    for pair in batch.entries.windows(2) {
-        let (before, after) = (pair[0].0.seq, pair[1].0.seq);
-        if after <= before {
-            return Err(CloudStoreError::OutOfOrder(after, before));
-        }
-        if after != before + 1 {
-            return Err(CloudStoreError::SequenceGap {
-                expected: before + 1,
-                got: after,
-            });
-        }
-    }
-    Ok(())
+    batch.check_sequence()
 }
 
 /// Applies `batch`, retrying serialization failures and deadlocks.
 pub(crate) async fn run(pool: &Pool, batch: &Checked) -> Result<Ack, Attempted> {
-    let digests: Vec<[u8; 8]> = batch.entries.iter().map(|(e, _)| digest(e)).collect();
+    let digests: Vec<[u8; 8]> = batch.entries.iter().map(|(e, _)| entry_digest(e)).collect();
     let mut backoff = Duration::from_millis(2);
     for attempt in 1.. {
         let mut client = pool.get().await.map_err(|e| Attempted::Before(e.into()))?;
