@@ -1,87 +1,69 @@
 //! A local KV write: the new value and, for a replicated store, its outbox
-//! record, committed in one sled transaction, so no crash can keep one
+//! record, written in the group's transaction, so no crash can keep one
 //! without the other.
 
-use super::ops::{Applied, Rejection};
-use super::{Committer, TxResult, be};
-use crate::{META_HLC, META_NEXT_SEQ, StorageError, tree_name};
+use super::be;
+use super::group::{OUTBOX, Step, TxError};
+use super::ops::{Applied, Decision};
+use crate::StorageError;
 use outpost_wire::envelope::{self, Stored};
 use outpost_wire::{Record, Version};
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use std::sync::atomic::Ordering;
 
-impl Committer {
-    /// Reads `key`'s live value, asks `decide` what to do (`None`: nothing;
-    /// `Some(None)`: delete; `Some(Some(v))`: set), and commits the result
-    /// together with its outbox record, in one transaction.
-    pub(super) fn read_modify_write(
-        &mut self,
-        store: &str,
-        replicated: bool,
-        key: &str,
-        decide: impl Fn(Option<&[u8]>) -> Result<Option<Option<Vec<u8>>>, Rejection>,
-    ) -> Result<Applied, StorageError> {
-        let tree = self.db.open_tree(tree_name(store))?;
-        let version = Version {
-            hlc: self.hlc.tick(),
-            node: self.node_id.clone(),
-        };
-        let seq = self.next_seq;
-        let room = self.outbox_room();
-        let outcome = (&tree, &self.outbox, &self.meta).transaction(
-            |(tree, outbox, meta)| -> TxResult<Option<(Option<Vec<u8>>, u64)>> {
-                let current = match tree.get(key)? {
-                    Some(bytes) => Some(envelope::decode(&bytes).ok_or_else(|| {
-                        ConflictableTransactionError::Storage(sled::Error::Unsupported(format!(
-                            "corrupt value at {store}/{key}"
-                        )))
-                    })?),
-                    None => None,
-                };
-                let live = current.as_ref().and_then(|c| c.value.as_deref());
-                let new = decide(live).map_err(ConflictableTransactionError::Abort)?;
-                let Some(new) = new else { return Ok(None) };
-                let mut record_bytes = 0;
-                if replicated {
-                    tree.insert(key, envelope::encode(&version, new.as_deref()))?;
-                    let record = Record::Kv {
-                        store: store.to_owned(),
-                        key: key.to_owned(),
-                        value: new.clone(),
-                        version: version.clone(),
-                        seen: current.map(|c: Stored| c.version),
-                    };
-                    let json = serde_json::to_vec(&record).expect("records serialize");
-                    record_bytes = json.len() as u64;
-                    if record_bytes > room {
-                        return Err(ConflictableTransactionError::Abort(Rejection::OutboxFull));
-                    }
-                    outbox.insert(&be(seq), json)?;
-                    meta.insert(META_NEXT_SEQ, &be(seq + 1))?;
-                } else {
-                    match &new {
-                        Some(value) => tree.insert(key, envelope::encode(&version, Some(value)))?,
-                        None => tree.remove(key)?,
-                    };
-                }
-                meta.insert(META_HLC, &be(version.hlc))?;
-                Ok(Some((new, record_bytes)))
-            },
-        );
-        match outcome {
-            Ok(Some((new, record_bytes))) => {
-                if replicated {
-                    self.next_seq += 1;
-                    self.progress
-                        .outbox_bytes
-                        .fetch_add(record_bytes, Ordering::AcqRel);
-                }
-                Ok(Applied::Wrote(new))
+/// Reads `key`'s live value, asks `decide` what to do (`None`: nothing;
+/// `Some(None)`: delete; `Some(Some(v))`: set), and writes the result
+/// together with its outbox record. A corrupt stored value is this
+/// write's error; it writes nothing.
+pub(super) fn read_modify_write(
+    step: &mut Step,
+    store: &str,
+    replicated: bool,
+    key: &str,
+    decide: impl Fn(Option<&[u8]>) -> Decision,
+) -> Result<Result<Applied, StorageError>, TxError> {
+    let current = match step.store(store).get(key)? {
+        Some(bytes) => match envelope::decode(&bytes) {
+            Some(stored) => Some(stored),
+            None => {
+                return Ok(Err(StorageError::Corrupt(format!(
+                    "corrupt value at {store}/{key}"
+                ))));
             }
-            Ok(None) => Ok(Applied::Unchanged),
-            Err(TransactionError::Abort(rejection)) => Ok(Applied::Rejected(rejection)),
-            Err(TransactionError::Storage(e)) => Err(e.into()),
+        },
+        None => None,
+    };
+    let live = current.as_ref().and_then(|c| c.value.as_deref());
+    let new = match decide(live) {
+        Ok(Some(new)) => new,
+        Ok(None) => return Ok(Ok(Applied::Unchanged)),
+        Err(rejection) => return Ok(Ok(Applied::Rejected(rejection))),
+    };
+    let version = Version {
+        hlc: step.hlc.tick(),
+        node: step.node_id.to_owned(),
+    };
+    if replicated {
+        let record = Record::Kv {
+            store: store.to_owned(),
+            key: key.to_owned(),
+            value: new.clone(),
+            version: version.clone(),
+            seen: current.map(|c: Stored| c.version),
+        };
+        let json = serde_json::to_vec(&record).expect("records serialize");
+        if let Err(rejection) = step.take_room(json.len() as u64) {
+            return Ok(Ok(Applied::Rejected(rejection)));
         }
+        step.store(store)
+            .insert(key, envelope::encode(&version, new.as_deref()))?;
+        step.tree(OUTBOX).insert(&be(step.next_seq), json)?;
+        step.next_seq += 1;
+    } else {
+        match &new {
+            Some(value) => step
+                .store(store)
+                .insert(key, envelope::encode(&version, Some(value)))?,
+            None => step.store(store).remove(key)?,
+        };
     }
+    Ok(Ok(Applied::Wrote(new)))
 }

@@ -3,10 +3,10 @@
 //! and makes them durable with one fsync: group commit. Being the only
 //! writer also makes sequence numbers and HLC stamps trivially ordered.
 //!
-//! This module is the loop; what each write does is in [`ops`] (the KV
-//! operations' semantics), [`kv`] (a local write and its outbox record in
-//! one transaction), [`enqueue`] (events, idempotency) and [`remote`]
-//! (other nodes' writes, last-writer-wins).
+//! This module is the loop; [`group`] is the group's transaction, and what
+//! each write does in it is in [`ops`] (the KV operations' semantics),
+//! [`kv`] (a local write and its outbox record), [`enqueue`] (events,
+//! idempotency) and [`remote`] (other nodes' writes, last-writer-wins).
 //!
 //! # When the disk fills up or fails
 //!
@@ -42,6 +42,7 @@
 //! durable up to it only after the reopened files were fsynced.
 
 mod enqueue;
+mod group;
 mod kv;
 pub mod ops;
 mod recovery;
@@ -58,7 +59,7 @@ use outpost_sled_guard::{Guard, HealthCell, Owner, Recovered, Reopen};
 use outpost_wire::hlc::Hlc;
 use recovery::Reopened;
 use sled::Tree;
-use sled::transaction::ConflictableTransactionError;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -188,6 +189,10 @@ struct Committer {
     outbox: Tree,
     /// Idempotency keys of enqueued events: `topic \0 key` -> event id.
     idempotency: Tree,
+    /// Outbox records the cloud refused for good.
+    quarantine: Tree,
+    /// KV stores' trees by store id, opened once per instance.
+    stores: HashMap<String, Tree>,
     /// What readers load (see [`crate::Storage::handles`]).
     live: Arc<ArcSwap<Handles>>,
     /// Flushes, refuses while failing, and finds the way back.
@@ -234,6 +239,8 @@ pub(crate) fn start(
         meta: handles.meta.clone(),
         outbox: handles.outbox.clone(),
         idempotency: handles.idempotency.clone(),
+        quarantine: handles.quarantine.clone(),
+        stores: HashMap::new(),
         live,
         guard,
         node_id,
@@ -266,8 +273,6 @@ impl Drop for Alive {
         }
     }
 }
-
-type TxResult<T> = Result<T, ConflictableTransactionError<Rejection>>;
 
 /// Why, if `result` is sled failing to write: then the instance is done
 /// for (see [`recovery`]). Other errors (a corrupt value) are the write's
@@ -349,18 +354,46 @@ impl Committer {
             return;
         }
         let seq_before = self.next_seq;
+        let ops: Vec<&WriteOp> = group
+            .iter()
+            .filter_map(|job| match &job.work {
+                Work::Op(op) => Some(op),
+                _ => None,
+            })
+            .collect();
+        let mut op_results = match self.apply_group(&ops) {
+            Ok(results) => results.into_iter(),
+            Err(e) => {
+                // Whatever sled applied of this group may or may not reach
+                // the disk, and an instance that failed a write cannot be
+                // trusted to flush (after a failed blob write its flush
+                // never returns).
+                let reason = format!("a database write failed: {e}");
+                if matches!(e, sled::Error::Io(_)) {
+                    self.unknown(group, &reason);
+                    self.guard.sled_failed(reason);
+                } else {
+                    // Not an I/O error: the transaction did not commit.
+                    for job in group {
+                        let _ = job.reply.send(Err(StorageError::Db(e.clone())));
+                    }
+                }
+                return;
+            }
+        };
+        drop(ops);
         let mut results = Vec::with_capacity(group.len());
         let mut failed = None;
         for job in &mut group {
             let result = match std::mem::replace(&mut job.work, Work::Sync) {
-                Work::Op(op) => {
-                    let result = self.apply(&op);
-                    failed = io_failure(&result);
-                    result
-                }
+                Work::Op(_) => op_results.next().expect("one result per op"),
                 Work::Sync => Ok(Written::Done),
                 Work::Run(work) => {
-                    failed = work(&self.live.load());
+                    // After the transaction: the group's writes are
+                    // concurrent, so any order of them is a valid one.
+                    if failed.is_none() {
+                        failed = work(&self.live.load());
+                    }
                     Ok(Written::Done)
                 }
             };
@@ -368,18 +401,12 @@ impl Committer {
                 self.report_full_outbox();
             }
             results.push(result);
-            if failed.is_some() {
-                break;
-            }
         }
         if let Some(reason) = failed {
-            // Whatever sled applied of this group may or may not reach the
-            // disk, and this instance cannot be trusted to flush (after a
-            // failed blob write its flush never returns); the rest of the
-            // group was never applied.
-            let rest = group.split_off(results.len());
+            // The group's transaction and the work that failed may or may
+            // not reach the disk (see above); work after it was not run,
+            // but it answers the same: nothing of it is known to be done.
             self.unknown(group, &reason);
-            self.refuse(rest, &reason);
             self.guard.sled_failed(reason);
             return;
         }
@@ -456,6 +483,8 @@ impl Committer {
         self.meta = handles.meta.clone();
         self.outbox = handles.outbox.clone();
         self.idempotency = handles.idempotency.clone();
+        self.quarantine = handles.quarantine.clone();
+        self.stores.clear();
         // Records of a group answered "unknown" may be missing from the
         // reopened database. Their numbers are not handed out again, and
         // a placeholder takes each one, so the cloud (which never saw
@@ -482,66 +511,6 @@ impl Committer {
             .durable_seq
             .store(self.next_seq, Ordering::Release);
         self.progress.outbox_grew.notify_one();
-    }
-
-    fn apply(&mut self, op: &WriteOp) -> Result<Written, StorageError> {
-        match op {
-            WriteOp::Set {
-                store,
-                replicated,
-                key,
-                value,
-            } => self
-                .read_modify_write(store, *replicated, key, |_| ops::set(value))
-                .map(Written::from),
-            WriteOp::Delete {
-                store,
-                replicated,
-                key,
-            } => self
-                .read_modify_write(store, *replicated, key, |current| {
-                    ops::delete(*replicated, current)
-                })
-                .map(Written::from),
-            WriteOp::Increment {
-                store,
-                replicated,
-                key,
-                delta,
-            } => {
-                let written = self.read_modify_write(store, *replicated, key, |current| {
-                    ops::increment(current, *delta)
-                })?;
-                Ok(match written {
-                    ops::Applied::Wrote(Some(bytes)) => {
-                        Written::Number(ops::parse_integer(&bytes).expect("just written"))
-                    }
-                    other => other.into(),
-                })
-            }
-            WriteOp::CompareAndSwap {
-                store,
-                replicated,
-                key,
-                expected,
-                new,
-            } => self
-                .read_modify_write(store, *replicated, key, |current| {
-                    ops::compare_and_swap(current, expected.as_deref(), new)
-                })
-                .map(Written::from),
-            WriteOp::Enqueue {
-                topic,
-                payload,
-                idempotency_key,
-            } => self.enqueue(topic, payload, idempotency_key.as_deref()),
-            WriteOp::Requeue { quarantined } => self.requeue(*quarantined),
-            WriteOp::ApplyRemote {
-                changes,
-                cursor,
-                cloud,
-            } => self.apply_remote(changes, *cursor, *cloud),
-        }
     }
 
     /// Says (once per thousand refusals) that the outbox is full.
