@@ -618,28 +618,36 @@ fn apply_batch(
         through: 0,
         refused: refused_before,
     };
-    for (entry, verdict) in &batch.entries {
-        ack.through = ack.through.max(entry.seq);
-        let start = *counters;
-        let entry_digest = entry_digest(entry);
-        let mut kept = entry_digest.to_vec();
-        if let Some(invalid) = verdict {
-            kept.extend_from_slice(invalid.code().as_bytes());
-        }
-        let result = (
-            &handles.applied,
-            &handles.kv,
-            &handles.feed,
-            &handles.conflicts,
-            &handles.events,
-            &handles.idempotency,
-            &handles.meta,
-            &handles.digests,
-        )
-            .transaction(
-                |(applied, kv, feed, conflicts, events, idempotency, meta, digests)| {
-                    if u64_of(applied.get(mark_key)?) >= entry.seq {
-                        return Ok(None);
+    // One transaction for the whole batch: sled seals and writes its log
+    // buffer at the start of every transaction, which per entry was most
+    // of an ingest's cost. Entries apply in order, each seeing the ones
+    // before it; sled may rerun the closure, so all it changes is local.
+    let start = *counters;
+    let result = (
+        &handles.applied,
+        &handles.kv,
+        &handles.feed,
+        &handles.conflicts,
+        &handles.events,
+        &handles.idempotency,
+        &handles.meta,
+        &handles.digests,
+    )
+        .transaction(
+            |(applied, kv, feed, conflicts, events, idempotency, meta, digests)| {
+                let mut next = start;
+                // Per entry: None, a duplicate; Some(seen_before).
+                let mut outcomes = Vec::with_capacity(batch.entries.len());
+                let mut mark = u64_of(applied.get(mark_key)?);
+                for (entry, verdict) in &batch.entries {
+                    if mark >= entry.seq {
+                        outcomes.push(None);
+                        continue;
+                    }
+                    let entry_digest = entry_digest(entry);
+                    let mut kept = entry_digest.to_vec();
+                    if let Some(invalid) = verdict {
+                        kept.extend_from_slice(invalid.code().as_bytes());
                     }
                     // Applied already at its place before a renumbering
                     // (`--new-epoch`), or by a copy that carried it
@@ -655,7 +663,6 @@ fn apply_batch(
                             .get(place)?
                             .is_some_and(|d| d.as_ref() == &entry_digest[..]);
                     }
-                    let mut next = start;
                     if verdict.is_none() && !seen_before {
                         let views = Views {
                             kv,
@@ -666,7 +673,7 @@ fn apply_batch(
                         };
                         apply_entry(&views, &mut next, &batch.node, entry)?;
                     }
-                    applied.insert(&mark_key, &be(entry.seq))?;
+                    mark = entry.seq;
                     digests.insert(&digest_key(batch.epoch, entry.seq), kept.as_slice())?;
                     // Claim the old place too, unless its own stream
                     // already put something else there.
@@ -679,28 +686,31 @@ fn apply_batch(
                     if let Some(old) = entry.seq.checked_sub(DIGEST_WINDOW) {
                         digests.remove(&digest_key(batch.epoch, old))?;
                     }
-                    meta.insert("next_feed", &be(next.feed))?;
-                    meta.insert("next_event", &be(next.event))?;
-                    meta.insert("next_conflict", &be(next.conflict))?;
-                    Ok(Some((next, seen_before)))
-                },
-            );
-        match result {
-            Ok(Some((next, seen_before))) => {
-                *counters = next;
-                match verdict {
-                    None if seen_before => ack.duplicates += 1,
-                    None => ack.applied += 1,
-                    Some(invalid) => ack.refused.push(Refusal {
-                        seq: entry.seq,
-                        code: invalid.code().to_owned(),
-                        reason: invalid.describe().to_owned(),
-                    }),
+                    outcomes.push(Some(seen_before));
                 }
-            }
-            Ok(None) => ack.duplicates += 1,
-            Err(TransactionError::Storage(e)) => return Err(e.into()),
-            Err(TransactionError::Abort(())) => unreachable!("entries never abort"),
+                applied.insert(&mark_key, &be(mark))?;
+                meta.insert("next_feed", &be(next.feed))?;
+                meta.insert("next_event", &be(next.event))?;
+                meta.insert("next_conflict", &be(next.conflict))?;
+                Ok((next, outcomes))
+            },
+        );
+    let (next, outcomes) = match result {
+        Ok(done) => done,
+        Err(TransactionError::Storage(e)) => return Err(e.into()),
+        Err(TransactionError::Abort(())) => unreachable!("entries never abort"),
+    };
+    *counters = next;
+    for ((entry, verdict), outcome) in batch.entries.iter().zip(outcomes) {
+        ack.through = ack.through.max(entry.seq);
+        match (outcome, verdict) {
+            (None, _) | (Some(true), None) => ack.duplicates += 1,
+            (Some(false), None) => ack.applied += 1,
+            (Some(_), Some(invalid)) => ack.refused.push(Refusal {
+                seq: entry.seq,
+                code: invalid.code().to_owned(),
+                reason: invalid.describe().to_owned(),
+            }),
         }
     }
     Ok(ack)

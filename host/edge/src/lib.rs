@@ -168,6 +168,12 @@ pub async fn serve(
         config.queue_timeout,
         metrics.clone(),
     ));
+    {
+        // Each running request may write once more: what a write group
+        // may wait for.
+        let admission = Arc::downgrade(&admission);
+        storage.expect_callers(move || admission.upgrade().map_or(0, |a| a.in_flight()));
+    }
     let admin = admin::Admin {
         token: config.admin_token.as_deref().map(Arc::from),
         metrics,

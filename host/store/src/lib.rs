@@ -114,6 +114,8 @@ pub struct Storage {
     progress: Arc<Progress>,
     /// Whether writes are accepted, kept by the writer.
     health: Arc<HealthCell>,
+    /// How many callers could still submit a write, for the writer.
+    callers: committer::Callers,
 }
 
 impl Storage {
@@ -182,6 +184,7 @@ impl Storage {
         progress.outbox_bytes.store(backlog, Ordering::Release);
         let live = Arc::new(ArcSwap::from_pointee(handles));
         let health = Arc::new(HealthCell::default());
+        let callers = committer::Callers::default();
         let writer = committer::start(
             live.clone(),
             db_dir.clone(),
@@ -189,6 +192,7 @@ impl Storage {
             progress.clone(),
             options,
             health.clone(),
+            callers.clone(),
         )?;
         Ok(Arc::new(Self {
             live,
@@ -198,7 +202,18 @@ impl Storage {
             writer,
             progress,
             health,
+            callers,
         }))
+    }
+
+    /// Tells the writer how many callers could still submit a write now
+    /// (the edge: requests running), so that while writes arrive
+    /// concurrently a group can wait a moment for the rest of them and
+    /// share one flush (see the committer's `linger`). Without it, a group
+    /// is whatever queued during the last flush. Set once; later calls
+    /// are ignored.
+    pub fn expect_callers(&self, callers: impl Fn() -> usize + Send + Sync + 'static) {
+        let _ = self.callers.set(Box::new(callers));
     }
 
     /// Whether the database accepts writes now, why not, and counts of

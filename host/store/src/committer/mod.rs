@@ -44,6 +44,7 @@
 mod enqueue;
 mod group;
 mod kv;
+mod linger;
 pub mod ops;
 mod recovery;
 mod remote;
@@ -64,7 +65,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, oneshot};
 
 /// What the writer shares with readers of the outbox.
@@ -83,6 +84,14 @@ pub struct Progress {
 
 /// Most writes applied under one flush.
 const MAX_GROUP: usize = 1024;
+
+/// Longest a group waits for more writes to join it (see
+/// [`Committer::linger`]).
+const MAX_LINGER: Duration = Duration::from_millis(2);
+
+/// How many callers could still submit a write now (see
+/// [`crate::Storage::expect_callers`]).
+pub(crate) type Callers = Arc<std::sync::OnceLock<Box<dyn Fn() -> usize + Send + Sync>>>;
 
 /// The writer's threads, and what its guard says, under the writer's log
 /// target.
@@ -132,6 +141,7 @@ struct Job {
 /// [`StorageOptions::flush_timeout`], and refuses at once while failing.
 pub struct Handle {
     jobs: mpsc::Sender<Job>,
+    gate: Arc<linger::Gate>,
 }
 
 impl Handle {
@@ -174,6 +184,7 @@ impl Handle {
         self.jobs
             .send(Job { work, reply })
             .map_err(|_| StorageError::Stopped)?;
+        self.gate.arrived();
         // The writer took the job, so it may have applied it before dying.
         result.await.map_err(|_| {
             StorageError::OutcomeUnknown("the database writer stopped before answering".into())
@@ -206,6 +217,12 @@ struct Committer {
     /// Writes refused for a full outbox, for throttled reporting.
     outbox_full_refusals: u64,
     health: Arc<HealthCell>,
+    /// Callers that could still join a group.
+    callers: Callers,
+    /// The last group had more than one write: writers run concurrently.
+    concurrent: bool,
+    /// Where a lingering group waits for more writes.
+    gate: Arc<linger::Gate>,
 }
 
 /// Starts the writer thread over the database `live` holds, which lives
@@ -217,6 +234,7 @@ pub(crate) fn start(
     progress: Arc<Progress>,
     options: &StorageOptions,
     health: Arc<HealthCell>,
+    callers: Callers,
 ) -> Result<Handle, StorageError> {
     let handles = live.load_full();
     // Never reuse a sequence number, even if the counter in meta were lost.
@@ -250,16 +268,21 @@ pub(crate) fn start(
         max_outbox_bytes: options.max_outbox_bytes,
         outbox_full_refusals: 0,
         health,
+        callers,
+        concurrent: false,
+        gate: linger::Gate::new(),
     };
+    let gate = committer.gate.clone();
     let (jobs, queue) = mpsc::channel::<Job>();
     std::thread::Builder::new()
         .name("outpost-writer".into())
         .spawn(move || {
             let _alive = Alive(committer.health.clone());
+            committer.gate.register_writer();
             committer.run(queue);
         })
         .map_err(|e| StorageError::Corrupt(format!("cannot start the writer thread: {e}")))?;
-    Ok(Handle { jobs })
+    Ok(Handle { jobs, gate })
 }
 
 /// Marks the database unwritable if the writer thread dies of a panic:
@@ -281,6 +304,16 @@ fn io_failure<T>(result: &Result<T, StorageError>) -> Option<String> {
     match result {
         Err(StorageError::Db(sled::Error::Io(e))) => Some(format!("a database write failed: {e}")),
         _ => None,
+    }
+}
+
+/// Adds the jobs already queued to `group`, up to [`MAX_GROUP`].
+fn take_queued(queue: &mpsc::Receiver<Job>, group: &mut Vec<Job>) {
+    while group.len() < MAX_GROUP {
+        match queue.try_recv() {
+            Ok(job) => group.push(job),
+            Err(_) => break,
+        }
     }
 }
 
@@ -331,12 +364,12 @@ impl Committer {
             }
             let Some(first) = first else { continue };
             let mut group = vec![first];
-            while group.len() < MAX_GROUP {
-                match queue.try_recv() {
-                    Ok(job) => group.push(job),
-                    Err(_) => break,
-                }
+            take_queued(&queue, &mut group);
+            let failing = self.guard.reason().is_some();
+            if !failing {
+                self.linger(&queue, &mut group);
             }
+            self.concurrent = group.len() > 1;
             match self.guard.reason() {
                 Some(reason) => {
                     let reason = reason.to_owned();
@@ -344,6 +377,41 @@ impl Committer {
                 }
                 None => self.commit(group),
             }
+        }
+    }
+
+    /// Waits, briefly, for more writes to join `group`.
+    ///
+    /// Each flush costs far more CPU than a write (sled's log write wakes
+    /// all its I/O threads), and under load the queue fills slowly: the
+    /// writes' own requests are what keeps the CPU busy, so few of them
+    /// reach the writer during one fsync. A group waits only while writers
+    /// run concurrently (the last group had more than one write; a lone
+    /// writer never waits) and while more callers are running than the
+    /// group holds (each could write once more), for at most
+    /// [`MAX_LINGER`].
+    fn linger(&self, queue: &mpsc::Receiver<Job>, group: &mut Vec<Job>) {
+        if !self.concurrent {
+            return;
+        }
+        let Some(callers) = self.callers.get() else {
+            return;
+        };
+        let deadline = Instant::now() + MAX_LINGER;
+        loop {
+            let wanted = callers().min(MAX_GROUP);
+            if group.len() >= wanted || Instant::now() >= deadline {
+                return;
+            }
+            self.gate.open();
+            // Anything queued before the gate opened is not counted.
+            take_queued(queue, group);
+            let more = wanted.saturating_sub(group.len());
+            if more == 0 {
+                return;
+            }
+            self.gate.wait(more, deadline);
+            take_queued(queue, group);
         }
     }
 
