@@ -100,6 +100,9 @@ struct Replica {
     answering: AtomicBool,
 }
 
+/// How long a health probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A client of the cloud tier: one or more replicas serving the same API
 /// over the same database, any of which may take any request.
 pub struct CloudClient {
@@ -324,6 +327,14 @@ impl CloudClient {
         tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| CloudError::Timeout(timeout))?
+    }
+
+    /// Whether a replica answers its health endpoint with 200 within
+    /// [`PROBE_TIMEOUT`]: the current one first, then each other once.
+    pub async fn healthy(&self) -> bool {
+        self.call(Method::GET, "/_outpost/health", Bytes::new(), PROBE_TIMEOUT)
+            .await
+            .is_ok()
     }
 
     /// Uploads a batch (already JSON) and returns the cloud's ack.

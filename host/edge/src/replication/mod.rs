@@ -3,6 +3,7 @@
 
 pub mod backoff;
 pub mod client;
+pub mod probe;
 pub mod puller;
 pub mod shipper;
 pub mod status;

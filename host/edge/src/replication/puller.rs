@@ -143,7 +143,7 @@ pub async fn run(storage: Arc<Storage>, link: Link) {
                     failing = true;
                     tracing::warn!(target: "outpost::replication::puller", error = %e, cursor, "cannot read the cloud's change feed; will retry");
                 }
-                tokio::time::sleep(backoff.next_delay()).await;
+                super::probe::wait(&link.client, &e, backoff.next_delay()).await;
             }
         }
     }

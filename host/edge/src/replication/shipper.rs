@@ -248,7 +248,7 @@ pub async fn run(storage: Arc<Storage>, link: Link, batch_max: usize) {
                     } else {
                         tracing::debug!(target: "outpost::replication::shipper", error = %e, retry_ms = delay.as_millis() as u64, "ship retry failed");
                     }
-                    tokio::time::sleep(delay).await;
+                    super::probe::wait(&link.client, &e, delay).await;
                 }
             },
         }
