@@ -23,7 +23,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The development token every simulated edge and the feed reader use.
-const TOKEN: &str = "load-ingest-token";
+pub const TOKEN: &str = "load-ingest-token";
 
 /// The store every record writes: a function's own store, as most edge
 /// writes are.
@@ -34,7 +34,7 @@ const VALUE_BYTES: usize = 100;
 
 /// The cloud's limit on entries per batch (`MAX_BATCH_ENTRIES`), which is
 /// also the most an edge ever sends.
-const MAX_BATCH: usize = 4096;
+pub const MAX_BATCH: usize = 4096;
 
 /// The cloud's most changes per feed page (`MAX_LIMIT` in its API).
 const FEED_PAGE: usize = 1000;
@@ -42,17 +42,28 @@ const FEED_PAGE: usize = 1000;
 /// How long one answer may take before the run is declared stuck.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The cloud's database.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Backend {
+pub enum Backend {
     Sled,
     Pg,
 }
 
 impl Backend {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Backend::Sled => "sled",
             Backend::Pg => "postgres",
+        }
+    }
+
+    /// The backends a `--backend` value names: sled, pg (or postgres), both.
+    pub fn parse_list(value: &str) -> Result<Vec<Backend>, String> {
+        match value {
+            "sled" => Ok(vec![Backend::Sled]),
+            "pg" | "postgres" => Ok(vec![Backend::Pg]),
+            "both" => Ok(vec![Backend::Sled, Backend::Pg]),
+            other => Err(format!("--backend {other}: expected sled, pg or both")),
         }
     }
 }
@@ -135,12 +146,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         ],
         &["json"],
     )?;
-    let backends = match flags.str("backend").unwrap_or("both") {
-        "sled" => vec![Backend::Sled],
-        "pg" | "postgres" => vec![Backend::Pg],
-        "both" => vec![Backend::Sled, Backend::Pg],
-        other => return Err(format!("--backend {other}: expected sled, pg or both")),
-    };
+    let backends = Backend::parse_list(flags.str("backend").unwrap_or("both"))?;
     let edges = number_list(flags.str("edges").unwrap_or("1,4"), "edges")?;
     let replicas = number_list(flags.str("replicas").unwrap_or("1,2"), "replicas")?;
     let plan = Plan {
@@ -358,7 +364,19 @@ fn cloud(
     database: Option<&str>,
     pool: Option<usize>,
 ) -> Result<Server, String> {
-    let port = servers::free_port()?;
+    cloud_at(outpost, scratch, r, servers::free_port()?, database, pool)
+}
+
+/// [`cloud`] on a port the caller chose, e.g. one an edge has been told
+/// about before any cloud listens there.
+pub fn cloud_at(
+    outpost: &Path,
+    scratch: &Scratch,
+    r: usize,
+    port: u16,
+    database: Option<&str>,
+    pool: Option<usize>,
+) -> Result<Server, String> {
     let data = scratch.data().join(format!("cloud-{r}"));
     let mut args: Vec<std::ffi::OsString> = vec![
         "cloud".into(),
@@ -392,7 +410,7 @@ fn cloud(
 
 /// An HLC stamp for now (wall-clock ms in the high 48 bits): the cloud
 /// refuses stamps more than its skew limit ahead of its clock.
-fn now_hlc() -> u64 {
+pub fn now_hlc() -> u64 {
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
@@ -401,10 +419,10 @@ fn now_hlc() -> u64 {
 
 /// A simulated edge's identity.
 #[derive(Clone, Debug)]
-struct Edge {
-    index: usize,
-    node: String,
-    epoch: u64,
+pub struct Edge {
+    pub index: usize,
+    pub node: String,
+    pub epoch: u64,
 }
 
 /// One edge's batches, built before the clock starts.
@@ -460,32 +478,43 @@ impl EdgeLoad {
     }
 
     fn send(&self, conn: &mut Conn, body: &[u8], through: u64) -> Result<(), String> {
-        let node = &self.edge.node;
-        let (status, reply) = conn.request("POST", "/v1/ingest", body)?;
-        let text = || {
-            String::from_utf8_lossy(&reply)
-                .chars()
-                .take(500)
-                .collect::<String>()
-        };
-        if status != 200 {
-            return Err(format!(
-                "{node}: POST /v1/ingest through seq {through} answered {status}: {}",
-                text()
-            ));
-        }
-        let ack: serde_json::Value = serde_json::from_slice(&reply)
-            .map_err(|e| format!("{node}: the ack is not JSON ({e}): {}", text()))?;
-        let applied = ack["applied"].as_u64();
-        if applied != Some(self.batch as u64) || ack["through"].as_u64() != Some(through) {
-            return Err(format!(
-                "{node}: batch through seq {through} of {} records was not applied in full: {}",
-                self.batch,
-                text()
-            ));
-        }
-        Ok(())
+        send_batch(conn, &self.edge.node, body, self.batch, through)
     }
+}
+
+/// POSTs one batch body of `batch` records from `node`, whose last sequence
+/// number is `through`, and checks the ack. Any answer but a full apply is
+/// an error: a refused or half-applied batch would make a rate a lie.
+pub fn send_batch(
+    conn: &mut Conn,
+    node: &str,
+    body: &[u8],
+    batch: usize,
+    through: u64,
+) -> Result<(), String> {
+    let (status, reply) = conn.request("POST", "/v1/ingest", body)?;
+    let text = || {
+        String::from_utf8_lossy(&reply)
+            .chars()
+            .take(500)
+            .collect::<String>()
+    };
+    if status != 200 {
+        return Err(format!(
+            "{node}: POST /v1/ingest through seq {through} answered {status}: {}",
+            text()
+        ));
+    }
+    let ack: serde_json::Value = serde_json::from_slice(&reply)
+        .map_err(|e| format!("{node}: the ack is not JSON ({e}): {}", text()))?;
+    let applied = ack["applied"].as_u64();
+    if applied != Some(batch as u64) || ack["through"].as_u64() != Some(through) {
+        return Err(format!(
+            "{node}: batch through seq {through} of {batch} records was not applied in full: {}",
+            text()
+        ));
+    }
+    Ok(())
 }
 
 /// The JSON of a [`outpost_wire::Batch`] of `count` KV writes from `edge`,
@@ -494,6 +523,18 @@ impl EdgeLoad {
 /// harness. `origin` is left out, as the edge's serializer leaves out a
 /// `None` origin.
 fn batch_body(edge: &Edge, first_seq: u64, count: usize, hlc_base: u64) -> Vec<u8> {
+    batch_body_in(edge, STORE, first_seq, count, hlc_base)
+}
+
+/// [`batch_body`] writing to `store`, e.g. the store an edge under test
+/// replicates.
+pub fn batch_body_in(
+    edge: &Edge,
+    store: &str,
+    first_seq: u64,
+    count: usize,
+    hlc_base: u64,
+) -> Vec<u8> {
     let mut out = String::with_capacity(count * 280 + 64);
     out.push_str(&format!(
         r#"{{"node":"{}","epoch":{},"entries":["#,
@@ -511,7 +552,7 @@ fn batch_body(edge: &Edge, first_seq: u64, count: usize, hlc_base: u64) -> Vec<u
         value.resize(VALUE_BYTES - 2, b'x');
         value.extend_from_slice(b"\"}");
         out.push_str(&format!(
-            r#"{{"seq":{seq},"record":{{"kind":"kv","store":"{STORE}","key":"{key}","value":"{}","version":{{"hlc":{},"node":"{}"}},"seen":null}}}}"#,
+            r#"{{"seq":{seq},"record":{{"kind":"kv","store":"{store}","key":"{key}","value":"{}","version":{{"hlc":{},"node":"{}"}},"seen":null}}}}"#,
             base64::engine::general_purpose::STANDARD.encode(&value),
             // One stamp per write, increasing in sequence order as an
             // edge's clock would; a few ms ahead at most for 200k records.
@@ -534,7 +575,7 @@ struct FeedPage {
 
 /// Pages the whole feed from cursor 0 through `port`; returns the changes
 /// read and the seconds it took.
-fn read_feed(port: u16) -> Result<(usize, f64), String> {
+pub fn read_feed(port: u16) -> Result<(usize, f64), String> {
     let mut conn = Conn::open(port)?;
     let started = Instant::now();
     let (mut since, mut changes) = (0u64, 0usize);
@@ -576,7 +617,7 @@ fn cpu_now(clouds: &[Server], cluster: Option<&PgCluster>) -> Result<Cpu, String
 
 /// Busy CPU seconds of the whole machine since boot: the `cpu` line of
 /// `/proc/stat` less idle and iowait.
-fn machine_busy() -> Result<f64, String> {
+pub fn machine_busy() -> Result<f64, String> {
     let stat = std::fs::read_to_string("/proc/stat")
         .map_err(|e| format!("cannot read /proc/stat: {e}"))?;
     busy_ticks(&stat)
@@ -634,20 +675,20 @@ fn postgres_cpu(postmaster: u32) -> f64 {
 
 /// The fields of a `/proc/PID/stat` line after the command name (state
 /// first, ppid second), which may itself hold spaces.
-fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+pub fn stat_fields(stat: &str) -> Option<Vec<&str>> {
     Some(stat[stat.rfind(')')? + 1..].split_whitespace().collect())
 }
 
 /// A keep-alive HTTP/1.1 connection with just what this mode needs:
 /// requests with a body and the bearer token, answers with a length or
 /// chunked.
-struct Conn {
+pub struct Conn {
     port: u16,
     reader: BufReader<TcpStream>,
 }
 
 impl Conn {
-    fn open(port: u16) -> Result<Self, String> {
+    pub fn open(port: u16) -> Result<Self, String> {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
             .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
@@ -663,7 +704,12 @@ impl Conn {
         })
     }
 
-    fn request(&mut self, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>), String> {
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<(u16, Vec<u8>), String> {
         let io = |e: std::io::Error| format!("{method} {path} on port {}: {e}", self.port);
         let head = format!(
             "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{}\r\nauthorization: Bearer {TOKEN}\r\n\

@@ -2,15 +2,20 @@
 //! serve and a native hyper server, hot reload under load, startup with and
 //! without the code cache, two builds alternated (`ab`), instructions per
 //! request under callgrind, how plain work scales across cores (`cores`),
-//! one server per core against one for all (`percore`), and ingest into the
-//! cloud tier on sled and PostgreSQL (`ingest`); prints markdown (or JSON
-//! with `--json`).
+//! one server per core against one for all (`percore`), ingest into the
+//! cloud tier on sled and PostgreSQL (`ingest`), durable KV writes against
+//! reads and hello (`kv-write`), an outbox draining after a cloud outage
+//! (`drain`), and an edge applying the change feed (`feed-apply`); prints
+//! markdown (or JSON with `--json`).
 
 mod ab;
 mod callgrind;
 mod cli;
 mod cores;
+mod drain;
+mod feed_apply;
 mod ingest;
+mod kv_write;
 mod percore;
 mod prereq;
 mod reload;
@@ -44,6 +49,16 @@ usage: cargo run --release -p outpost-load -- <mode> [flags] [--json]
              [--bin OUTPOST_BIN (default: target/release/outpost, built)]
              (records/s into `outpost cloud`, feed changes/s, CPU by process; pg runs a
              private cluster with initdb/pg_ctl, fsync on)
+  kv-write   [--duration 5] [--rounds 3] [--server-core 0] [--client-core 1]
+             (hello, kv get, set, incr, enqueue under wrk at 64 and 1 connections;
+             every answer's body checked; ratios to get and hello)
+  drain      [--records 100000] [--backend sled|pg|both (default sled)] [--away-secs 30]
+             [--connections 32] [--ship-batch N] [--server-core 0] [--client-core 1]
+             (fill an edge's outbox with the cloud away, start the cloud, time first ack
+             and empty outbox, check the cloud got exactly N)
+  feed-apply [--changes 100000] [--backend sled|pg|both (default sled)] [--batch 1000]
+             [--server-core 0]
+             (a fresh edge applying N feed changes another node wrote; changes/s)
 
 env: OUTPOST_WASMTIME=/path/to/wasmtime (48.0.8) skips the wasmtime-cli install";
 
@@ -59,6 +74,9 @@ fn main() -> ExitCode {
         Some("cores") => cores::run(rest),
         Some("percore") => percore::run(rest),
         Some("ingest") => ingest::run(rest),
+        Some("kv-write") => kv_write::run(rest),
+        Some("drain") => drain::run(rest),
+        Some("feed-apply") => feed_apply::run(rest),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

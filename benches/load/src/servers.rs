@@ -57,6 +57,45 @@ pub fn free_port() -> Result<u16, String> {
         .map_err(|e| format!("cannot find a free port: {e}"))
 }
 
+/// A free port outside the kernel's ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`), for a server started long
+/// after the port is picked: a [`free_port`] can meanwhile become the local
+/// end of one of the harness's own outgoing connections, and then the
+/// server cannot bind it. Falls back to [`free_port`] if no such port is
+/// free.
+pub fn quiet_port() -> Result<u16, String> {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    // Spread the starting point by PID so two harnesses rarely collide.
+    let span = low.saturating_sub(10_000).max(1);
+    let start = (std::process::id() % u32::from(span)) as u16;
+    for i in 0..span.min(2000) {
+        let port = 10_000 + (start + i) % span;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    free_port()
+}
+
+/// The value of one series in Prometheus or OpenMetrics text: `series` is
+/// the name with its labels as the exporter writes them
+/// (`outpost_outbox_records`, `outpost_remote_writes_total{result="applied"}`).
+/// `None` when the series is absent, as a labelled counter is until first
+/// counted.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?;
+        // `name 5` or `name{...} 5`, never `name_other 5`.
+        if !rest.starts_with(' ') {
+            return None;
+        }
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
 /// `GET path` over HTTP/1.0, so the reply is never chunked and the server
 /// closes the connection: status and body with std alone.
 pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
@@ -262,6 +301,22 @@ impl Server {
         }
     }
 
+    /// `Err` with the log's tail if the server has exited, for callers
+    /// that poll something else than [`Server::wait_for`] does.
+    pub fn check_running(&mut self) -> Result<(), String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => {
+                self.stopped = true;
+                Err(format!(
+                    "{} exited with {status}; its log:\n{}",
+                    self.name,
+                    self.log_tail()
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Waits until `GET path` answers 200; returns the body.
     pub fn wait_ok(&mut self, path: &str, timeout: Duration) -> Result<Vec<u8>, String> {
         self.wait_for(path, timeout, Duration::from_millis(20), |status, _| {
@@ -371,6 +426,33 @@ pub fn outpost_wrapped(
     rust_log: &str,
     extra: &[&str],
 ) -> Result<Server, String> {
+    spawn_outpost(wrap, bin, scratch, cpus, rust_log, "127.0.0.1:0", extra)
+}
+
+/// [`outpost`] with its admin listener (`/outbox`, `/metrics`) on
+/// `admin_port` rather than an ephemeral port, for modes that read it: at
+/// `warn` the host does not log where an ephemeral one went.
+pub fn outpost_with_admin(
+    bin: &Path,
+    scratch: &Scratch,
+    cpus: Option<&str>,
+    rust_log: &str,
+    admin_port: u16,
+    extra: &[&str],
+) -> Result<Server, String> {
+    let admin = format!("127.0.0.1:{admin_port}");
+    spawn_outpost(&[], bin, scratch, cpus, rust_log, &admin, extra)
+}
+
+fn spawn_outpost(
+    wrap: &[OsString],
+    bin: &Path,
+    scratch: &Scratch,
+    cpus: Option<&str>,
+    rust_log: &str,
+    admin: &str,
+    extra: &[&str],
+) -> Result<Server, String> {
     let port = free_port()?;
     let (program, mut args): (&Path, Vec<OsString>) = match wrap.split_first() {
         Some((program, wrap_args)) => {
@@ -385,7 +467,7 @@ pub fn outpost_wrapped(
         "--listen".into(),
         format!("127.0.0.1:{port}").into(),
         "--admin-listen".into(),
-        "127.0.0.1:0".into(),
+        admin.into(),
         "--modules".into(),
         scratch.modules().into(),
         "--data".into(),
@@ -480,6 +562,26 @@ mod tests {
                     1234 56 0 0 20 0 3 0 100 0 0";
         assert_eq!(cpu_ticks(stat), Some(1234 + 56));
         assert_eq!(cpu_ticks("4242 (x) S 1"), None);
+    }
+
+    #[test]
+    fn metric_values_by_exact_series() {
+        let text = "# TYPE outpost_remote_writes counter\n\
+                    outpost_remote_writes_total{result=\"applied\"} 1200\n\
+                    outpost_remote_writes_total{result=\"older\"} 3\n\
+                    outpost_outbox_records_bytes 99\n\
+                    outpost_outbox_records 42\n# EOF\n";
+        let applied = r#"outpost_remote_writes_total{result="applied"}"#;
+        assert_eq!(metric_value(text, applied), Some(1200.0));
+        assert_eq!(
+            metric_value(text, r#"outpost_remote_writes_total{result="older"}"#),
+            Some(3.0)
+        );
+        assert_eq!(metric_value(text, "outpost_outbox_records"), Some(42.0));
+        assert_eq!(
+            metric_value(text, r#"outpost_remote_writes_total{result="refused"}"#),
+            None
+        );
     }
 
     #[test]

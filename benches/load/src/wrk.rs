@@ -78,13 +78,48 @@ pub struct Pending {
     command: String,
     /// `None` once [`Pending::finish`] has taken it.
     child: Option<std::process::Child>,
-    /// The pipelining script, removed once wrk is done.
+    /// The Lua script (pipelining or the caller's), removed once wrk is done.
     script: Option<std::path::PathBuf>,
 }
 
 /// Starts wrk on `cpus` with `load` against `url`, without waiting, so
 /// several can run at once.
 pub fn start(cpus: &str, load: Load, url: &str) -> Result<Pending, String> {
+    if load.pipeline > 1 {
+        spawn(
+            cpus,
+            load,
+            url,
+            Some((PIPELINE_LUA, &[load.pipeline.to_string()])),
+        )
+    } else {
+        spawn(cpus, load, url, None)
+    }
+}
+
+/// Starts wrk like [`start`] with the Lua `script` (its source) given
+/// `script_args`, for requests other than a plain GET; `load.pipeline` is
+/// the script's business, so it must be 1. What the script's `done` hook
+/// prints comes back from [`Pending::finish_with_output`].
+pub fn start_script(
+    cpus: &str,
+    load: Load,
+    url: &str,
+    script: &str,
+    script_args: &[String],
+) -> Result<Pending, String> {
+    if load.pipeline > 1 {
+        return Err("a wrk script run does its own pipelining, if any".into());
+    }
+    spawn(cpus, load, url, Some((script, script_args)))
+}
+
+fn spawn(
+    cpus: &str,
+    load: Load,
+    url: &str,
+    script: Option<(&str, &[String])>,
+) -> Result<Pending, String> {
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", cpus, "wrk"])
         .arg(format!("-t{}", load.threads))
@@ -100,19 +135,15 @@ pub fn start(cpus: &str, load: Load, url: &str) -> Result<Pending, String> {
         child: None,
         script: None,
     };
-    if load.pipeline > 1 {
+    if let Some((source, script_args)) = script {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "outpost-load-pipeline-{}-{n}.lua",
-            std::process::id()
-        ));
-        std::fs::write(&path, PIPELINE_LUA).map_err(|e| format!("cannot write {path:?}: {e}"))?;
+        let path =
+            std::env::temp_dir().join(format!("outpost-load-wrk-{}-{n}.lua", std::process::id()));
+        std::fs::write(&path, source).map_err(|e| format!("cannot write {path:?}: {e}"))?;
         // wrk's getopt takes options after the URL too; what follows `--`
         // reaches the script as its arguments.
-        cmd.arg("-s")
-            .arg(&path)
-            .args(["--", &load.pipeline.to_string()]);
+        cmd.arg("-s").arg(&path).arg("--").args(script_args);
         pending.script = Some(path);
     }
     pending.command = format!("{cmd:?}");
@@ -125,7 +156,13 @@ pub fn start(cpus: &str, load: Load, url: &str) -> Result<Pending, String> {
 
 impl Pending {
     /// Waits for wrk to end and reads its report.
-    pub fn finish(mut self) -> Result<Run, String> {
+    pub fn finish(self) -> Result<Run, String> {
+        self.finish_with_output().map(|(run, _)| run)
+    }
+
+    /// [`Pending::finish`], also returning wrk's whole stdout: the report
+    /// and whatever a script printed after it.
+    pub fn finish_with_output(mut self) -> Result<(Run, String), String> {
         let child = self.child.take().expect("finish runs once");
         let out = child.wait_with_output();
         let out = out.map_err(|e| format!("{} did not finish: {e}", self.command))?;
@@ -138,7 +175,8 @@ impl Pending {
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
-        parse(&stdout).map_err(|e| format!("{e}; wrk said:\n{stdout}"))
+        let run = parse(&stdout).map_err(|e| format!("{e}; wrk said:\n{stdout}"))?;
+        Ok((run, stdout.into_owned()))
     }
 }
 

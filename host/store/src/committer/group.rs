@@ -20,8 +20,7 @@ use crate::{META_HLC, META_NEXT_SEQ, StorageError, tree_name};
 use outpost_wire::hlc::Hlc;
 use sled::Transactional;
 use sled::transaction::{
-    ConflictableTransactionError, TransactionError, TransactionalTree,
-    UnabortableTransactionError,
+    ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
 };
 use std::collections::HashMap;
 
