@@ -40,18 +40,22 @@ pub const KV_SETTINGS: &str = "[kv]\nreplicated = [\"default\"]\n";
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Op {
     Hello,
+    /// The kvtest guest answering without a kv call: what its kv ops cost
+    /// is measured against this, the same guest's own price.
+    Ping,
     Get,
     Set,
     Incr,
     Enqueue,
 }
 
-const OPS: [Op; 5] = [Op::Hello, Op::Get, Op::Set, Op::Incr, Op::Enqueue];
+const OPS: [Op; 6] = [Op::Hello, Op::Ping, Op::Get, Op::Set, Op::Incr, Op::Enqueue];
 
 impl Op {
     fn name(self) -> &'static str {
         match self {
             Op::Hello => "hello",
+            Op::Ping => "kv hello",
             Op::Get => "get",
             Op::Set => "set",
             Op::Incr => "incr",
@@ -61,7 +65,7 @@ impl Op {
 
     fn method(self) -> &'static str {
         match self {
-            Op::Hello | Op::Get => "GET",
+            Op::Hello | Op::Ping | Op::Get => "GET",
             Op::Set | Op::Incr | Op::Enqueue => "POST",
         }
     }
@@ -72,6 +76,7 @@ impl Op {
     fn path(self) -> &'static str {
         match self {
             Op::Hello => "/hello",
+            Op::Ping => "/kv/_/hello",
             Op::Get => "/kv/default/get?key=k%d",
             Op::Set => "/kv/default/set?key=k%d",
             Op::Incr => "/kv/default/incr?key=n%d",
@@ -82,7 +87,7 @@ impl Op {
     fn body(self) -> &'static str {
         match self {
             Op::Set | Op::Enqueue => VALUE,
-            Op::Hello | Op::Get | Op::Incr => "",
+            Op::Hello | Op::Ping | Op::Get | Op::Incr => "",
         }
     }
 
@@ -262,7 +267,7 @@ fn harness_cpu() -> Result<f64, String> {
 pub fn run(args: &[String]) -> Result<(), String> {
     let flags = Flags::parse(
         args,
-        &["duration", "rounds", "server-core", "client-core"],
+        &["duration", "rounds", "server-core", "client-core", "bin"],
         &["json"],
     )?;
     let duration: u64 = flags.get("duration", 5)?;
@@ -282,7 +287,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
     prereq::taskset()?;
     prereq::wrk()?;
     let paths = Paths::discover();
-    let outpost = paths.outpost()?;
+    // `--bin`: a build to measure instead of this tree's (for A/B runs).
+    let outpost = match flags.str("bin") {
+        Some(bin) => std::path::PathBuf::from(bin),
+        None => paths.outpost()?,
+    };
     let hello = paths.hello_wasm()?;
     let scratch = Scratch::new("kv-write")?;
     let to = scratch.modules().join("hello.wasm");
@@ -495,6 +504,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
         ("incr / hello (64 conns)", Op::Incr, Op::Hello),
         ("enqueue / hello (64 conns)", Op::Enqueue, Op::Hello),
         ("get / hello (64 conns)", Op::Get, Op::Hello),
+        ("get / kv hello (64 conns)", Op::Get, Op::Ping),
+        ("set / kv hello (64 conns)", Op::Set, Op::Ping),
     ]
     .iter()
     .map(|&(name, a, b)| {

@@ -49,7 +49,7 @@ usage: cargo run --release -p outpost-load -- <mode> [flags] [--json]
              [--bin OUTPOST_BIN (default: target/release/outpost, built)]
              (records/s into `outpost cloud`, feed changes/s, CPU by process; pg runs a
              private cluster with initdb/pg_ctl, fsync on)
-  kv-write   [--duration 5] [--rounds 3] [--server-core 0] [--client-core 1]
+  kv-write   [--duration 5] [--rounds 3] [--bin OUTPOST_BIN] [--server-core 0] [--client-core 1]
              (hello, kv get, set, incr, enqueue under wrk at 64 and 1 connections;
              every answer's body checked; ratios to get and hello)
   drain      [--records 100000] [--backend sled|pg|both (default sled)] [--away-secs 30]

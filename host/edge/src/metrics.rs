@@ -202,6 +202,9 @@ pub struct ScrapeGauges {
     pub storage_outcome_unknown: Gauge,
     pub storage_refused: Gauge,
     pub storage_reopens: Gauge,
+    /// Write groups committed (one flush each) and the writes in them.
+    pub storage_write_groups: Gauge,
+    pub storage_grouped_writes: Gauge,
 }
 
 impl Metrics {
@@ -366,6 +369,16 @@ impl Metrics {
                 "storage_reopens",
                 "Times the database was reopened to recover from a failure, since start",
                 &g.storage_reopens,
+            ),
+            (
+                "storage_write_groups",
+                "Write groups committed since start, one flush each",
+                &g.storage_write_groups,
+            ),
+            (
+                "storage_grouped_writes",
+                "Writes committed in those groups since start: over storage_write_groups, how many writes share a flush",
+                &g.storage_grouped_writes,
             ),
             (
                 "replication_blocked",

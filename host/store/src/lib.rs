@@ -385,6 +385,15 @@ impl Storage {
         self.handles().outbox.len()
     }
 
+    /// Write groups committed since start (one flush each), and the
+    /// writes in them: their ratio is how many writes share a flush.
+    pub fn write_groups(&self) -> (u64, u64) {
+        (
+            self.progress.groups.load(Ordering::Relaxed),
+            self.progress.grouped_writes.load(Ordering::Relaxed),
+        )
+    }
+
     /// Bytes of records waiting in the outbox.
     pub fn outbox_bytes(&self) -> u64 {
         self.progress.outbox_bytes.load(Ordering::Acquire)

@@ -155,6 +155,9 @@ impl Admin {
         g.admission_waiting.set(self.admission.waiting());
         g.outbox_records.set(self.storage.outbox_len() as i64);
         g.outbox_bytes.set(self.storage.outbox_bytes() as i64);
+        let (groups, grouped) = self.storage.write_groups();
+        g.storage_write_groups.set(groups as i64);
+        g.storage_grouped_writes.set(grouped as i64);
         g.quarantined.set(self.storage.quarantined() as i64);
         let disk = self.storage.health();
         g.storage_writable.set(i64::from(disk.writable));

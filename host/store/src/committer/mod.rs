@@ -80,6 +80,10 @@ pub struct Progress {
     /// Bytes of records in the outbox (approximate between a crash and the
     /// next start, when it is recounted).
     pub outbox_bytes: AtomicU64,
+    /// Groups committed (one flush each), since start.
+    pub groups: AtomicU64,
+    /// Writes in those groups: over `groups`, how many share a flush.
+    pub grouped_writes: AtomicU64,
 }
 
 /// Most writes applied under one flush.
@@ -87,7 +91,7 @@ const MAX_GROUP: usize = 1024;
 
 /// Longest a group waits for more writes to join it (see
 /// [`Committer::linger`]).
-const MAX_LINGER: Duration = Duration::from_millis(2);
+const MAX_LINGER: Duration = Duration::from_millis(4);
 
 /// How many callers could still submit a write now (see
 /// [`crate::Storage::expect_callers`]).
@@ -481,6 +485,10 @@ impl Committer {
         // One fsync for the whole group; nobody hears "done" before it.
         match self.guard.flush() {
             Ok(()) => {
+                self.progress.groups.fetch_add(1, Ordering::Relaxed);
+                self.progress
+                    .grouped_writes
+                    .fetch_add(group.len() as u64, Ordering::Relaxed);
                 self.made_durable(seq_before);
                 for (job, result) in group.into_iter().zip(results) {
                     let _ = job.reply.send(result);

@@ -4,7 +4,8 @@
 //!
 //! Ops: `get`, `set`, `delete`, `exists`, `list` (`prefix`, `cursor`,
 //! `limit`), `incr` (`delta`), `cas` (`expected`, or `absent=1`),
-//! `enqueue` (`topic`, `idem`; STORE is ignored).
+//! `enqueue` (`topic`, `idem`; STORE is ignored), `hello` (no kv call at
+//! all: this guest's own cost, what the benchmarks compare kv ops with).
 
 use outpost_sdk::{Request, Response, http, kv, queue};
 use serde_json::{Value, json};
@@ -49,6 +50,9 @@ fn handle(req: Request) -> Response {
     let key = params.get("key").map(String::as_str).unwrap_or("");
     let body = req.body().clone();
 
+    if *op == "hello" {
+        return reply(json!({ "ok": "hello" }));
+    }
     if *op == "enqueue" {
         let topic = params.get("topic").map(String::as_str).unwrap_or("");
         return reply(
