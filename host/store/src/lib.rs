@@ -177,11 +177,13 @@ impl Storage {
         };
         db.flush()?;
         let progress = Arc::new(Progress::default());
-        let mut backlog = 0u64;
+        let (mut backlog, mut records) = (0u64, 0u64);
         for item in outbox.iter() {
             backlog += item?.1.len() as u64;
+            records += 1;
         }
         progress.outbox_bytes.store(backlog, Ordering::Release);
+        progress.outbox_records.store(records, Ordering::Release);
         let live = Arc::new(ArcSwap::from_pointee(handles));
         let health = Arc::new(HealthCell::default());
         let callers = committer::Callers::default();
@@ -359,6 +361,7 @@ impl Storage {
                 self.progress
                     .outbox_bytes
                     .fetch_sub(record.len() as u64, Ordering::AcqRel);
+                self.progress.outbox_records.fetch_sub(1, Ordering::AcqRel);
             }
             removed += 1;
         }
@@ -380,9 +383,10 @@ impl Storage {
         Ok(Some((u64_value(Some(key)), written)))
     }
 
-    /// Records waiting in the outbox, durable or not yet.
+    /// Records waiting in the outbox, durable or not yet (a count kept as
+    /// they come and go, not a walk of the tree).
     pub fn outbox_len(&self) -> usize {
-        self.handles().outbox.len()
+        self.progress.outbox_records.load(Ordering::Acquire) as usize
     }
 
     /// Write groups committed since start (one flush each), and the
@@ -417,6 +421,25 @@ impl Storage {
         Ok(origins
             .get(seq.to_be_bytes())?
             .and_then(|bytes| epoch::origin_of(&bytes)))
+    }
+
+    /// The origins (see [`Storage::origin`]) of the records numbered
+    /// `from..=to`, by sequence number: one range read per batch, and
+    /// none at all on a node that was never renumbered.
+    pub fn origins(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<std::collections::HashMap<u64, outpost_wire::Origin>, StorageError> {
+        let origins = self.handles().db.open_tree(epoch::ORIGINS)?;
+        let mut found = std::collections::HashMap::new();
+        for item in origins.range(from.to_be_bytes()..=to.to_be_bytes()) {
+            let (key, bytes) = item?;
+            if let Some(origin) = epoch::origin_of(&bytes) {
+                found.insert(u64_value(Some(key)), origin);
+            }
+        }
+        Ok(found)
     }
 
     /// Position in the cloud's change feed up to which this node has applied.

@@ -77,7 +77,7 @@ impl Storage {
                 (&handles.outbox, &handles.quarantine)
                     .transaction(|(outbox, quarantine)| {
                         let Some(record) = outbox.remove(&key)? else {
-                            return Ok(0i64);
+                            return Ok((0i64, false));
                         };
                         let mut kept = kept_reason.clone();
                         kept.extend_from_slice(&record);
@@ -87,7 +87,7 @@ impl Storage {
                             outbox.insert(&key, skipped.as_slice())?;
                             delta -= skipped.len() as i64;
                         }
-                        Ok::<_, ConflictableTransactionError<()>>(delta)
+                        Ok::<_, ConflictableTransactionError<()>>((delta, !placeholder))
                     })
                     .map_err(|e| match e {
                         TransactionError::Storage(e) => StorageError::Db(e),
@@ -95,6 +95,10 @@ impl Storage {
                     })
             })
             .await?;
+        let (moved, removed) = moved;
+        if removed {
+            self.progress.outbox_records.fetch_sub(1, Ordering::AcqRel);
+        }
         if moved >= 0 {
             self.progress
                 .outbox_bytes

@@ -130,13 +130,16 @@ pub async fn run(storage: Arc<Storage>, link: Link, batch_max: usize) {
             }
             continue;
         };
-        let origin = |seq| match storage.origin(seq) {
-            Ok(origin) => origin,
+        let origins = match storage.origins(batch[0].0, last) {
+            Ok(origins) => origins,
             Err(e) => {
-                tracing::error!(target: "outpost::replication::shipper", seq, error = %e, "cannot read a record's origin");
-                None
+                // Without them a renumbered record could apply twice: wait.
+                tracing::error!(target: "outpost::replication::shipper", error = %e, "cannot read the records' origins");
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
             }
         };
+        let origin = |seq| origins.get(&seq).copied();
         let body = encode_batch(storage.node_id(), storage.epoch(), &batch, origin);
         link.metrics.ship_bytes.inc_by(body.len() as u64);
         match link.client.ingest(body).await {

@@ -161,6 +161,11 @@ impl Committer {
         match outcome {
             Ok(outcome) => {
                 self.hlc = Hlc::resume(outcome.hlc);
+                // Each sequence number handed out is one outbox record.
+                self.progress.outbox_records.fetch_add(
+                    outcome.next_seq - self.next_seq,
+                    std::sync::atomic::Ordering::AcqRel,
+                );
                 self.next_seq = outcome.next_seq;
                 self.progress
                     .outbox_bytes

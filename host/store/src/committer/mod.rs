@@ -80,6 +80,9 @@ pub struct Progress {
     /// Bytes of records in the outbox (approximate between a crash and the
     /// next start, when it is recounted).
     pub outbox_bytes: AtomicU64,
+    /// Records in the outbox, kept as they come and go: counting sled's
+    /// tree walks every record, and the metrics ask on every scrape.
+    pub outbox_records: AtomicU64,
     /// Groups committed (one flush each), since start.
     pub groups: AtomicU64,
     /// Writes in those groups: over `groups`, how many share a flush.
@@ -554,7 +557,9 @@ impl Committer {
             handles,
             next_seq,
             outbox_bytes,
+            outbox_records,
         } = reopened;
+        let mut outbox_records = outbox_records;
         self.db = handles.db.clone();
         self.meta = handles.meta.clone();
         self.outbox = handles.outbox.clone();
@@ -568,7 +573,10 @@ impl Committer {
         let mut outbox_bytes = outbox_bytes;
         if next_seq < self.next_seq {
             match fill_lost_numbers(&handles, next_seq, self.next_seq) {
-                Ok(bytes) => outbox_bytes += bytes,
+                Ok(bytes) => {
+                    outbox_bytes += bytes;
+                    outbox_records += self.next_seq - next_seq;
+                }
                 Err(e) => {
                     // Without placeholders, reuse the numbers rather than
                     // leave a gap that stops shipping: none of them was
@@ -583,6 +591,9 @@ impl Committer {
         self.progress
             .outbox_bytes
             .store(outbox_bytes, Ordering::Release);
+        self.progress
+            .outbox_records
+            .store(outbox_records, Ordering::Release);
         self.progress
             .durable_seq
             .store(self.next_seq, Ordering::Release);

@@ -15,6 +15,8 @@ pub(super) struct Reopened {
     pub(super) next_seq: u64,
     /// Bytes of records in the outbox.
     pub(super) outbox_bytes: u64,
+    /// Records in the outbox.
+    pub(super) outbox_records: u64,
 }
 
 /// Opens the database in `db_dir` again, once its old instance is retired
@@ -23,9 +25,10 @@ pub(super) struct Reopened {
 pub(super) fn reopen(db_dir: &Path) -> Result<(Reopened, sled::Db), ReopenError> {
     let handles = Handles::open(db_dir).map_err(|e| ReopenError::Open(e.to_string()))?;
     let next_seq = stored_next_seq(&handles).map_err(|e| ReopenError::Load(e.to_string()))?;
-    let mut outbox_bytes = 0;
+    let (mut outbox_bytes, mut outbox_records) = (0, 0);
     for item in handles.outbox.iter() {
         outbox_bytes += item.map_err(|e| ReopenError::Load(e.to_string()))?.1.len() as u64;
+        outbox_records += 1;
     }
     let db = handles.db.clone();
     Ok((
@@ -33,6 +36,7 @@ pub(super) fn reopen(db_dir: &Path) -> Result<(Reopened, sled::Db), ReopenError>
             handles,
             next_seq,
             outbox_bytes,
+            outbox_records,
         },
         db,
     ))

@@ -1045,3 +1045,34 @@ async fn work_run_on_the_writer_answers_once_durable() {
     let storage = reopen(&dir, storage);
     assert_eq!(storage.quarantined(), 1, "durable");
 }
+
+#[tokio::test]
+async fn the_outbox_count_follows_the_records_through_writes_groups_acks_and_a_reopen() {
+    let (dir, storage) = fresh();
+    let tree_len = |storage: &Storage| storage.handles().outbox.len();
+    // A group of concurrent writes, some of which add no record (local
+    // writes, a refused compare-and-swap, a repeated idempotency key).
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let storage = storage.clone();
+        writes.spawn(async move {
+            let op = match i % 5 {
+                0 => set(&format!("r{i}"), b"v", true),
+                1 => set(&format!("l{i}"), b"v", false),
+                2 => cas("absent", Some(b"x"), b"n"),
+                3 => enqueue("t", b"p", Some("same")),
+                _ => enqueue("t", b"p", None),
+            };
+            storage.write(op).await.unwrap();
+        });
+    }
+    writes.join_all().await;
+    assert_eq!(storage.outbox_len(), tree_len(&storage));
+    assert_eq!(storage.outbox_len(), 8 + 1 + 8);
+    let batch = storage.outbox_batch(5, usize::MAX).unwrap();
+    storage.outbox_ack(batch[4].0).unwrap();
+    assert_eq!(storage.outbox_len(), 12);
+    let storage = reopen(&dir, storage);
+    assert_eq!(storage.outbox_len(), 12);
+    assert_eq!(storage.outbox_len(), tree_len(&storage));
+}
