@@ -11,6 +11,7 @@ pub mod credentials;
 pub mod guard;
 pub mod metrics;
 pub mod pg;
+mod sled_digests;
 pub mod sled_store;
 
 use anyhow::Context as _;

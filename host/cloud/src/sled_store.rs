@@ -18,12 +18,13 @@
 //! the larger of what this process handed out and what the disk holds, so
 //! no id is ever handed out twice.
 
-use crate::contract::{Checked, DIGEST_WINDOW, MAX_PAGE_BYTES, entry_digest};
+use crate::contract::{Checked, MAX_PAGE_BYTES, entry_digest};
 use crate::contract::{CloudStore, CloudStoreError, Current};
 use crate::credentials::Credential;
 use crate::guard::{
     self, Guard, HealthCell, Recovered, Reopen, ReopenError, StorageHealth, StorageOptions,
 };
+use crate::sled_digests::{Digests, encode_row, place as digest_key};
 use arc_swap::ArcSwap;
 use outpost_wire::envelope;
 use outpost_wire::{Ack, Change, Conflict, Entry, Event, FeedPage, Page, Record, Refusal};
@@ -87,8 +88,11 @@ struct Handles {
     epochs: Tree,
     /// `epoch seq` -> digest of the entry, for the last [`DIGEST_WINDOW`]
     /// sequence numbers of each epoch: a redelivery must match, or two
-    /// processes ship under one identity.
+    /// processes ship under one identity. One row per batch
+    /// (`batch_digests`) and claims of old places (`digests`): see
+    /// [`crate::sled_digests`].
     digests: Tree,
+    batch_digests: Tree,
     /// Credential id -> [`Credential`] JSON.
     credentials: Tree,
     /// Token SHA-256 (hex) -> credential id.
@@ -117,6 +121,7 @@ impl Handles {
             applied: db.open_tree("applied")?,
             epochs: db.open_tree("epochs")?,
             digests: db.open_tree("digests")?,
+            batch_digests: db.open_tree("batch_digests")?,
             credentials: db.open_tree("credentials")?,
             token_hashes: db.open_tree("token_hashes")?,
             kv: db.open_tree("kv")?,
@@ -187,13 +192,6 @@ fn u64_of(bytes: Option<sled::IVec>) -> u64 {
 
 fn kv_key(store: &str, key: &str) -> Vec<u8> {
     [store.as_bytes(), b"\0", key.as_bytes()].concat()
-}
-
-fn digest_key(epoch: u64, seq: u64) -> [u8; 16] {
-    let mut key = [0u8; 16];
-    key[..8].copy_from_slice(&be(epoch));
-    key[8..].copy_from_slice(&be(seq));
-    key
 }
 
 fn topic_key(topic: &str, rest: &[u8]) -> Vec<u8> {
@@ -585,9 +583,13 @@ fn apply_batch(
     }
     // A redelivery carries what was applied before; anything else under
     // the same (epoch, seq) is a second process on one identity.
+    let digests = Digests {
+        rows: &handles.batch_digests,
+        claims: &handles.digests,
+    };
     let mut refused_before = Vec::new();
     for (entry, _) in batch.entries.iter().take_while(|(e, _)| e.seq <= mark) {
-        if let Some(kept) = handles.digests.get(digest_key(batch.epoch, entry.seq))? {
+        if let Some(kept) = digests.at(batch.epoch, entry.seq)? {
             let (kept_digest, code) = kept.split_at(8.min(kept.len()));
             if kept_digest != entry_digest(entry) {
                 return Err(CloudStoreError::CloneDetected(entry.seq));
@@ -618,6 +620,36 @@ fn apply_batch(
         through: 0,
         refused: refused_before,
     };
+    // What each new entry keeps, and whether it was applied before at its
+    // place or (renumbered by `--new-epoch`, or carried by a copy) at its
+    // old one: then the same record is not applied twice. A digest with a
+    // refusal code was refused there, which says nothing about this
+    // verdict. Read here, not in the transaction (see `sled_digests`).
+    let mut new_entries = Vec::new();
+    for (entry, verdict) in batch.entries.iter().skip_while(|(e, _)| e.seq <= mark) {
+        let digest = entry_digest(entry);
+        let mut kept = digest.to_vec();
+        if let Some(invalid) = verdict {
+            kept.extend_from_slice(invalid.code().as_bytes());
+        }
+        // Past the mark, only a claim can be there: batch rows stop at it.
+        let mut seen_before =
+            digests.claim(batch.epoch, entry.seq)?.as_deref() == Some(&digest[..]);
+        // Claim the old place too, unless its own stream already put
+        // something else there.
+        let mut claim = None;
+        if let Some(origin) = entry.origin {
+            let there = digests.at(origin.epoch, origin.seq)?;
+            seen_before |= there.as_deref() == Some(&digest[..]);
+            if there.is_none() {
+                claim = Some(digest_key(origin.epoch, origin.seq));
+            }
+        }
+        new_entries.push((entry, *verdict, kept, seen_before, claim));
+    }
+    let last = batch.entries.last().map_or(mark, |(e, _)| e.seq);
+    let expired = digests.expired(batch.epoch, last)?;
+    let row = encode_row(new_entries.iter().map(|(_, _, kept, _, _)| kept.as_slice()));
     // One transaction for the whole batch: sled seals and writes its log
     // buffer at the start of every transaction, which per entry was most
     // of an ingest's cost. Entries apply in order, each seeing the ones
@@ -632,81 +664,55 @@ fn apply_batch(
         &handles.idempotency,
         &handles.meta,
         &handles.digests,
+        &handles.batch_digests,
     )
         .transaction(
-            |(applied, kv, feed, conflicts, events, idempotency, meta, digests)| {
+            |(applied, kv, feed, conflicts, events, idempotency, meta, claims, rows)| {
                 let mut next = start;
-                // Per entry: None, a duplicate; Some(seen_before).
-                let mut outcomes = Vec::with_capacity(batch.entries.len());
-                let mut mark = u64_of(applied.get(mark_key)?);
-                for (entry, verdict) in &batch.entries {
-                    if mark >= entry.seq {
-                        outcomes.push(None);
-                        continue;
-                    }
-                    let entry_digest = entry_digest(entry);
-                    let mut kept = entry_digest.to_vec();
-                    if let Some(invalid) = verdict {
-                        kept.extend_from_slice(invalid.code().as_bytes());
-                    }
-                    // Applied already at its place before a renumbering
-                    // (`--new-epoch`), or by a copy that carried it
-                    // there: the same record is not applied twice.
-                    let places = std::iter::once(digest_key(batch.epoch, entry.seq))
-                        .chain(entry.origin.map(|o| digest_key(o.epoch, o.seq)));
-                    let mut seen_before = false;
-                    for place in places {
-                        // Exactly the digest: applied there. A digest
-                        // with a refusal code was refused there, which says
-                        // nothing about this verdict.
-                        seen_before |= digests
-                            .get(place)?
-                            .is_some_and(|d| d.as_ref() == &entry_digest[..]);
-                    }
+                let views = Views {
+                    kv,
+                    feed,
+                    conflicts,
+                    events,
+                    idempotency,
+                };
+                for (entry, verdict, kept, seen_before, claim) in &new_entries {
                     if verdict.is_none() && !seen_before {
-                        let views = Views {
-                            kv,
-                            feed,
-                            conflicts,
-                            events,
-                            idempotency,
-                        };
                         apply_entry(&views, &mut next, &batch.node, entry)?;
                     }
-                    mark = entry.seq;
-                    digests.insert(&digest_key(batch.epoch, entry.seq), kept.as_slice())?;
-                    // Claim the old place too, unless its own stream
-                    // already put something else there.
-                    if let Some(origin) = entry.origin {
-                        let place = digest_key(origin.epoch, origin.seq);
-                        if digests.get(place)?.is_none() {
-                            digests.insert(&place, kept.as_slice())?;
-                        }
+                    if let Some(place) = claim {
+                        claims.insert(place, kept.as_slice())?;
                     }
-                    if let Some(old) = entry.seq.checked_sub(DIGEST_WINDOW) {
-                        digests.remove(&digest_key(batch.epoch, old))?;
-                    }
-                    outcomes.push(Some(seen_before));
                 }
-                applied.insert(&mark_key, &be(mark))?;
+                if let Some((first, ..)) = new_entries.first() {
+                    rows.insert(&digest_key(batch.epoch, first.seq), row.as_slice())?;
+                    applied.insert(&mark_key, &be(last))?;
+                }
+                for key in &expired {
+                    rows.remove(key)?;
+                }
                 meta.insert("next_feed", &be(next.feed))?;
                 meta.insert("next_event", &be(next.event))?;
                 meta.insert("next_conflict", &be(next.conflict))?;
-                Ok((next, outcomes))
+                Ok(next)
             },
         );
-    let (next, outcomes) = match result {
-        Ok(done) => done,
+    let next = match result {
+        Ok(next) => next,
         Err(TransactionError::Storage(e)) => return Err(e.into()),
         Err(TransactionError::Abort(())) => unreachable!("entries never abort"),
     };
     *counters = next;
-    for ((entry, verdict), outcome) in batch.entries.iter().zip(outcomes) {
+    for (entry, _) in batch.entries.iter().take_while(|(e, _)| e.seq <= mark) {
         ack.through = ack.through.max(entry.seq);
-        match (outcome, verdict) {
-            (None, _) | (Some(true), None) => ack.duplicates += 1,
-            (Some(false), None) => ack.applied += 1,
-            (Some(_), Some(invalid)) => ack.refused.push(Refusal {
+        ack.duplicates += 1;
+    }
+    for (entry, verdict, _, seen_before, _) in &new_entries {
+        ack.through = ack.through.max(entry.seq);
+        match verdict {
+            None if *seen_before => ack.duplicates += 1,
+            None => ack.applied += 1,
+            Some(invalid) => ack.refused.push(Refusal {
                 seq: entry.seq,
                 code: invalid.code().to_owned(),
                 reason: invalid.describe().to_owned(),
