@@ -12,6 +12,7 @@ pub mod guard;
 pub mod metrics;
 pub mod pg;
 mod sled_digests;
+mod sled_feed;
 pub mod sled_store;
 
 use anyhow::Context as _;

@@ -215,7 +215,8 @@ type Tx<T> = Result<T, ConflictableTransactionError<()>>;
 /// The trees one entry's transaction touches.
 struct Views<'a> {
     kv: &'a TransactionalTree,
-    feed: &'a TransactionalTree,
+    /// This batch's changes, written as one feed row at its end.
+    feed_row: std::cell::RefCell<Vec<u8>>,
     conflicts: &'a TransactionalTree,
     events: &'a TransactionalTree,
     idempotency: &'a TransactionalTree,
@@ -416,7 +417,7 @@ impl SledStore {
     /// Changes after `since`, oldest first.
     pub fn feed(&self, since: u64, limit: usize) -> Result<FeedPage, CloudStoreError> {
         let durable = self.durable.feed.load(Ordering::Acquire);
-        let (changes, next) = Self::scan(&self.handles().feed, b"", since, durable, limit)?;
+        let (changes, next) = crate::sled_feed::read(&self.handles().feed, since, durable, limit)?;
         Ok(FeedPage {
             changes,
             next,
@@ -671,7 +672,7 @@ fn apply_batch(
                 let mut next = start;
                 let views = Views {
                     kv,
-                    feed,
+                    feed_row: Default::default(),
                     conflicts,
                     events,
                     idempotency,
@@ -683,6 +684,10 @@ fn apply_batch(
                     if let Some(place) = claim {
                         claims.insert(place, kept.as_slice())?;
                     }
+                }
+                let feed_row = views.feed_row.take();
+                if !feed_row.is_empty() {
+                    feed.insert(&be(start.feed), feed_row)?;
                 }
                 if let Some((first, ..)) = new_entries.first() {
                     rows.insert(&digest_key(batch.epoch, first.seq), row.as_slice())?;
@@ -774,10 +779,10 @@ fn apply_entry(views: &Views<'_>, next: &mut Counters, node: &str, entry: &Entry
                     value: value.clone(),
                     version: version.clone(),
                 };
-                views.feed.insert(
-                    &be(next.feed),
-                    serde_json::to_vec(&change).expect("serializes"),
-                )?;
+                crate::sled_feed::pack(
+                    &mut views.feed_row.borrow_mut(),
+                    &serde_json::to_vec(&change).expect("serializes"),
+                );
                 next.feed += 1;
             }
         }
