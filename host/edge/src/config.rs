@@ -85,7 +85,9 @@ pub struct ServeConfig {
     /// before serving: for a copied data dir, or a stream the cloud refuses
     /// for a gap. A flag only, never in a file: it is a one-off act.
     pub new_epoch: bool,
-    /// Most outbox records sent in one batch.
+    /// Most outbox records sent in one batch: a backlog drains in the
+    /// largest batches the cloud takes, since each batch costs the cloud a
+    /// transaction and a flush whatever its size.
     pub ship_batch: usize,
     pub kv_limits: KvLimits,
     /// Shared stores declared by the host, by name.
@@ -158,7 +160,7 @@ impl Default for ServeConfig {
             cloud_token: None,
             cloud_ca: None,
             new_epoch: false,
-            ship_batch: 256,
+            ship_batch: 4096,
             kv_limits: KvLimits::default(),
             stores: BTreeMap::new(),
             limits: Limits::default(),

@@ -282,7 +282,7 @@ struct ServeArgs {
     /// Take a new database epoch before serving, renumbering the outbox: for a data dir copied from another node, or one the cloud refuses for a sequence gap.
     #[arg(long)]
     new_epoch: bool,
-    /// Most outbox records per upload [default: 256].
+    /// Most outbox records per upload [default: 4096, the most the cloud takes].
     #[arg(long)]
     ship_batch: Option<usize>,
     /// Admin listener: metrics, admin API, dashboard [default: 127.0.0.1:9901; env OUTPOST_ADMIN_LISTEN].
