@@ -89,6 +89,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             "server-core",
             "client-core",
             "ship-batch",
+            "bin",
         ],
         &["json"],
     )?;
@@ -123,7 +124,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
 
     prereq::taskset()?;
     let paths = Paths::discover();
-    let outpost = paths.outpost()?;
+    // `--bin`: a build to measure instead of this tree's (for A/B runs).
+    let outpost = match flags.str("bin") {
+        Some(bin) => std::path::PathBuf::from(bin),
+        None => paths.outpost()?,
+    };
     // fsync on: every ack is a durable commit, as in production.
     let cluster = if backends.contains(&Backend::Pg) {
         eprintln!("load: drain: starting a private PostgreSQL cluster (fsync on)");

@@ -69,7 +69,7 @@ impl Outcome {
 pub fn run(args: &[String]) -> Result<(), String> {
     let flags = Flags::parse(
         args,
-        &["changes", "backend", "batch", "server-core"],
+        &["changes", "backend", "batch", "server-core", "bin"],
         &["json"],
     )?;
     let changes: usize = flags.get("changes", 100_000)?;
@@ -95,7 +95,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
 
     prereq::taskset()?;
     let paths = Paths::discover();
-    let outpost = paths.outpost()?;
+    // `--bin`: a build to measure instead of this tree's (for A/B runs).
+    let outpost = match flags.str("bin") {
+        Some(bin) => std::path::PathBuf::from(bin),
+        None => paths.outpost()?,
+    };
     let cluster = if backends.contains(&Backend::Pg) {
         eprintln!("load: feed-apply: starting a private PostgreSQL cluster (fsync on)");
         Some(

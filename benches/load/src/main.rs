@@ -52,11 +52,11 @@ usage: cargo run --release -p outpost-load -- <mode> [flags] [--json]
   kv-write   [--duration 5] [--rounds 3] [--bin OUTPOST_BIN] [--server-core 0] [--client-core 1]
              (hello, kv get, set, incr, enqueue under wrk at 64 and 1 connections;
              every answer's body checked; ratios to get and hello)
-  drain      [--records 100000] [--backend sled|pg|both (default sled)] [--away-secs 30]
+  drain      [--bin OUTPOST_BIN] [--records 100000] [--backend sled|pg|both (default sled)] [--away-secs 30]
              [--connections 32] [--ship-batch N] [--server-core 0] [--client-core 1]
              (fill an edge's outbox with the cloud away, start the cloud, time first ack
              and empty outbox, check the cloud got exactly N)
-  feed-apply [--changes 100000] [--backend sled|pg|both (default sled)] [--batch 1000]
+  feed-apply [--bin OUTPOST_BIN] [--changes 100000] [--backend sled|pg|both (default sled)] [--batch 1000]
              [--server-core 0]
              (a fresh edge applying N feed changes another node wrote; changes/s)
 
