@@ -12,7 +12,6 @@ use crate::kv_write;
 use crate::prereq::{self, Paths};
 use crate::report;
 use crate::servers::{self, Scratch};
-use outpost_pg_cluster::{PgCluster, PgOptions};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -124,38 +123,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
 
     prereq::taskset()?;
     let paths = Paths::discover();
-    // `--bin`: a build to measure instead of this tree's (for A/B runs).
-    let outpost = match flags.str("bin") {
-        Some(bin) => std::path::PathBuf::from(bin),
-        None => paths.outpost()?,
-    };
+    let outpost = paths.outpost_or(flags.str("bin"))?;
     // fsync on: every ack is a durable commit, as in production.
-    let cluster = if backends.contains(&Backend::Pg) {
-        eprintln!("load: drain: starting a private PostgreSQL cluster (fsync on)");
-        Some(
-            PgCluster::start_with(&PgOptions {
-                fsync: true,
-                ..PgOptions::default()
-            })
-            .map_err(|e| format!("cannot start PostgreSQL: {e}"))?,
-        )
-    } else {
-        None
-    };
+    let cluster = ingest::pg_cluster(&backends, "drain")?;
 
     let mut outcomes = Vec::new();
     for (n, &backend) in backends.iter().enumerate() {
-        let database = match backend {
-            Backend::Sled => None,
-            Backend::Pg => {
-                let cluster = cluster.as_ref().expect("started for pg");
-                let name = format!("drain_{n}");
-                cluster
-                    .create_database(&name)
-                    .map_err(|e| format!("cannot create database {name}: {e}"))?;
-                Some(cluster.url(&name))
-            }
-        };
+        let database = ingest::database(cluster.as_ref(), backend, &format!("drain_{n}"))?;
         let outcome = measure(&paths, &outpost, backend, &plan, database.as_deref())?;
         eprintln!(
             "load: drain: {}: first ack {:.0} ms after the cloud answered, empty after {:.2} s: \
@@ -394,13 +368,7 @@ fn fill(port: u16, plan: &Plan) -> Result<(), String> {
                         return Ok(());
                     }
                     let path = format!("/kv/default/set?key=d{i:08}");
-                    let (status, body) = conn.request("POST", &path, VALUE.as_bytes())?;
-                    if status != 200 || !body.starts_with(br#"{"ok""#) {
-                        return Err(format!(
-                            "POST {path} answered {status} {}",
-                            String::from_utf8_lossy(&body)
-                        ));
-                    }
+                    conn.post_ok(&path, VALUE.as_bytes())?;
                 }
             })
         })

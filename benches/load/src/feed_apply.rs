@@ -10,7 +10,6 @@ use crate::kv_write;
 use crate::prereq::{self, Paths};
 use crate::report;
 use crate::servers::{self, Scratch};
-use outpost_pg_cluster::{PgCluster, PgOptions};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -95,37 +94,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
 
     prereq::taskset()?;
     let paths = Paths::discover();
-    // `--bin`: a build to measure instead of this tree's (for A/B runs).
-    let outpost = match flags.str("bin") {
-        Some(bin) => std::path::PathBuf::from(bin),
-        None => paths.outpost()?,
-    };
-    let cluster = if backends.contains(&Backend::Pg) {
-        eprintln!("load: feed-apply: starting a private PostgreSQL cluster (fsync on)");
-        Some(
-            PgCluster::start_with(&PgOptions {
-                fsync: true,
-                ..PgOptions::default()
-            })
-            .map_err(|e| format!("cannot start PostgreSQL: {e}"))?,
-        )
-    } else {
-        None
-    };
+    let outpost = paths.outpost_or(flags.str("bin"))?;
+    let cluster = ingest::pg_cluster(&backends, "feed-apply")?;
 
     let mut outcomes = Vec::new();
     for (n, &backend) in backends.iter().enumerate() {
-        let database = match backend {
-            Backend::Sled => None,
-            Backend::Pg => {
-                let cluster = cluster.as_ref().expect("started for pg");
-                let name = format!("feed_apply_{n}");
-                cluster
-                    .create_database(&name)
-                    .map_err(|e| format!("cannot create database {name}: {e}"))?;
-                Some(cluster.url(&name))
-            }
-        };
+        let database = ingest::database(cluster.as_ref(), backend, &format!("feed_apply_{n}"))?;
         let outcome = measure(
             &paths,
             &outpost,

@@ -184,38 +184,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
 
     // `--bin` measures another build, e.g. one from before the PostgreSQL
     // backend existed (sled only: it has no --database).
-    let outpost = match flags.str("bin") {
-        Some(bin) => std::fs::canonicalize(bin).map_err(|e| format!("--bin {bin}: {e}"))?,
-        None => Paths::discover().outpost()?,
-    };
-    // One cluster for the run, a fresh database per configuration. fsync
-    // stays on: every ack is a durable commit, as in production.
-    let cluster = if backends.contains(&Backend::Pg) {
-        eprintln!("load: ingest: starting a private PostgreSQL cluster (fsync on)");
-        Some(
-            PgCluster::start_with(&PgOptions {
-                fsync: true,
-                ..PgOptions::default()
-            })
-            .map_err(|e| format!("cannot start PostgreSQL: {e}"))?,
-        )
-    } else {
-        None
-    };
+    let outpost = Paths::discover().outpost_or(flags.str("bin"))?;
+    // One cluster for the run, a fresh database per configuration.
+    let cluster = pg_cluster(&backends, "ingest")?;
 
     let mut outcomes = Vec::new();
     for (n, config) in configs.iter().enumerate() {
-        let database = match config.backend {
-            Backend::Sled => None,
-            Backend::Pg => {
-                let cluster = cluster.as_ref().expect("started for pg configs");
-                let name = format!("ingest_{n}");
-                cluster
-                    .create_database(&name)
-                    .map_err(|e| format!("cannot create database {name}: {e}"))?;
-                Some(cluster.url(&name))
-            }
-        };
+        let database = database(cluster.as_ref(), config.backend, &format!("ingest_{n}"))?;
         let outcome = measure(
             &outpost,
             *config,
@@ -687,7 +662,55 @@ pub struct Conn {
     reader: BufReader<TcpStream>,
 }
 
+/// A private PostgreSQL cluster if any of `backends` is PostgreSQL, for
+/// `mode`'s run. fsync stays on: every ack is a durable commit, as in
+/// production.
+pub fn pg_cluster(backends: &[Backend], mode: &str) -> Result<Option<PgCluster>, String> {
+    if !backends.contains(&Backend::Pg) {
+        return Ok(None);
+    }
+    eprintln!("load: {mode}: starting a private PostgreSQL cluster (fsync on)");
+    PgCluster::start_with(&PgOptions {
+        fsync: true,
+        ..PgOptions::default()
+    })
+    .map(Some)
+    .map_err(|e| format!("cannot start PostgreSQL: {e}"))
+}
+
+/// A fresh database `name` in `cluster` for a PostgreSQL `backend` (its
+/// URL), or `None` for sled.
+pub fn database(
+    cluster: Option<&PgCluster>,
+    backend: Backend,
+    name: &str,
+) -> Result<Option<String>, String> {
+    match backend {
+        Backend::Sled => Ok(None),
+        Backend::Pg => {
+            let cluster = cluster.expect("a cluster is started when a backend is pg");
+            cluster
+                .create_database(name)
+                .map_err(|e| format!("cannot create database {name}: {e}"))?;
+            Ok(Some(cluster.url(name)))
+        }
+    }
+}
+
 impl Conn {
+    /// POSTs `body` to `path` and fails unless the answer is 200 with a
+    /// body starting `{"ok"` (the kvtest guest's success).
+    pub fn post_ok(&mut self, path: &str, body: &[u8]) -> Result<(), String> {
+        let (status, answer) = self.request("POST", path, body)?;
+        if status != 200 || !answer.starts_with(br#"{"ok""#) {
+            return Err(format!(
+                "POST {path} answered {status} {}",
+                String::from_utf8_lossy(&answer)
+            ));
+        }
+        Ok(())
+    }
+
     pub fn open(port: u16) -> Result<Self, String> {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))

@@ -287,11 +287,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     prereq::taskset()?;
     prereq::wrk()?;
     let paths = Paths::discover();
-    // `--bin`: a build to measure instead of this tree's (for A/B runs).
-    let outpost = match flags.str("bin") {
-        Some(bin) => std::path::PathBuf::from(bin),
-        None => paths.outpost()?,
-    };
+    let outpost = paths.outpost_or(flags.str("bin"))?;
     let hello = paths.hello_wasm()?;
     let scratch = Scratch::new("kv-write")?;
     let to = scratch.modules().join("hello.wasm");
@@ -581,13 +577,7 @@ fn seed_keys(port: u16) -> Result<(), String> {
                         return Ok(());
                     }
                     let path = format!("/kv/default/set?key=k{key}");
-                    let (status, body) = conn.request("POST", &path, VALUE.as_bytes())?;
-                    if status != 200 || !body.starts_with(br#"{"ok""#) {
-                        return Err(format!(
-                            "POST {path} answered {status} {}",
-                            String::from_utf8_lossy(&body)
-                        ));
-                    }
+                    conn.post_ok(&path, VALUE.as_bytes())?;
                 }
             })
         })

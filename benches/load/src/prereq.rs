@@ -40,6 +40,15 @@ impl Paths {
         cmd
     }
 
+    /// The build `--bin` names (for A/B runs, or a build from before a
+    /// feature), or else this tree's (see [`Paths::outpost`]).
+    pub fn outpost_or(&self, bin: Option<&str>) -> Result<PathBuf, String> {
+        match bin {
+            Some(bin) => std::fs::canonicalize(bin).map_err(|e| format!("--bin {bin}: {e}")),
+            None => self.outpost(),
+        }
+    }
+
     /// `target/release/outpost`. Always asks cargo (a no-op when fresh): a
     /// binary left over from an older tree may not even take today's flags.
     /// If the tree does not build right now, an existing binary still serves.
