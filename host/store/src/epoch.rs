@@ -130,7 +130,7 @@ mod tests {
         let seqs: Vec<u64> = batch.iter().map(|(seq, _)| *seq).collect();
         assert_eq!(seqs, [1, 2, 3]);
         assert!(String::from_utf8_lossy(&batch[0].1).contains("\"payload\":\"Ag==\""));
-        let origin = storage.origin(1).unwrap().unwrap();
+        let origin = storage.origins(1, 1).unwrap()[&1];
         assert_eq!((origin.epoch, origin.seq), (old, 3));
         let op = WriteOp::Enqueue {
             topic: "t".into(),

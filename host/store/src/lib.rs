@@ -414,18 +414,9 @@ impl Storage {
         &self.progress.outbox_grew
     }
 
-    /// Where outbox record `seq` was numbered before `--new-epoch`
-    /// renumbered it, if it was.
-    pub fn origin(&self, seq: u64) -> Result<Option<outpost_wire::Origin>, StorageError> {
-        let origins = self.handles().db.open_tree(epoch::ORIGINS)?;
-        Ok(origins
-            .get(seq.to_be_bytes())?
-            .and_then(|bytes| epoch::origin_of(&bytes)))
-    }
-
-    /// The origins (see [`Storage::origin`]) of the records numbered
-    /// `from..=to`, by sequence number: one range read per batch, and
-    /// none at all on a node that was never renumbered.
+    /// Where the outbox records numbered `from..=to` were numbered before
+    /// `--new-epoch` renumbered them (those it did), by sequence number:
+    /// one range read per batch.
     pub fn origins(
         &self,
         from: u64,
