@@ -337,7 +337,33 @@ pub fn http_get(url: &str, headers: &[(&str, &str)]) -> Reply {
 }
 
 /// A free TCP port on loopback, for a process started later.
+///
+/// Taken below the kernel's ephemeral range: a port from that range that
+/// nothing listens on yet (a cloud started later, with edges already
+/// dialling it) can be taken meanwhile as the local end of some outgoing
+/// connection, even one of the edges' own attempts to reach it, and the
+/// server then fails to bind. Each call moves on to the next port, so
+/// tests running at once do not pick the same one.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let span = low.saturating_sub(10_000).max(1);
+    // Spread by PID so two test processes rarely start at the same port.
+    let start = std::process::id() % span;
+    loop {
+        let i = NEXT.fetch_add(1, Ordering::Relaxed);
+        if i >= span {
+            break;
+        }
+        let port = (10_000 + (start + i) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
