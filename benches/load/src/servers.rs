@@ -44,7 +44,10 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
+        // LOAD_KEEP=1 keeps the servers' logs and data for a look afterwards.
+        if std::env::var_os("LOAD_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
     }
 }
 

@@ -329,10 +329,28 @@ impl Storage {
         max: usize,
         max_bytes: usize,
     ) -> Result<Vec<(u64, IVec)>, StorageError> {
+        self.outbox_batch_from(0, max, max_bytes)
+    }
+
+    /// [`Storage::outbox_batch`] from sequence number `from` on: the
+    /// shipper reads past records whose acknowledged drop is still running.
+    pub fn outbox_batch_from(
+        &self,
+        from: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, IVec)>, StorageError> {
         let mut batch = Vec::new();
         let mut bytes = 0;
         let durable = self.progress.durable_seq.load(Ordering::Acquire);
-        for item in self.handles().outbox.range(..durable.to_be_bytes()) {
+        if from >= durable {
+            return Ok(batch);
+        }
+        for item in self
+            .handles()
+            .outbox
+            .range(from.to_be_bytes()..durable.to_be_bytes())
+        {
             let (key, value) = item?;
             let seq = u64_value(Some(key));
             if !batch.is_empty() && (batch.len() == max || bytes + value.len() > max_bytes) {

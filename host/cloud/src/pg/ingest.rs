@@ -109,11 +109,18 @@ async fn once(
     digests: &[[u8; 8]],
 ) -> Result<Ack, Attempted> {
     let before = Attempted::Before;
+    let started = std::time::Instant::now();
     let tx = client.transaction().await.map_err(|e| before(e.into()))?;
     let ack = plan_and_write(&tx, batch, digests).await.map_err(before)?;
+    let written = started.elapsed();
     tx.commit()
         .await
         .map_err(|e| Attempted::InDoubt(e.into()))?;
+    tracing::debug!(target: "outpost::cloud::pg",
+        entries = batch.entries.len(),
+        write_us = written.as_micros() as u64,
+        commit_us = (started.elapsed() - written).as_micros() as u64,
+        "batch committed");
     Ok(ack)
 }
 
@@ -545,11 +552,12 @@ async fn plan_and_write(
              WHERE k.store = w.store AND k.key = w.key",
         )
         .await?;
+    // No ON CONFLICT: its speculative insertion made this statement half
+    // again as slow, for a race that rolls the transaction back anyway.
     let insert_kv = tx
         .prepare_cached(
             "INSERT INTO outpost_kv (store, key, hlc, node, value)
-             SELECT * FROM unnest($1::TEXT[], $2::BYTEA[], $3::INT8[], $4::TEXT[], $5::BYTEA[])
-             ON CONFLICT (store, key) DO NOTHING",
+             SELECT * FROM unnest($1::TEXT[], $2::BYTEA[], $3::INT8[], $4::TEXT[], $5::BYTEA[])",
         )
         .await?;
     let own = tx
@@ -589,7 +597,10 @@ async fn plan_and_write(
         &refused_codes,
     ];
     let advance_params: &[&(dyn tokio_postgres::types::ToSql + Sync)] = &[&epoch, &new_mark];
-    let (_, inserted, ..) = tokio::try_join!(
+    // join, not try_join: after the first failing statement of a pipeline
+    // the rest fail with 25P02, and only that first error says what
+    // happened. They are looked at in the order they were sent.
+    let sent = tokio::join!(
         async {
             if updates.is_empty() {
                 return Ok(0);
@@ -623,13 +634,19 @@ async fn plan_and_write(
             }
             tx.execute(&release, &[&held]).await
         },
-    )?;
-    if inserted != inserts.len() as u64 {
-        // Another batch created one of these keys after this one looked:
-        // decide again, on the row it made.
-        return Err(Fail::Retry(
-            "a key was created by a concurrent batch".to_owned(),
-        ));
+    );
+    let first_failure = [sent.0, sent.1, sent.2, sent.3, sent.4, sent.5, sent.6]
+        .into_iter()
+        .find_map(Result::err);
+    if let Some(e) = first_failure {
+        if created_meanwhile(&e) {
+            // Another batch created one of these keys after this one
+            // looked: decide again, on the row it made.
+            return Err(Fail::Retry(
+                "a key was created by a concurrent batch".to_owned(),
+            ));
+        }
+        return Err(e.into());
     }
 
     if plan.feed.is_empty() && plan.conflicts.is_empty() && plan.events.is_empty() {
@@ -728,6 +745,15 @@ async fn plan_and_write(
     Ok(ack)
 }
 
+/// Whether `e` is the KV insert finding a row that was not there when this
+/// transaction looked: a key that a concurrent batch created.
+fn created_meanwhile(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        *db.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+            && db.constraint() == Some("outpost_kv_pkey")
+    })
+}
+
 /// KV rows as the columns one `unnest` statement takes.
 #[derive(Default)]
 struct KvColumns<'a> {
@@ -745,10 +771,6 @@ impl<'a> KvColumns<'a> {
         self.hlcs.push(i64_of(version.hlc));
         self.nodes.push(&version.node);
         self.values.push(value);
-    }
-
-    fn len(&self) -> usize {
-        self.keys.len()
     }
 
     fn is_empty(&self) -> bool {

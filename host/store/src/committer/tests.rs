@@ -242,6 +242,36 @@ async fn outbox_bytes_counts_the_records_and_ack_releases_them() {
     assert_eq!(storage.outbox_len(), 1);
 }
 
+#[tokio::test]
+async fn a_batch_from_a_sequence_number_skips_the_records_before_it() {
+    let (_dir, storage) = fresh();
+    for key in ["a", "b", "c"] {
+        write(&storage, set(key, b"1", true)).await;
+    }
+    let all = storage.outbox_batch(usize::MAX, usize::MAX).unwrap();
+    let seqs: Vec<u64> = all.iter().map(|(seq, _)| *seq).collect();
+    let from_second = storage
+        .outbox_batch_from(seqs[1], usize::MAX, usize::MAX)
+        .unwrap();
+    assert_eq!(
+        from_second.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        seqs[1..]
+    );
+    // Past the last durable record: nothing, not a panic on an empty range.
+    assert!(
+        storage
+            .outbox_batch_from(seqs[2] + 1, usize::MAX, usize::MAX)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        storage
+            .outbox_batch_from(u64::MAX, usize::MAX, usize::MAX)
+            .unwrap()
+            .is_empty()
+    );
+}
+
 // ---- sequence numbers ----
 
 #[tokio::test]
