@@ -20,8 +20,19 @@ fn traps_answer_500_and_the_next_request_succeeds() {
     let node = Node::start(&[("trap", "trap")]);
     let line = assert_fails(&node, "/trap/panic", 500, "guest-trap");
     assert!(line.contains("function=trap"), "{line}");
-    // The panic message itself reaches the log through the guest's stderr.
-    node.wait_log(r"trap guest panics on request.*function=trap.*stream=stderr");
+    // The cause on the line, the stack compact and named for the function.
+    assert!(line.contains("detail=wasm trap"), "{line}");
+    assert!(line.contains("backtrace=trap!abort < trap!"), "{line}");
+    assert!(!line.contains(".wasm!") && !line.contains("std["), "{line}");
+    // The panic message reaches the log through the guest's stderr: one
+    // WARN record with the message and where it panicked.
+    let panic = node.wait_log(r"WARN.*guest panicked: trap guest panics on request");
+    assert!(panic.contains("function=trap"), "{panic}");
+    assert!(
+        panic.contains("at=tests/guests/trap/src/lib.rs:"),
+        "{panic}"
+    );
+    assert!(panic.contains("stream=stderr"), "{panic}");
     assert_eq!(node.get("/trap/ok").body, "ok\n");
 
     let line = assert_fails(&node, "/trap/unreachable", 500, "guest-trap");

@@ -375,6 +375,30 @@ fn guest_output_is_logged_with_function_and_request_id() {
     }
 }
 
+/// A line is one record however it was written: in pieces through fresh
+/// handles (as `eprint!` does) it is still one line, and an empty line is
+/// a record too.
+#[test]
+fn guest_output_is_one_record_per_line() {
+    let node = Node::start(&[("hostile", "hostile")]);
+    let reply = node.request(
+        "GET",
+        "/hostile/pieces",
+        &[("x-request-id", "pieces-1")],
+        b"",
+    );
+    assert_eq!(reply.body, "pieced");
+    node.wait_log("after pieces");
+    let guest: Vec<String> = node
+        .log_matches("request_id=pieces-1")
+        .into_iter()
+        .filter(|l| l.contains("stream=stderr"))
+        .collect();
+    assert_eq!(guest.len(), 3, "{guest:#?}");
+    assert!(guest[0].contains("start a print 1234"), "{guest:#?}");
+    assert!(guest[2].contains("after pieces"), "{guest:#?}");
+}
+
 #[test]
 fn replication_state_shows_in_outbox_metrics_and_conflicts() {
     let port = free_port();

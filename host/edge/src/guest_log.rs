@@ -4,8 +4,8 @@
 use bytes::Bytes;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -27,10 +27,33 @@ struct Shared {
     budget: AtomicUsize,
     /// Bytes dropped after the budget ran out, reported once at the end.
     dropped: AtomicUsize,
+    /// Each stream's unfinished line. Kept here, not per output stream
+    /// handle: a guest may write one line through several `get-stderr()`
+    /// handles, and it is still one line.
+    lines: [Mutex<Line>; 2],
+}
+
+/// One stream's line being assembled.
+#[derive(Debug, Default)]
+struct Line {
+    partial: Vec<u8>,
+    /// The previous line was Rust's `... panicked at FILE:LINE:COL:`
+    /// header; the message that follows goes on the same record.
+    panic_header: Option<String>,
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
+        for (stream, line) in STREAMS.iter().zip(&mut self.lines) {
+            let line = line.get_mut().unwrap_or_else(|p| p.into_inner());
+            if !line.partial.is_empty() {
+                let text = std::mem::take(&mut line.partial);
+                emit(&self.function, &self.request_id, stream, line, &text);
+            }
+            if let Some(header) = line.panic_header.take() {
+                log_panic(&self.function, &self.request_id, stream, &header, "");
+            }
+        }
         let dropped = *self.dropped.get_mut();
         if dropped > 0 {
             tracing::warn!(target: "outpost::guest", function = %self.function, request_id = %outpost_http::request_id::as_str(&self.request_id), dropped_bytes = dropped, "guest output over the per-request budget was dropped");
@@ -38,11 +61,15 @@ impl Drop for Shared {
     }
 }
 
+/// The streams, in the order of [`Shared::lines`].
+const STREAMS: [&str; 2] = ["stdout", "stderr"];
+
 /// A `StdoutStream` for one stream (`stdout` or `stderr`) of one request.
 #[derive(Clone)]
 pub struct GuestLog {
     shared: Arc<Shared>,
-    stream: &'static str,
+    /// Index into [`STREAMS`] and [`Shared::lines`].
+    stream: usize,
 }
 
 impl GuestLog {
@@ -57,24 +84,19 @@ impl GuestLog {
             request_id,
             budget: AtomicUsize::new(budget),
             dropped: AtomicUsize::new(0),
+            lines: Default::default(),
         });
         (
             GuestLog {
                 shared: shared.clone(),
-                stream: "stdout",
+                stream: 0,
             },
-            GuestLog {
-                shared,
-                stream: "stderr",
-            },
+            GuestLog { shared, stream: 1 },
         )
     }
 
     fn writer(&self) -> LineWriter {
-        LineWriter {
-            log: self.clone(),
-            partial: Vec::new(),
-        }
+        LineWriter { log: self.clone() }
     }
 }
 
@@ -95,10 +117,9 @@ impl StdoutStream for GuestLog {
 }
 
 /// Splits writes into lines; a partial line waits for its newline (or for
-/// the stream to be dropped).
+/// the end of the request).
 struct LineWriter {
     log: GuestLog,
-    partial: Vec<u8>,
 }
 
 impl LineWriter {
@@ -117,32 +138,68 @@ impl LineWriter {
                 .fetch_add(bytes.len() - allowed, Ordering::Relaxed);
             bytes = &bytes[..allowed];
         }
+        let stream = STREAMS[self.log.stream];
+        let mut line = shared.lines[self.log.stream]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         for chunk in bytes.split_inclusive(|b| *b == b'\n') {
-            self.partial.extend_from_slice(chunk);
-            if chunk.ends_with(b"\n") || self.partial.len() >= MAX_LINE {
-                self.emit();
+            line.partial.extend_from_slice(chunk);
+            if chunk.ends_with(b"\n") || line.partial.len() >= MAX_LINE {
+                let text = std::mem::take(&mut line.partial);
+                emit(
+                    &shared.function,
+                    &shared.request_id,
+                    stream,
+                    &mut line,
+                    &text,
+                );
             }
         }
     }
-
-    fn emit(&mut self) {
-        if self.partial.is_empty() {
-            return;
-        }
-        let line = String::from_utf8_lossy(&self.partial);
-        let line = line.trim_end_matches(['\n', '\r']);
-        if !line.is_empty() {
-            let shared = &self.log.shared;
-            tracing::info!(target: "outpost::guest", function = %shared.function, request_id = %outpost_http::request_id::as_str(&shared.request_id), stream = %self.log.stream, "{line}");
-        }
-        self.partial.clear();
-    }
 }
 
-impl Drop for LineWriter {
-    fn drop(&mut self) {
-        self.emit();
+/// Logs one line of guest output: at INFO, except a Rust panic, whose
+/// header and message become one WARN record.
+fn emit(
+    function: &str,
+    request_id: &http::HeaderValue,
+    stream: &str,
+    state: &mut Line,
+    bytes: &[u8],
+) {
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    let text = text.strip_suffix('\r').unwrap_or(text);
+    if let Some(header) = state.panic_header.take() {
+        log_panic(function, request_id, stream, &header, text);
+        return;
     }
+    if is_panic_header(text) {
+        state.panic_header = Some(text.to_owned());
+        return;
+    }
+    tracing::info!(target: "outpost::guest", function = %function, request_id = %outpost_http::request_id::as_str(request_id), stream = %stream, "{text}");
+}
+
+/// `thread '<unnamed>' (1) panicked at src/lib.rs:5:5:`, as Rust's
+/// default panic hook writes it (older toolchains leave out the thread
+/// id; the message is on the next line).
+fn is_panic_header(line: &str) -> bool {
+    line.starts_with("thread '") && line.contains(" panicked at ") && line.ends_with(':')
+}
+
+fn log_panic(
+    function: &str,
+    request_id: &http::HeaderValue,
+    stream: &str,
+    header: &str,
+    message: &str,
+) {
+    let at = header
+        .split_once(" panicked at ")
+        .map_or(header, |(_, at)| at)
+        .trim_end_matches(':');
+    tracing::warn!(target: "outpost::guest", function = %function, request_id = %outpost_http::request_id::as_str(request_id), stream = %stream, at = %at, "guest panicked: {message}");
 }
 
 impl OutputStream for LineWriter {

@@ -87,8 +87,68 @@ pub(super) fn guest_failed(
             "the function ran out of memory (it is over its memory limit)",
             &e,
         ),
-        Err(e) => fail(call, ErrorCode::GuestTrap, "the function failed", &e),
+        Err(e) => trapped(call, &e),
     }
+}
+
+/// A trap: the cause on the line, and the guest's stack as one compact
+/// `backtrace` field whose frames carry the function's name (not the file
+/// the component was built as) without Rust's crate hashes.
+fn trapped(call: &Call<'_>, e: &wasmtime::Error) -> Response<OutBody> {
+    let id = reply::error_id();
+    let code = ErrorCode::GuestTrap;
+    let message = "the function failed";
+    let backtrace = e
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .map(|bt| frames(&call.function.name, bt))
+        .unwrap_or_default();
+    tracing::error!(target: "outpost::invoke",
+        function = %call.function.name,
+        version = %call.function.short_hash(),
+        request_id = %request_id::as_str(call.request_id),
+        error_id = %id,
+        status = code.status().as_u16(),
+        code = %code,
+        detail = %reply::one_line(&e.root_cause().to_string()),
+        backtrace = %backtrace,
+        "{message}"
+    );
+    reply::error(code.status(), code.as_str(), message, &id)
+}
+
+/// `function!frame < function!caller < ...`, innermost first.
+fn frames(function: &str, backtrace: &wasmtime::WasmBacktrace) -> String {
+    backtrace
+        .frames()
+        .iter()
+        .map(|frame| {
+            let name = frame
+                .func_name()
+                .map_or_else(|| format!("func{}", frame.func_index()), without_hashes);
+            format!("{function}!{name}")
+        })
+        .collect::<Vec<_>>()
+        .join(" < ")
+}
+
+/// `std[d123b7a1a2ed1472]::process::abort` -> `std::process::abort`: the
+/// bracketed crate disambiguators of Rust's v0 symbol names.
+fn without_hashes(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut rest = name;
+    while let Some(open) = rest.find('[') {
+        let Some(close) = rest[open..].find(']').map(|c| open + c) else {
+            break;
+        };
+        let inside = &rest[open + 1..close];
+        out.push_str(&rest[..open]);
+        if inside.is_empty() || !inside.bytes().all(|b| b.is_ascii_hexdigit()) {
+            out.push_str(&rest[open..=close]);
+        }
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 pub(super) fn guest_error(call: &Call<'_>, code: GuestErrorCode) -> Response<OutBody> {
@@ -162,4 +222,24 @@ pub(super) fn fail(
         "{message}"
     );
     reply::error(status, code.as_str(), message, &id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_hashes;
+
+    #[test]
+    fn crate_hashes_are_dropped_and_other_brackets_kept() {
+        assert_eq!(
+            without_hashes("std[d123b7a1a2ed1472]::panicking::panic_with_hook"),
+            "std::panicking::panic_with_hook"
+        );
+        assert_eq!(
+            without_hashes("wasi:http/incoming-handler@0.2.12#handle"),
+            "wasi:http/incoming-handler@0.2.12#handle"
+        );
+        assert_eq!(without_hashes("f<[u8; 4]>"), "f<[u8; 4]>");
+        assert_eq!(without_hashes("a[]b[zz]"), "a[]b[zz]");
+        assert_eq!(without_hashes("unclosed[abc"), "unclosed[abc");
+    }
 }

@@ -14,6 +14,8 @@
 //!   each returned (`200 <body>` or the error code);
 //! - `/hostile/read-body`: reads the whole request body, answers its size;
 //! - `/hostile/say?out=A&err=B`: writes line A to stdout and B to stderr;
+//! - `/hostile/pieces`: writes one stderr line in five pieces, each through
+//!   a fresh handle, then an empty line and `after pieces`;
 //! - anything else: `ok`.
 
 use std::hint::black_box;
@@ -204,6 +206,22 @@ impl wasip2::exports::http::incoming_handler::Guest for Hostile {
                 let _ = write_all(&wasip2::cli::stdout::get_stdout(), line("out").as_bytes());
                 let _ = write_all(&wasip2::cli::stderr::get_stderr(), line("err").as_bytes());
                 answer(out, b"said");
+            }
+            "pieces" => {
+                // One line written through a fresh stderr handle per piece
+                // (as `eprint!` does), then an empty line, then one more.
+                for piece in [
+                    "start a print ",
+                    "1",
+                    "2",
+                    "3",
+                    "4\n",
+                    "\n",
+                    "after pieces\n",
+                ] {
+                    let _ = write_all(&wasip2::cli::stderr::get_stderr(), piece.as_bytes());
+                }
+                answer(out, b"pieced");
             }
             "fetch" => {
                 let url = percent_decode(param(query, "url").unwrap_or(""));
