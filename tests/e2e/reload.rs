@@ -98,12 +98,39 @@ fn invalid_files_never_replace_the_serving_version() {
     eventually("recovery", || is_echo(&node.get("/app").body).then_some(()));
 }
 
+/// A name whose only file failed to load answers 503 `load-failed` with
+/// an error id, not a 404 as if nothing were there; the reason stays in
+/// the log. A good file ends it; deleting the bad one makes it a 404.
 #[test]
-fn a_bad_first_version_is_not_served() {
+fn a_bad_first_version_answers_load_failed_until_a_good_one_arrives() {
     let node = Node::start(&[("hello", "hello")]);
     std::fs::write(node.module_path("broken"), b"\0asm\x01\0\0\0").unwrap();
     node.wait_log(r"load failed; function not served.*|function=broken.*load failed");
-    assert_eq!(node.get("/broken").status, 404);
+    let reply = node.get("/broken/x");
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    let doc = reply.json();
+    assert_eq!(doc["error"], "load-failed");
+    let id = doc["id"].as_str().unwrap();
+    assert_eq!(reply.header("x-outpost-error-id"), Some(id));
+    assert_eq!(reply.header("retry-after"), Some("5"));
+    assert!(
+        !reply.body.contains("wasm"),
+        "no load detail for the client: {}",
+        reply.body
+    );
+    let line = node.wait_log(&format!("WARN.*error_id={id}"));
+    assert!(line.contains("function=broken"), "{line}");
+
+    std::fs::copy(crate::harness::guest("hello"), node.module_path("broken")).unwrap();
+    node.wait_for("/broken", 200, HELLO);
+    std::fs::write(node.module_path("other"), b"not wasm").unwrap();
+    eventually("503 for other", || {
+        (node.get("/other").status == 503).then_some(())
+    });
+    std::fs::remove_file(node.module_path("other")).unwrap();
+    eventually("404 once deleted", || {
+        (node.get("/other").status == 404).then_some(())
+    });
 }
 
 #[test]
@@ -233,5 +260,5 @@ fn symlinks_may_point_inside_the_folder_but_not_out_of_it() {
     std::os::unix::fs::symlink(&outside, node.module_path("escape")).unwrap();
     let line = node.wait_log(r"load failed.*resolves outside the modules folder");
     assert!(line.contains("function=escape"), "{line}");
-    assert_eq!(node.get("/escape").status, 404);
+    assert_eq!(node.get("/escape").status, 503);
 }

@@ -157,6 +157,23 @@ fn unknown_paths_answer_404_with_an_error_id() {
         "{}",
         reply.body
     );
+    // Not a name at all: what a name is, and the deployed one a different
+    // case would reach.
+    let message = node.get("/Hello/x").json()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("did you mean /hello?"), "{message}");
+    assert!(message.contains("lowercase letters, digits"), "{message}");
+    let message = node.get("/Nope").json()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!message.contains("did you mean"), "{message}");
+    assert!(
+        message.contains("'Nope' is not a function name"),
+        "{message}"
+    );
 }
 
 #[test]

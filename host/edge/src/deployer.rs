@@ -4,13 +4,14 @@
 
 use crate::activity::{Activity, EventKind};
 use crate::function_config::{FunctionConfig, FunctionConfigError};
+use crate::load_failures::LoadFailures;
 use crate::loader::{self, LoadError, Loader, Settings};
 use crate::metrics::{Metrics, SourceLabels};
 use crate::modules::{ModulesDir, ReadError};
 use crate::registry::Registry;
 use outpost_caps::kv::Catalog;
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::Arc;
 
 /// What one [`Deployer::sync`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,10 +49,8 @@ pub struct Deployer {
     /// Where loads, reloads and failures are reported for the admin API.
     activity: Arc<Activity>,
     metrics: Arc<Metrics>,
-    /// Per name: the identity (module and settings hashes) and error of the
-    /// last version that failed to load, so an unchanged bad file is not
-    /// retried (and re-logged) on every event.
-    failed: Mutex<HashMap<String, (String, String)>>,
+    /// Names whose latest files failed to load, shared with the listener.
+    failed: Arc<LoadFailures>,
     /// Names whose sync is running; a second sync of the same name waits so
     /// an older load can never overwrite a newer one.
     busy: tokio::sync::Mutex<HashSet<String>>,
@@ -81,10 +80,15 @@ impl Deployer {
             modules,
             activity,
             metrics,
-            failed: Mutex::new(HashMap::new()),
+            failed: Arc::new(LoadFailures::default()),
             busy: tokio::sync::Mutex::new(HashSet::new()),
             busy_changed: tokio::sync::Notify::new(),
         }
+    }
+
+    /// The names whose latest files failed to load, for the listener.
+    pub fn failures(&self) -> Arc<LoadFailures> {
+        self.failed.clone()
     }
 
     pub fn modules(&self) -> &ModulesDir {
@@ -139,7 +143,7 @@ impl Deployer {
         let bytes = match self.modules.read(name) {
             Ok(Some(bytes)) => bytes,
             Ok(None) => {
-                self.failed.lock().unwrap().remove(name);
+                self.failed.clear(name);
                 let removed = self.registry.remove(name);
                 self.rebuild_catalog();
                 return match removed {
@@ -166,15 +170,11 @@ impl Deployer {
             .as_ref()
             .is_some_and(|f| f.sha256 == sha256 && f.settings_sha256 == settings.sha256)
         {
+            // Back to what serves (a bad edit undone): no failure stands.
+            self.failed.clear(name);
             return Outcome::Unchanged;
         }
-        if self
-            .failed
-            .lock()
-            .unwrap()
-            .get(name)
-            .is_some_and(|(failed, _)| *failed == identity)
-        {
+        if self.failed.already_failed(name, &identity) {
             return Outcome::Unchanged;
         }
         let loaded = match current.as_ref().filter(|f| f.sha256 == sha256) {
@@ -190,7 +190,7 @@ impl Deployer {
         match loaded {
             Ok(function) => {
                 let function = Arc::new(function);
-                self.failed.lock().unwrap().remove(name);
+                self.failed.clear(name);
                 let previous = self.registry.publish(function.clone());
                 self.rebuild_catalog();
                 tracing::info!(target: "outpost::deployer",
@@ -269,12 +269,7 @@ impl Deployer {
         event.version = identity.as_deref().map(|s| s[..12].to_owned());
         event.message = Some(message.clone());
         self.activity.record(event);
-        if let Some(identity) = identity {
-            self.failed
-                .lock()
-                .unwrap()
-                .insert(name.to_owned(), (identity, message));
-        }
+        self.failed.record(name, identity);
         Outcome::Failed
     }
 }

@@ -12,6 +12,9 @@ pub enum ErrorCode {
     BadRequest,
     /// No function (or host endpoint) at this path.
     NotFound,
+    /// The function's file is there but failed to load, and no earlier
+    /// version serves.
+    LoadFailed,
     /// A host endpoint asked with a method it does not take.
     MethodNotAllowed,
     /// The request body is over the function's limit.
@@ -48,6 +51,7 @@ impl ErrorCode {
         match self {
             Self::BadRequest => ("bad-request", StatusCode::BAD_REQUEST),
             Self::NotFound => ("not-found", StatusCode::NOT_FOUND),
+            Self::LoadFailed => ("load-failed", StatusCode::SERVICE_UNAVAILABLE),
             Self::MethodNotAllowed => ("method-not-allowed", StatusCode::METHOD_NOT_ALLOWED),
             Self::BodyTooLarge => ("body-too-large", StatusCode::PAYLOAD_TOO_LARGE),
             Self::Overloaded => ("overloaded", StatusCode::SERVICE_UNAVAILABLE),
@@ -76,6 +80,7 @@ mod tests {
         let all = [
             ErrorCode::BadRequest,
             ErrorCode::NotFound,
+            ErrorCode::LoadFailed,
             ErrorCode::MethodNotAllowed,
             ErrorCode::BodyTooLarge,
             ErrorCode::Overloaded,

@@ -19,6 +19,7 @@ pub mod guest_log;
 pub mod invoke;
 pub mod limits;
 pub mod linker;
+pub mod load_failures;
 pub mod loader;
 pub mod metrics;
 pub mod modules;
@@ -211,6 +212,7 @@ pub async fn serve(
     );
     tracing::info!(target: "outpost", addr = %local, "listening on http://{local}");
     let edge = server::Edge {
+        failures: deployer.failures(),
         registry,
         storage: storage.clone(),
         admission,

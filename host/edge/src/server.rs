@@ -5,6 +5,7 @@
 use crate::body::OutBody;
 use crate::error_code::ErrorCode;
 use crate::invoke::{self, admission::Admission};
+use crate::load_failures::LoadFailures;
 use crate::registry::Registry;
 use crate::replication::status::ReplicationStatus;
 use crate::router::{self, Route};
@@ -19,6 +20,8 @@ use std::sync::Arc;
 pub struct Edge {
     /// The functions serving now.
     pub registry: Arc<Registry>,
+    /// Names whose files failed to load and serve nothing: 503, not 404.
+    pub failures: Arc<LoadFailures>,
     /// Instance slots, shared by every function.
     pub admission: Arc<Admission>,
     /// For the health report (outbox backlog).
@@ -67,6 +70,7 @@ async fn route(
                 edge.admission.metrics.count_request(&function.name, status);
                 response
             }
+            None if edge.failures.contains(name) => load_failed(name, request_id),
             None => {
                 let message = format!("no function named '{name}' is deployed");
                 not_found(&message)
@@ -115,7 +119,7 @@ async fn route(
             reply::error(code.status(), code.as_str(), "use GET", &id)
         }
         Route::Reserved => not_found("no such host endpoint under /_outpost/"),
-        Route::NoFunction => not_found("no function at this path; functions are served at /NAME"),
+        Route::NoFunction => no_function(req.uri().path(), registry),
     }
 }
 
@@ -140,6 +144,43 @@ fn guest_body_error(error: BodyError) -> wasmtime_wasi_http::Error {
         Some(e) => wasmtime_wasi_http::Error::Hyper(e),
         None => wasmtime_wasi_http::Error::ConnectionReadTimeout,
     }
+}
+
+/// A name whose file is there but failed to load: the reason is in the
+/// log and the admin API (it may name paths and settings), not the body.
+fn load_failed(name: &str, request_id: &http::HeaderValue) -> Response<OutBody> {
+    let id = reply::error_id();
+    tracing::warn!(target: "outpost::server", function = %name, request_id = %request_id::as_str(request_id), error_id = %id, "503: the function's file failed to load; the load error is logged by outpost::deployer and shown by the admin API");
+    let code = ErrorCode::LoadFailed;
+    let message = format!(
+        "function '{name}' is deployed but its file failed to load; it answers again once a good file arrives"
+    );
+    let mut response = reply::error(code.status(), code.as_str(), &message, &id);
+    response.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("5"),
+    );
+    response
+}
+
+/// A 404 whose first path segment is no function name: says what a name
+/// is, and points at the deployed one a different case would reach.
+fn no_function(path: &str, registry: &Registry) -> Response<OutBody> {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    if first.is_empty() {
+        return not_found("no function at /; functions are served at /NAME");
+    }
+    let lower = first.to_ascii_lowercase();
+    let hint = if lower != first && registry.get(&lower).is_some() {
+        format!(" (did you mean /{lower}? names are lowercase)")
+    } else {
+        String::new()
+    };
+    not_found(&format!(
+        "no function at this path: '{}' is not a function name{hint}; names are {}",
+        reply::one_line(&first.chars().take(64).collect::<String>()),
+        outpost_wire::names::RULE
+    ))
 }
 
 fn not_found(message: &str) -> Response<OutBody> {

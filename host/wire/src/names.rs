@@ -6,6 +6,10 @@
 /// used as a subdomain later.
 pub const MAX_NAME_LEN: usize = 63;
 
+/// [`is_valid`]'s rule in words, for error messages.
+pub const RULE: &str =
+    "lowercase letters, digits, '-' and '_', starting with a letter or a digit, at most 63 bytes";
+
 /// Whether `name` is a valid function name: `[a-z0-9][a-z0-9_-]*`, at most
 /// [`MAX_NAME_LEN`] bytes.
 ///
