@@ -29,6 +29,7 @@ const TEST_GUESTS: &[&str] = &[
     "bad-import",
     "kvtest",
     "hostile",
+    "configtest",
     "bare-hello",
 ];
 /// Pinned versions of the other toolchains the suite builds guests with.

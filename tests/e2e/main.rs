@@ -7,6 +7,7 @@ mod harness;
 mod bench_cli;
 mod cloud_disk;
 mod cloud_pg;
+mod config;
 mod dashboard;
 mod disk_full;
 mod examples;

@@ -341,6 +341,62 @@ fn request_ids_are_kept_or_made_and_returned() {
     assert!(line.contains("request_id=trap-id-1"), "{line}");
 }
 
+/// `--access-log`: a line per request, JSON under `--log-format json`,
+/// the path without its query; none without the flag.
+#[test]
+fn the_access_log_has_a_line_per_request_and_only_when_asked() {
+    let node = Node::start_with(
+        &[("hello", "hello"), ("trap", "trap")],
+        &["--access-log", "--log-format", "json"],
+    );
+    node.request(
+        "GET",
+        "/hello/x?token=s3cr3t",
+        &[("x-request-id", "acc-1")],
+        b"",
+    );
+    let failed = node.request("GET", "/trap/panic", &[("x-request-id", "acc-2")], b"");
+    node.request("GET", "/nope", &[("x-request-id", "acc-3")], b"");
+    let record = |id: &str| -> serde_json::Value {
+        let line = node.wait_log(&format!(r#""target":"outpost::access".*"request_id":"{id}"|"request_id":"{id}".*"target":"outpost::access""#));
+        serde_json::from_str(&line).expect("a JSON log line")
+    };
+    let ok = record("acc-1");
+    assert_eq!(ok["fields"]["function"], "hello", "{ok}");
+    assert_eq!(ok["fields"]["method"], "GET");
+    assert_eq!(ok["fields"]["path"], "/hello/x", "no query: {ok}");
+    assert_eq!(ok["fields"]["status"], 200);
+    assert!(ok["fields"]["ms"].as_f64().unwrap() > 0.0, "{ok}");
+    assert!(ok["fields"]["instantiate_us"].as_u64().is_some(), "{ok}");
+    let trapped = record("acc-2");
+    assert_eq!(trapped["fields"]["status"], 500);
+    assert_eq!(
+        trapped["fields"]["error_id"],
+        failed.json()["id"],
+        "{trapped}"
+    );
+    let missing = record("acc-3");
+    assert_eq!(
+        (
+            missing["fields"]["function"].as_str(),
+            missing["fields"]["status"].as_u64()
+        ),
+        (Some("nope"), Some(404))
+    );
+    assert!(!node.log_lines().iter().any(|l| l.contains("s3cr3t")));
+
+    // Without the flag: the hello's line would be in the log before the
+    // next request's error line.
+    let quiet = Node::start(&[("hello", "hello"), ("trap", "trap")]);
+    quiet.request("GET", "/hello", &[("x-request-id", "quiet-1")], b"");
+    let id = quiet.get("/trap/panic").json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    quiet.wait_log(&format!("error_id={id}"));
+    assert!(quiet.log_matches("outpost::access").is_empty());
+}
+
 #[test]
 fn json_logs_carry_the_same_fields() {
     let node = Node::start_with(&[("trap", "trap")], &["--log-format", "json"]);

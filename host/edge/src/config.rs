@@ -114,6 +114,8 @@ pub struct ServeConfig {
     /// Bearer token the admin listener requires; `None`: open (it listens
     /// on loopback by default).
     pub admin_token: Option<String>,
+    /// One `outpost::access` log line per request.
+    pub access_log: bool,
 }
 
 /// A shared store declared in `outpost.toml`.
@@ -172,6 +174,7 @@ impl Default for ServeConfig {
             min_free_bytes: outpost_store::DEFAULT_MIN_FREE_BYTES,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
             admin_token: None,
+            access_log: false,
         }
     }
 }
@@ -230,6 +233,7 @@ pub struct FileConfig {
     pub min_free_bytes: Option<u64>,
     pub admin_listen: Option<SocketAddr>,
     pub admin_token: Option<String>,
+    pub access_log: Option<bool>,
 }
 
 impl FileConfig {
@@ -271,6 +275,7 @@ pub struct FlagConfig {
     pub ship_batch: Option<usize>,
     pub admin_listen: Option<SocketAddr>,
     pub admin_token: Option<String>,
+    pub access_log: Option<bool>,
 }
 
 /// Reads `OUTPOST_<KEY>` and parses it, naming the variable on failure.
@@ -437,6 +442,8 @@ impl ServeConfig {
                 "OUTPOST_ADMIN_TOKEN",
             )?
             .filter(|t| !t.is_empty()),
+            access_log: pick(flags.access_log, file.access_log, env, "OUTPOST_ACCESS_LOG")?
+                .unwrap_or(d.access_log),
             node_id: match node_id {
                 Some(id) if !outpost_store::is_valid_node_id(&id) => {
                     return Err(ConfigError::Value {

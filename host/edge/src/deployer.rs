@@ -229,7 +229,16 @@ impl Deployer {
                     Outcome::Loaded
                 }
             }
-            Err(e) => self.report_failure(name, Some(identity), e.into()),
+            Err(e) => {
+                // A secret can become readable while the files stay the
+                // same: the next event for the name (a `touch`) tries again.
+                let retry = matches!(e, LoadError::Secret(_));
+                let outcome = self.report_failure(name, Some(identity), e.into());
+                if retry {
+                    self.failed.record(name, None);
+                }
+                outcome
+            }
         }
     }
 

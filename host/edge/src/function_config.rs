@@ -13,12 +13,20 @@
 //! [limits]                           # each may only be lower than the host's
 //! timeout-ms = 5000
 //! max-memory-bytes = 33554432
+//!
+//! [env]                              # environment + wasi:config/store
+//! GREETING = "hello"
+//!
+//! [secrets]                          # wasi:config/store only, read on the host
+//! API_TOKEN = { env = "ORDERS_API_TOKEN" }
+//! DB_PASSWORD = { file = "/run/secrets/db" }
 //! ```
 
 //!
 //! Each capability parses and checks its own section (`outpost_caps`);
 //! this file only puts them together.
 
+use crate::function_env::{EnvSection, EnvSettingsError, SecretsSection};
 use crate::limits::LimitsSection;
 use outpost_caps::kv::{KvSection, KvSettingsError};
 use outpost_caps::outbound::{BadHost, HostPattern, HttpSection};
@@ -34,6 +42,13 @@ pub struct FunctionConfig {
     pub http: HttpSection,
     #[serde(default)]
     pub limits: LimitsSection,
+    /// `[env]`: the guest's environment variables.
+    #[serde(default)]
+    pub env: EnvSection,
+    /// `[secrets]`: where on the host each secret is read from (never a
+    /// value: those are read by the loader, see [`crate::function_env`]).
+    #[serde(default)]
+    pub secrets: SecretsSection,
 }
 
 /// Why a function's settings were refused.
@@ -48,6 +63,9 @@ pub enum FunctionConfigError {
     /// `[http]` refused.
     #[error(transparent)]
     Http(#[from] BadHost),
+    /// `[env]` or `[secrets]` refused.
+    #[error(transparent)]
+    Env(#[from] EnvSettingsError),
 }
 
 impl FunctionConfig {
@@ -56,10 +74,12 @@ impl FunctionConfig {
         let config: Self =
             toml::from_str(text).map_err(|e| FunctionConfigError::Parse(e.to_string()))?;
         // The order of the checks decides which error a file with several
-        // faults reports: grants, then hosts, then caps.
+        // faults reports: grants, then hosts, then caps, then env.
         config.kv.validate_grants()?;
         config.http.validate()?;
         config.kv.validate_caps()?;
+        config.env.validate()?;
+        config.secrets.validate(&config.env)?;
         Ok(config)
     }
 
@@ -72,6 +92,7 @@ impl FunctionConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::function_env::SecretSource;
 
     #[test]
     fn parses_grants_and_replication() {
@@ -85,6 +106,68 @@ mod tests {
         assert_eq!(
             FunctionConfig::parse("").unwrap(),
             FunctionConfig::default()
+        );
+    }
+
+    #[test]
+    fn parses_env_and_secrets() {
+        let config = FunctionConfig::parse(
+            "[env]\nGREETING = \"hello\"\n\"lower.case\" = \"\"\n\n[secrets]\nTOKEN = { env = \"HOST_TOKEN\" }\nDB = { file = \"/run/secrets/db\" }\n",
+        )
+        .unwrap();
+        assert_eq!(config.env.0["GREETING"], "hello");
+        assert_eq!(config.env.0["lower.case"], "");
+        assert_eq!(
+            config.secrets.0["TOKEN"],
+            SecretSource {
+                env: Some("HOST_TOKEN".into()),
+                file: None
+            }
+        );
+        assert_eq!(
+            config.secrets.0["DB"].file.as_deref(),
+            Some(std::path::Path::new("/run/secrets/db"))
+        );
+    }
+
+    #[test]
+    fn refuses_bad_env_and_secrets() {
+        let refused = |text: &str| FunctionConfig::parse(text).unwrap_err();
+        // Values are strings; sources are tables with known keys.
+        assert!(matches!(
+            refused("[env]\nPORT = 8080"),
+            FunctionConfigError::Parse(_)
+        ));
+        assert!(matches!(
+            refused("[secrets]\nT = \"literal\""),
+            FunctionConfigError::Parse(_)
+        ));
+        assert!(matches!(
+            refused("[secrets]\nT = { vault = \"x\" }"),
+            FunctionConfigError::Parse(_)
+        ));
+        assert_eq!(
+            refused("[env]\n\"A=B\" = \"x\""),
+            FunctionConfigError::Env(EnvSettingsError::BadName {
+                section: "env",
+                name: "A=B".into()
+            })
+        );
+        assert!(matches!(
+            refused("[secrets]\nT = { file = \"relative\" }"),
+            FunctionConfigError::Env(EnvSettingsError::BadSource { .. })
+        ));
+        assert!(matches!(
+            refused("[secrets]\nT = { env = \"A\", file = \"/a\" }"),
+            FunctionConfigError::Env(EnvSettingsError::BadSource { .. })
+        ));
+        assert!(matches!(
+            refused("[secrets]\nT = {}"),
+            FunctionConfigError::Env(EnvSettingsError::BadSource { .. })
+        ));
+        assert_eq!(
+            refused("[env]\nT = \"x\"\n[secrets]\nT = { env = \"A\" }"),
+            FunctionConfigError::Env(EnvSettingsError::Duplicate { name: "T".into() })
         );
     }
 
@@ -147,6 +230,9 @@ mod fuzz {
                     Just("[kv]".to_string()),
                     Just("[http]".to_string()),
                     Just("[limits]".to_string()),
+                    Just("[env]".to_string()),
+                    Just("[secrets]".to_string()),
+                    "[A-Za-z_=-]{0,8} = \\{ (env|file) = \"[A-Za-z_/=]{0,12}\" \\}",
                     "[a-z-]{1,20} = [0-9]{1,25}",
                     "[a-z-]{1,20} = \"[^\"\\\\]{0,20}\"",
                     "[a-z-]{1,20} = \\[(\"[a-z0-9*.:@-]{0,12}\", ?){0,3}\\]",
@@ -161,6 +247,9 @@ mod fuzz {
                     prop_assert!(outpost_wire::names::is_shared_store_name(store));
                 }
                 prop_assert_eq!(config.allowed_hosts().len(), config.http.allowed_hosts.len());
+                for name in config.env.0.keys().chain(config.secrets.0.keys()) {
+                    prop_assert!(!name.is_empty() && !name.contains('='));
+                }
             }
         }
 

@@ -3,6 +3,7 @@
 //! `outpost-caps`, the node's database in `outpost-store`, the listener in
 //! `outpost-http`.
 
+pub mod access_log;
 pub mod activity;
 pub mod admin;
 pub mod body;
@@ -14,6 +15,7 @@ pub mod engine;
 pub mod error_code;
 pub mod function;
 pub mod function_config;
+pub mod function_env;
 pub mod guest_body;
 pub mod guest_log;
 pub mod invoke;
@@ -212,6 +214,7 @@ pub async fn serve(
     );
     tracing::info!(target: "outpost", addr = %local, "listening on http://{local}");
     let edge = server::Edge {
+        access_log: config.access_log,
         failures: deployer.failures(),
         registry,
         storage: storage.clone(),

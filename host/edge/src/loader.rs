@@ -6,6 +6,7 @@ use crate::activity::FunctionStats;
 use crate::cache::CodeCache;
 use crate::function::{Function, Origin};
 use crate::function_config::FunctionConfig;
+use crate::function_env::FunctionEnv;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
@@ -47,6 +48,9 @@ pub enum LoadError {
     Limits(#[from] crate::limits::AboveHostLimit),
     #[error(transparent)]
     KvLimits(#[from] outpost_caps::kv::KvSettingsError),
+    /// A secret the settings name cannot be read (never carries a value).
+    #[error(transparent)]
+    Secret(#[from] crate::function_env::SecretError),
     #[error("cannot load the compiled code into engine {engine}: {message}")]
     OtherEngine { engine: usize, message: String },
 }
@@ -125,15 +129,20 @@ impl Loader {
     }
 
     /// What `settings` allow function `name`, within the host's limits.
+    /// Reads the function's secrets from the host (so a secret changes
+    /// with the next settings reload): a missing one is an error.
     pub fn policy(&self, name: &str, settings: &Settings) -> Result<Policy, LoadError> {
         let kv = KvPolicy::new(name, &settings.config.kv, self.kv_limits)?;
+        let limits = self.limits.narrowed(&settings.config.limits)?;
+        let env = FunctionEnv::resolve(&settings.config.env, &settings.config.secrets)?;
         Ok(Policy {
             queue: QueuePolicy {
                 max_payload_bytes: kv.limits.max_value_bytes,
             },
             kv: Arc::new(kv),
-            limits: self.limits.narrowed(&settings.config.limits)?,
+            limits,
             allowed_hosts: settings.config.allowed_hosts().into(),
+            env: Arc::new(env),
         })
     }
 

@@ -1,7 +1,8 @@
-//! What one function version may do: each capability's policy and the
-//! per-request limits, built once by the loader from the function's
-//! settings and the host's.
+//! What one function version may do: each capability's policy, the
+//! per-request limits and the function's env and secrets, built once by
+//! the loader from the function's settings and the host's.
 
+use crate::function_env::FunctionEnv;
 use crate::limits::Limits;
 use outpost_caps::kv::KvPolicy;
 use outpost_caps::outbound::HostPattern;
@@ -19,4 +20,7 @@ pub struct Policy {
     pub limits: Limits,
     /// Hosts outbound HTTP may reach; empty denies all.
     pub allowed_hosts: Arc<[HostPattern]>,
+    /// `[env]` and the secrets' values, read when the settings were
+    /// applied; shared by every request of the version.
+    pub env: Arc<FunctionEnv>,
 }

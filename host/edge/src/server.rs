@@ -28,6 +28,8 @@ pub struct Edge {
     pub storage: Arc<Storage>,
     /// For the health report: whether the cloud refuses this node's stream.
     pub replication: Option<Arc<ReplicationStatus>>,
+    /// Log one `outpost::access` line per request.
+    pub access_log: bool,
 }
 
 impl Handler for Edge {
@@ -45,7 +47,17 @@ impl Handler for Edge {
 /// Answers one request, under its request id (the client's or a new one).
 pub async fn handle(edge: &Edge, mut req: Request<RequestBody>) -> Response<OutBody> {
     let request_id = request_id::take_or_make(req.headers_mut());
+    let access = edge.access_log.then(|| {
+        (
+            std::time::Instant::now(),
+            req.method().clone(),
+            req.uri().path().to_owned(),
+        )
+    });
     let mut response = route(edge, req, &request_id).await;
+    if let Some((started, method, path)) = access {
+        crate::access_log::line(&method, &path, &response, started.elapsed(), &request_id);
+    }
     response
         .headers_mut()
         .insert(request_id::HEADER, request_id);

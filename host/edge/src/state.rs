@@ -1,7 +1,8 @@
 //! What a `Store` holds for one request: WASI and wasi:http contexts, the
-//! resource table, one context per capability (kv, queue, outbound HTTP)
-//! and the memory limiter.
+//! resource table, one context per capability (kv, queue, outbound HTTP),
+//! the function's env and config values and the memory limiter.
 
+use crate::function_env::{EnvView, FunctionEnv};
 use crate::guest_log::{self, GuestLog};
 use crate::policy::Policy;
 use outpost_caps::Services;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_config::WasiConfig;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// Most elements a table may grow to; far above what real guests use.
@@ -65,6 +67,9 @@ pub struct RequestState {
     outbound: Outbound,
     kv: KvCtx,
     queue: QueueCtx,
+    /// The version's `[env]` and secrets, behind `wasi:cli/environment`
+    /// and `wasi:config/store`: shared, so a request copies nothing.
+    env: Arc<FunctionEnv>,
     /// Caps linear memory at the function's limit.
     pub memory: MemoryLimiter,
 }
@@ -80,7 +85,9 @@ impl RequestState {
     ) -> Self {
         let (stdout, stderr) = GuestLog::pair(name.clone(), request_id, guest_log::DEFAULT_BUDGET);
         // No preopened directories, no network, no inherited environment:
-        // a function sees only what Outpost's own interfaces give it.
+        // a function sees only what Outpost's own interfaces give it. Its
+        // `[env]` is not put here (each request would copy it) but served
+        // from `env` (see `crate::linker`).
         let wasi = WasiCtx::builder().stdout(stdout).stderr(stderr).build();
         Self {
             table: ResourceTable::new(),
@@ -105,6 +112,7 @@ impl RequestState {
                 services: services.clone(),
                 function: name.clone(),
             },
+            env: policy.env.clone(),
         }
     }
 
@@ -116,6 +124,16 @@ impl RequestState {
     /// The queue capability's view.
     pub fn queue(&mut self) -> QueueView<'_> {
         QueueView::new(&self.queue)
+    }
+
+    /// `wasi:cli/environment`'s view: the function's `[env]`.
+    pub fn environment(&mut self) -> EnvView<'_> {
+        EnvView(&self.env)
+    }
+
+    /// `wasi:config/store`'s view: `[env]` and the secrets.
+    pub fn config(&mut self) -> WasiConfig<'_> {
+        WasiConfig::from(self.env.config())
     }
 }
 

@@ -291,6 +291,9 @@ struct ServeArgs {
     /// Bearer token the admin listener requires [default: none; env OUTPOST_ADMIN_TOKEN].
     #[arg(long)]
     admin_token: Option<String>,
+    /// Log one line per request (target outpost::access: function, method, path, status, ms, request id, instantiate µs) [default: off; env OUTPOST_ACCESS_LOG=true].
+    #[arg(long)]
+    access_log: bool,
 }
 
 fn init_logging(format: LogFormat) {
@@ -343,6 +346,7 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         ship_batch: args.ship_batch,
         admin_listen: args.admin_listen,
         admin_token: args.admin_token,
+        access_log: args.access_log.then_some(true),
     };
     let mut config = ServeConfig::resolve(flags, file, &|key| std::env::var(key).ok())?;
     config.new_epoch = new_epoch;

@@ -6,6 +6,7 @@
 pub mod admission;
 mod outcome;
 
+use crate::access_log::Instantiated;
 use crate::body::OutBody;
 use crate::error_code::ErrorCode;
 use crate::function::Function;
@@ -20,7 +21,7 @@ use http_body::Body;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -53,8 +54,33 @@ enum First {
 pub async fn invoke<B>(
     function: Arc<Function>,
     admission: &Admission,
+    req: Request<B>,
+    request_id: &HeaderValue,
+) -> Response<OutBody>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
+    let instantiated = Arc::new(AtomicU64::new(NOT_INSTANTIATED));
+    let mut response = run(function, admission, req, request_id, instantiated.clone()).await;
+    let us = instantiated.load(Ordering::Relaxed);
+    if us != NOT_INSTANTIATED {
+        response
+            .extensions_mut()
+            .insert(Instantiated(std::time::Duration::from_micros(us)));
+    }
+    response
+}
+
+/// What [`run`]'s instantiation time reads before the instance exists.
+const NOT_INSTANTIATED: u64 = u64::MAX;
+
+async fn run<B>(
+    function: Arc<Function>,
+    admission: &Admission,
     mut req: Request<B>,
     request_id: &HeaderValue,
+    instantiated: Arc<AtomicU64>,
 ) -> Response<OutBody>
 where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
@@ -126,7 +152,9 @@ where
         let _slot = permit;
         let started = std::time::Instant::now();
         let instance = pre.instantiate_async(&mut store).await;
-        instantiate_duration.observe(started.elapsed());
+        let took = started.elapsed();
+        instantiate_duration.observe(took);
+        instantiated.store(took.as_micros() as u64, Ordering::Relaxed);
         let result = match instance {
             Ok(proxy) => {
                 proxy
