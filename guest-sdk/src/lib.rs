@@ -23,7 +23,8 @@
 //!
 //! Handlers may return anything that implements [`IntoResponse`]: a
 //! [`Response`], a `String` or `&str` (200, text/plain), a
-//! `(StatusCode, body)` pair, or a `Result` whose error becomes a 500.
+//! `(StatusCode, body)` pair, or a `Result` whose error becomes a 500
+//! `handler-error` with an error id (the cause goes to the node's log).
 //!
 //! Each request runs in a fresh instance: statics start from scratch every
 //! time, so keep state in Outpost's key-value store ([`kv`]), and send
@@ -131,16 +132,45 @@ impl<B: IntoResponse> IntoResponse for (http::StatusCode, B) {
     }
 }
 
+/// An `Err` is answered like the host's own errors: a 500 with
+/// `{"error":"handler-error","message":...,"id":ID}` and the
+/// `x-outpost-error-id` header, while the cause goes to stderr (the node's
+/// log, beside the function's name and the request id) as
+/// `error: handler returned an error (error_id=ID): CAUSE`. The client
+/// learns an id to quote, not the internals.
 impl<T: IntoResponse, E: std::fmt::Display> IntoResponse for Result<T, E> {
     fn into_response(self) -> Response {
         match self {
             Ok(ok) => ok.into_response(),
-            Err(e) => text(
-                http::StatusCode::INTERNAL_SERVER_ERROR,
-                format!("{e}\n").into_bytes(),
-            ),
+            Err(e) => {
+                let id = error_id();
+                let cause = e.to_string().replace(['\n', '\r'], " ");
+                eprintln!("error: handler returned an error (error_id={id}): {cause}");
+                let body = format!(
+                    "{{\"error\":\"handler-error\",\"message\":\"the function's handler returned an error\",\"id\":\"{id}\"}}"
+                );
+                let mut response = Response::new(body.into_bytes());
+                *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                let headers = response.headers_mut();
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
+                if let Ok(value) = http::HeaderValue::from_str(&id) {
+                    headers.insert("x-outpost-error-id", value);
+                }
+                response
+            }
         }
     }
+}
+
+/// 12 hex digits from the host's random source, like the host's own ids.
+fn error_id() -> String {
+    format!(
+        "{:012x}",
+        wasip2::random::random::get_random_u64() & 0xffff_ffff_ffff
+    )
 }
 
 /// Exports `handler` (a `fn(Request) -> impl IntoResponse`) as the

@@ -40,6 +40,43 @@ fn traps_answer_500_and_the_next_request_succeeds() {
     assert_eq!(node.get("/trap/ok").body, "ok\n");
 }
 
+/// An SDK handler's `Err` (here an ungranted store) answers like the
+/// host's errors, with an id the log line carries next to the cause; the
+/// refusal's own line says which setting would grant the store.
+#[test]
+fn an_sdk_handler_error_answers_json_with_an_id_and_logs_the_cause() {
+    let node = Node::start(&[("kv", "kvtest")]);
+    let reply = node.request(
+        "GET",
+        "/kv/vault/sdk-open",
+        &[("x-request-id", "sdk-err-1")],
+        b"",
+    );
+    assert_eq!(reply.status, 500, "{}", reply.body);
+    let doc = reply.json();
+    assert_eq!(doc["error"], "handler-error");
+    let id = doc["id"].as_str().expect("error id").to_owned();
+    assert_eq!(id.len(), 12, "{id}");
+    assert_eq!(reply.header("x-outpost-error-id"), Some(id.as_str()));
+    assert!(
+        !reply.body.contains("AccessDenied"),
+        "no internals: {}",
+        reply.body
+    );
+    let line = node.wait_log(&format!("ERROR.*error_id={id}"));
+    assert!(line.contains("AccessDenied"), "the cause: {line}");
+    assert!(
+        line.contains("function=kv") && line.contains("request_id=sdk-err-1"),
+        "{line}"
+    );
+    let denied = node.wait_log("WARN.*kv open refused");
+    assert!(denied.contains("store 'vault' is not granted"), "{denied}");
+    assert!(
+        denied.contains("`stores` under `[kv]` in kv.toml"),
+        "{denied}"
+    );
+}
+
 #[test]
 fn a_handler_that_never_responds_answers_500() {
     let node = Node::start(&[("trap", "trap")]);

@@ -159,7 +159,8 @@ impl LineWriter {
 }
 
 /// Logs one line of guest output: at INFO, except a Rust panic, whose
-/// header and message become one WARN record.
+/// header and message become one WARN record, and a stderr line starting
+/// `error: ` (how the SDK reports a handler's `Err`), at ERROR.
 fn emit(
     function: &str,
     request_id: &http::HeaderValue,
@@ -176,6 +177,12 @@ fn emit(
     }
     if is_panic_header(text) {
         state.panic_header = Some(text.to_owned());
+        return;
+    }
+    if stream == "stderr" && text.starts_with("error: ") {
+        // The SDK's handler errors (and any guest's `error:` line) are
+        // errors in the node's log too.
+        tracing::error!(target: "outpost::guest", function = %function, request_id = %outpost_http::request_id::as_str(request_id), stream = %stream, "{text}");
         return;
     }
     tracing::info!(target: "outpost::guest", function = %function, request_id = %outpost_http::request_id::as_str(request_id), stream = %stream, "{text}");

@@ -131,6 +131,13 @@ impl kv::HostStore for KvView<'_> {
     async fn open(&mut self, name: String) -> wasmtime::Result<Result<Resource<OpenStore>, Error>> {
         let id = match self.ctx.policy.resolve(&name) {
             Ok(id) => id,
+            Err(Error::AccessDenied) => {
+                // The guest may handle it, but whoever deploys it needs to
+                // know which line grants it.
+                tracing::warn!(target: "outpost::kv", function = %self.ctx.function, store = %name,
+                    "kv open refused (access-denied): store '{name}' is not granted; add it to `stores` under `[kv]` in {}.toml", self.ctx.function);
+                return Ok(self.counted("open", Err(Error::AccessDenied)));
+            }
             Err(e) => {
                 tracing::debug!(target: "outpost::kv", function = %self.ctx.function, store = %name, error = ?e, "kv open refused");
                 return Ok(self.counted("open", Err(e)));

@@ -5,7 +5,8 @@
 //! Ops: `get`, `set`, `delete`, `exists`, `list` (`prefix`, `cursor`,
 //! `limit`), `incr` (`delta`), `cas` (`expected`, or `absent=1`),
 //! `enqueue` (`topic`, `idem`; STORE is ignored), `hello` (no kv call at
-//! all: this guest's own cost, what the benchmarks compare kv ops with).
+//! all: this guest's own cost, what the benchmarks compare kv ops with),
+//! `sdk-open` (opens STORE and answers through the SDK's `Result` handling).
 
 use outpost_sdk::{Request, Response, http, kv, queue};
 use serde_json::{Value, json};
@@ -72,6 +73,13 @@ fn handle(req: Request) -> Response {
         );
     }
 
+    if *op == "sdk-open" {
+        // The store opened the way a handler with `?` would: an error is
+        // the SDK's own 500, not this guest's JSON.
+        return outpost_sdk::IntoResponse::into_response(
+            kv::Store::open(store_name).map(|_| "opened"),
+        );
+    }
     let store = match kv::Store::open(store_name) {
         Ok(store) => store,
         Err(e) => return reply(kv_error(e)),
