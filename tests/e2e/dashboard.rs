@@ -70,6 +70,8 @@ fn page_state(browser: &Session) -> Value {
                 requests: tr.querySelector('td.requests')?.textContent.trim(),
                 errors: tr.querySelector('td.errors')?.textContent.trim(),
                 version: tr.querySelector('td.version')?.textContent.trim(),
+                dot: tr.querySelector('.dot')?.className,
+                err_pct: tr.querySelector('td.err-pct')?.textContent.trim(),
             };
         }
         const events = [...document.querySelectorAll('#events li')]
@@ -142,4 +144,23 @@ fn the_dashboard_shows_the_nodes_functions_and_updates_live() {
     wait_until(&browser, "the new requests", |s| {
         s["rows"]["hello"]["requests"] == "5" && s["polls"].as_u64().unwrap() > polls
     });
+
+    // A function failing every request is red with its error share, not
+    // green with none; a healthy one is green.
+    let state = page_state(&browser);
+    assert_eq!(state["rows"]["trap"]["dot"], "dot bad", "{state}");
+    assert_eq!(state["rows"]["trap"]["err_pct"], "100%", "{state}");
+    assert_eq!(state["rows"]["hello"]["dot"], "dot ok", "{state}");
+    // A deleted function leaves the list (its events stay).
+    std::fs::remove_file(node.module_path("trap")).unwrap();
+    let gone = wait_until(&browser, "the deleted function gone", |s| {
+        s["rows"].get("trap").is_none()
+    });
+    assert!(
+        gone["events"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("removed:trap")),
+        "{gone}"
+    );
 }

@@ -66,3 +66,16 @@ fn a_fifo_named_like_a_module_is_skipped_and_the_node_gets_ready() {
     assert_eq!(node.get("/x").status, 503);
     assert_eq!(node.get("/hello").body, HELLO);
 }
+
+/// A mistyped `--modules` is not an empty node in silence: the folder is
+/// created (a first run needs it) and the log says so at WARN.
+#[test]
+fn a_missing_modules_folder_is_created_with_a_warning() {
+    let dir = crate::harness::prepare(&[]);
+    std::fs::remove_dir_all(dir.path().join("modules")).unwrap();
+    let node = Node::spawn(dir, Vec::new(), None);
+    let line = node.wait_log(r"WARN.*the modules folder \S+ did not exist and was created");
+    assert!(line.contains("--modules"), "{line}");
+    assert!(node.modules_dir().is_dir());
+    assert_eq!(node.get("/_outpost/health").json()["functions"], 0);
+}

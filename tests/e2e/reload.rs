@@ -262,3 +262,47 @@ fn symlinks_may_point_inside_the_folder_but_not_out_of_it() {
     assert!(line.contains("function=escape"), "{line}");
     assert_eq!(node.get("/escape").status, 503);
 }
+
+/// A refused `NAME.toml` is named in one log line (TOML's own message
+/// spans several), and putting the last good content back clears the
+/// error shown by the admin API, without a reload.
+#[test]
+fn a_bad_settings_file_is_named_on_one_line_and_undoing_it_clears_the_error() {
+    let good = "[limits]\ntimeout-ms = 5000\n";
+    let dir = crate::harness::prepare(&[("app", "hello")]);
+    crate::harness::write_settings(&dir, "app", good);
+    let node = Node::spawn(dir, Vec::new(), None);
+    assert_eq!(node.get("/app").body, HELLO);
+    let mark = node.log_len();
+    node.write_settings("app", "[limits]\ntimeout-ms = 5000\nmax-memory = 1\n");
+    let line = node.wait_log_after("load failed", mark);
+    assert!(line.contains("error=app.toml: "), "{line}");
+    assert!(line.contains("max-memory"), "{line}");
+    assert!(line.contains("keeps serving"), "{line}");
+    let stray: Vec<String> = node.log_lines()[mark..]
+        .iter()
+        .filter(|l| !l.contains(" outpost") && !l.starts_with('{'))
+        .cloned()
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "lines that are not log records: {stray:#?}"
+    );
+    let last_error = |node: &Node| {
+        node.admin_get("/functions", &[]).json()["functions"][0]["last_error"].clone()
+    };
+    assert!(
+        last_error(&node)["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("app.toml: ")
+    );
+
+    node.write_settings("app", good);
+    eventually("the error cleared", || {
+        last_error(&node).is_null().then_some(())
+    });
+    let events = node.admin_get("/events?limit=5", &[]).json();
+    assert_eq!(events["events"][0]["kind"], "restored", "{events}");
+    assert_eq!(node.get("/app").body, HELLO);
+}

@@ -51,6 +51,9 @@ pub enum EventKind {
     Settings,
     Removed,
     Failed,
+    /// The files are back to what serves (a bad edit undone): the failure
+    /// no longer stands.
+    Restored,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -36,8 +36,13 @@ enum DeployError {
     Read(#[from] ReadError),
     #[error(transparent)]
     Load(#[from] LoadError),
-    #[error(transparent)]
-    Settings(#[from] FunctionConfigError),
+    /// `file` is `NAME.toml`; the message is folded onto one line (TOML's
+    /// own spans several, with a caret under the fault).
+    #[error("{file}: {}", outpost_http::reply::one_line(&.source.to_string()))]
+    Settings {
+        file: String,
+        source: FunctionConfigError,
+    },
 }
 
 pub struct Deployer {
@@ -171,7 +176,12 @@ impl Deployer {
             .is_some_and(|f| f.sha256 == sha256 && f.settings_sha256 == settings.sha256)
         {
             // Back to what serves (a bad edit undone): no failure stands.
-            self.failed.clear(name);
+            if self.failed.clear(name) {
+                tracing::info!(target: "outpost::deployer", function = %name, "files back to the serving version; the load error no longer stands");
+                let mut event = Activity::event(name, EventKind::Restored);
+                event.version = current.as_ref().map(|f| f.short_hash().to_owned());
+                self.activity.record(event);
+            }
             return Outcome::Unchanged;
         }
         if self.failed.already_failed(name, &identity) {
@@ -245,11 +255,15 @@ impl Deployer {
     /// Reads and parses `NAME.toml`; no file means default settings.
     fn read_settings(&self, name: &str) -> Result<Settings, DeployError> {
         let bytes = self.modules.read_settings(name)?.unwrap_or_default();
+        let settings_error = |source| DeployError::Settings {
+            file: format!("{name}.toml"),
+            source,
+        };
         let text = std::str::from_utf8(&bytes)
-            .map_err(|_| FunctionConfigError::Parse(format!("{name}.toml is not UTF-8")))?;
+            .map_err(|_| settings_error(FunctionConfigError::Parse("not UTF-8".into())))?;
         Ok(Settings {
             sha256: loader::sha256_hex(&bytes),
-            config: FunctionConfig::parse(text)?,
+            config: FunctionConfig::parse(text).map_err(settings_error)?,
         })
     }
 

@@ -31,9 +31,10 @@ impl LoadFailures {
         self.map().insert(name.to_owned(), Failure { identity });
     }
 
-    /// `name` loaded, was removed, or is back to what serves.
-    pub fn clear(&self, name: &str) {
-        self.map().remove(name);
+    /// `name` loaded, was removed, or is back to what serves; whether a
+    /// failure stood.
+    pub fn clear(&self, name: &str) -> bool {
+        self.map().remove(name).is_some()
     }
 
     /// Whether exactly these files already failed for `name`.

@@ -71,9 +71,16 @@ pub struct ModulesDir {
 }
 
 impl ModulesDir {
-    /// Opens (creating if missing) the modules folder.
+    /// Opens the modules folder, creating it if missing: a first run works
+    /// from an empty directory, but a mistyped `--modules` must not pass
+    /// for an empty folder in silence, so its creation is a warning.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)?;
+            tracing::warn!(target: "outpost::modules", dir = %dir.display(),
+                "the modules folder {} did not exist and was created, empty: no function is served until one is put there (check --modules / OUTPOST_MODULES if you expected functions)",
+                dir.display());
+        }
         Ok(Self {
             dir: dir.to_owned(),
             canonical: dir.canonicalize()?,
