@@ -170,3 +170,49 @@ fn an_engine_whose_pool_cannot_be_reserved_is_left_out() {
         assert_eq!(node.get("/hello").status, 200);
     }
 }
+
+/// Every `serve` flag names its environment variable in `--help` in one
+/// format, and that variable is one the settings code reads.
+#[test]
+fn serve_help_names_each_flags_environment_variable() {
+    let output = std::process::Command::new(crate::harness::outpost_bin())
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    let config_rs = include_str!("../../host/edge/src/config.rs");
+    let flags = regex::Regex::new(r"(?m)^\s+--([a-z-]+)").unwrap();
+    let mut checked = 0;
+    for flag in flags.captures_iter(&help).map(|c| c[1].to_owned()) {
+        let text: String = help
+            .split(&format!("--{flag}"))
+            .nth(1)
+            .unwrap()
+            .split("\n\n")
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        match flag.as_str() {
+            "help" => continue,
+            "config" | "new-epoch" | "log-format" => {
+                assert!(text.contains("no env"), "--{flag}: {text}");
+                continue;
+            }
+            _ => {}
+        }
+        let env = format!("OUTPOST_{}", flag.to_uppercase().replace('-', "_"));
+        assert!(
+            text.contains(&format!("; env {env}")),
+            "--{flag} does not name {env}: {text}"
+        );
+        assert!(
+            config_rs.contains(&format!("\"{env}\"")),
+            "{env} is not read by config.rs"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 15, "only {checked} flags found in:\n{help}");
+}

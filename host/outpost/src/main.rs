@@ -12,7 +12,7 @@ use std::path::PathBuf;
 #[derive(Parser)]
 #[command(name = "outpost", version, about = "WebAssembly edge-function host")]
 struct Cli {
-    /// Log format.
+    /// Log format (no env: logging starts before the settings are read).
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
     #[command(subcommand)]
@@ -249,40 +249,40 @@ struct ServeArgs {
     /// Node data folder: compiled-code cache and node state [default: ./.outpost; env OUTPOST_DATA].
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Host config file [default: ./outpost.toml if present].
+    /// Host config file [default: ./outpost.toml if present; no env].
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Milliseconds in-flight requests get after SIGINT/SIGTERM [default: 30000].
+    /// Milliseconds in-flight requests get after SIGINT/SIGTERM [default: 30000; env OUTPOST_SHUTDOWN_GRACE_MS].
     #[arg(long)]
     shutdown_grace_ms: Option<u64>,
-    /// Quiet milliseconds after a module file changes before it is loaded [default: 200].
+    /// Quiet milliseconds after a module file changes before it is loaded [default: 200; env OUTPOST_RELOAD_DEBOUNCE_MS].
     #[arg(long)]
     reload_debounce_ms: Option<u64>,
-    /// Instance allocator [default: auto].
+    /// Instance allocator [default: auto; env OUTPOST_ALLOCATOR].
     #[arg(long, value_enum)]
     allocator: Option<AllocatorChoice>,
-    /// Instances that may run at once [default: 1000].
+    /// Instances that may run at once [default: 1000; env OUTPOST_MAX_INSTANCES].
     #[arg(long)]
     max_instances: Option<u32>,
-    /// Wasmtime engines, one per serving core; each has its own instance pool and compiled code [default: the CPUs this process may use, at most 8].
+    /// Wasmtime engines, one per serving core; each has its own instance pool and compiled code [default: the CPUs this process may use, at most 8; env OUTPOST_ENGINES].
     #[arg(long)]
     engines: Option<usize>,
-    /// This node's replication id [default: generated once, kept in the data folder].
+    /// This node's replication id [default: generated once, kept in the data folder; env OUTPOST_NODE_ID].
     #[arg(long)]
     node_id: Option<String>,
     /// Cloud tier base URL, e.g. https://cloud.example.com or http://127.0.0.1:9090, or several replicas' separated by commas (https://a.example.com,https://b.example.com): when one fails (no connection, no answer in time, a 5xx) the edge moves to the next [default: none, writes stay local; env OUTPOST_CLOUD].
     #[arg(long)]
     cloud: Option<String>,
-    /// Bearer token for the cloud tier.
+    /// This node's credential for the cloud tier [default: none; env OUTPOST_CLOUD_TOKEN].
     #[arg(long)]
     cloud_token: Option<String>,
-    /// PEM file of the CA an https cloud's certificate must chain to, trusted instead of the public roots [env OUTPOST_CLOUD_CA].
+    /// PEM file of the CA an https cloud's certificate must chain to, trusted instead of the public roots [default: the public web roots; env OUTPOST_CLOUD_CA].
     #[arg(long)]
     cloud_ca: Option<PathBuf>,
-    /// Take a new database epoch before serving, renumbering the outbox: for a data dir copied from another node, or one the cloud refuses for a sequence gap.
+    /// Take a new database epoch before serving, renumbering the outbox: for a data dir copied from another node, or one the cloud refuses for a sequence gap [default: off; no env: a one-off].
     #[arg(long)]
     new_epoch: bool,
-    /// Most outbox records per upload [default: 4096, the most the cloud takes].
+    /// Most outbox records per upload [default: 4096, the most the cloud takes; env OUTPOST_SHIP_BATCH].
     #[arg(long)]
     ship_batch: Option<usize>,
     /// Admin listener: metrics, admin API, dashboard [default: 127.0.0.1:9901; env OUTPOST_ADMIN_LISTEN].
