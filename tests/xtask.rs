@@ -30,6 +30,7 @@ const TEST_GUESTS: &[&str] = &[
     "kvtest",
     "hostile",
     "configtest",
+    "kvstd",
     "bare-hello",
 ];
 /// Pinned versions of the other toolchains the suite builds guests with.

@@ -8,8 +8,10 @@
 //! - an `add_to_linker` generic over that store data, with a projection
 //!   onto its own context.
 //!
-//! [`kv`] (stores, grants, replication), [`queue`] (durable events to the
-//! cloud) and [`outbound`] (`wasi:http` requests out, deny by default).
+//! [`kv`] (stores, grants, replication), [`wasi_keyvalue`] (the standard
+//! `wasi:keyvalue` over kv's stores and policy), [`queue`] (durable events
+//! to the cloud) and [`outbound`] (`wasi:http` requests out, deny by
+//! default).
 //! A capability reports its failures with its own typed errors; it knows
 //! nothing of the edge's server, router or admin.
 
@@ -21,6 +23,7 @@ pub mod ops;
 pub mod outbound;
 pub mod queue;
 mod storage_failure;
+pub mod wasi_keyvalue;
 
 use std::sync::Arc;
 

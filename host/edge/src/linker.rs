@@ -7,7 +7,8 @@ use wasmtime::component::Linker;
 
 /// WASI 0.2 (cli, clocks, random, io, filesystem without preopens, sockets
 /// that deny every address), `wasi:http`, `wasi:config/store@0.2.0-rc.1`,
-/// and Outpost's `kv` and `queue`. Imports of any older 0.2.x WASI version
+/// `wasi:keyvalue@0.2.0-draft` (over kv's stores), and Outpost's `kv` and
+/// `queue`. Imports of any older 0.2.x WASI version
 /// resolve to these by wasmtime's semver matching.
 pub fn build(engine: &Engine) -> anyhow::Result<Linker<RequestState>> {
     let mut linker = Linker::new(engine);
@@ -18,6 +19,7 @@ pub fn build(engine: &Engine) -> anyhow::Result<Linker<RequestState>> {
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     wasmtime_wasi_config::add_to_linker(&mut linker, RequestState::config)?;
     outpost_caps::kv::add_to_linker(&mut linker, RequestState::kv)?;
+    outpost_caps::wasi_keyvalue::add_to_linker(&mut linker, RequestState::wasi_keyvalue)?;
     outpost_caps::queue::add_to_linker(&mut linker, RequestState::queue)?;
     Ok(linker)
 }

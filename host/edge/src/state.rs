@@ -121,6 +121,12 @@ impl RequestState {
         KvView::new(&self.kv, &mut self.table)
     }
 
+    /// `wasi:keyvalue`'s view: the kv context (same policy, same stores)
+    /// and the resource table.
+    pub fn wasi_keyvalue(&mut self) -> outpost_caps::wasi_keyvalue::WasiKeyValueView<'_> {
+        outpost_caps::wasi_keyvalue::WasiKeyValueView::new(&self.kv, &mut self.table)
+    }
+
     /// The queue capability's view.
     pub fn queue(&mut self) -> QueueView<'_> {
         QueueView::new(&self.queue)

@@ -2,6 +2,7 @@
 //! cloud` the cloud tier.
 
 mod cloud_file;
+mod dev;
 
 use clap::{Parser, Subcommand};
 use outpost_edge::config::{AllocatorChoice, FileConfig, FlagConfig, ServeConfig};
@@ -31,6 +32,8 @@ enum LogFormat {
 enum Command {
     /// Serve every NAME.wasm in the modules folder at /NAME, reloading on change.
     Serve(ServeArgs),
+    /// Build Rust function projects, serve them, and rebuild and reload each on every change.
+    Dev(dev::DevArgs),
     /// Run the cloud tier that edges ship to and pull changes from.
     Cloud(CloudArgs),
     /// Measure a component on this machine.
@@ -409,6 +412,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
+        Command::Dev(args) => dev::run(args, shutdown_signal()),
         Command::Serve(args) => {
             let config = serve_config(args)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
