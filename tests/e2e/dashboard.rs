@@ -72,6 +72,7 @@ fn page_state(browser: &Session) -> Value {
                 version: tr.querySelector('td.version')?.textContent.trim(),
                 dot: tr.querySelector('.dot')?.className,
                 err_pct: tr.querySelector('td.err-pct')?.textContent.trim(),
+                rate: tr.querySelector('td.rate')?.textContent.trim(),
             };
         }
         const events = [...document.querySelectorAll('#events li')]
@@ -141,9 +142,17 @@ fn the_dashboard_shows_the_nodes_functions_and_updates_live() {
         assert_eq!(node.get("/hello").status, 200);
     }
     let polls = first["polls"].as_u64().unwrap();
-    wait_until(&browser, "the new requests", |s| {
+    let seen = wait_until(&browser, "the new requests", |s| {
         s["rows"]["hello"]["requests"] == "5" && s["polls"].as_u64().unwrap() > polls
     });
+    // Polls later, with no request in between, the rate still counts them
+    // (it spans seconds, not one poll).
+    let polls = seen["polls"].as_u64().unwrap();
+    let later = wait_until(&browser, "three more polls", |s| {
+        s["polls"].as_u64().unwrap() >= polls + 3
+    });
+    let rate = later["rows"]["hello"]["rate"].as_str().unwrap().to_owned();
+    assert!(rate != "0.00" && rate != "–", "hello's req/s: {later}");
 
     // A function failing every request is red with its error share, not
     // green with none; a healthy one is green.
