@@ -744,6 +744,16 @@ impl Cloud {
         (self.addr.port(), self.dir.clone())
     }
 
+    /// Sends SIGTERM (a graceful stop).
+    pub fn terminate(&self) {
+        self.process.terminate();
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        self.process.wait_exit()
+    }
+
     /// Starts again (in development mode) on the port and data of a
     /// stopped cloud.
     pub fn resume((port, dir): (u16, Arc<tempfile::TempDir>)) -> Cloud {

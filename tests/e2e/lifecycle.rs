@@ -216,3 +216,33 @@ fn serve_help_names_each_flags_environment_variable() {
     }
     assert!(checked >= 15, "only {checked} flags found in:\n{help}");
 }
+
+/// SIGTERM to the cloud answers a feed read that is long-polling at once
+/// (an empty page, not a connection cut when the grace runs out), so the
+/// cloud stops promptly while edges wait on it.
+#[test]
+fn the_cloud_answers_waiting_feed_reads_when_it_is_told_to_stop() {
+    let mut cloud = crate::harness::Cloud::start();
+    let url = format!("{}/v1/feed?since=0&wait=30", cloud.url());
+    let poll = std::thread::spawn(move || {
+        ureq::get(&url)
+            .set(
+                "authorization",
+                &format!("Bearer {}", crate::harness::TOKEN),
+            )
+            .call()
+            .map(|r| (r.status(), r.into_string().unwrap()))
+            .map_err(|e| e.to_string())
+    });
+    // The read is waiting (nothing was ever written) when the signal comes.
+    std::thread::sleep(Duration::from_millis(500));
+    cloud.terminate();
+    assert_eq!(cloud.wait_exit(), Some(0));
+    let (status, body) = poll
+        .join()
+        .unwrap()
+        .expect("an answer, not a cut connection");
+    assert_eq!(status, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["changes"].as_array().map(Vec::len), Some(0), "{page}");
+}

@@ -73,6 +73,34 @@ pub struct Cloud<S> {
     pub ingesting: Arc<Ingesting>,
     /// Whether the store accepts writes now, for health and metrics.
     pub storage: StorageStatus,
+    /// Set when the tier shuts down: waiting feed reads answer at once
+    /// (an empty page), so the drain does not sit out their long polls.
+    pub stopping: Arc<Stopping>,
+}
+
+/// The shutdown signal a waiting feed read listens for.
+#[derive(Debug, Default)]
+pub struct Stopping {
+    stopped: std::sync::atomic::AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+impl Stopping {
+    /// Wakes every waiting feed read, now and from now on.
+    pub fn stop(&self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.wake.notify_waiters();
+    }
+
+    /// Resolves once [`Stopping::stop`] has been called.
+    async fn stopped(&self) {
+        let woken = self.wake.notified();
+        if self.stopped.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        woken.await;
+    }
 }
 
 /// Where [`Cloud`] learns whether its store accepts writes (for sled,
@@ -652,8 +680,10 @@ impl<S: CloudStore> Cloud<S> {
                     return json(&page);
                 }
                 Ok(page) => {
-                    if tokio::time::timeout_at(deadline, grew).await.is_err() {
-                        return json(&page);
+                    tokio::select! {
+                        () = grew => {}
+                        () = tokio::time::sleep_until(deadline) => return json(&page),
+                        () = self.stopping.stopped() => return json(&page),
                     }
                 }
                 Err(e) => return storage_failure(e),

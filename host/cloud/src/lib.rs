@@ -263,6 +263,12 @@ async fn run<S: contract::CloudStore>(
         metrics: Arc::default(),
         ingesting: Arc::default(),
         storage,
+        stopping: Arc::default(),
+    };
+    let stopping = handler.stopping.clone();
+    let shutdown = async move {
+        shutdown.await;
+        stopping.stop();
     };
     let limits = outpost_http::ConnectionLimits {
         max_connections: 10_000,
