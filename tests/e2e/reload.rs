@@ -306,3 +306,32 @@ fn a_bad_settings_file_is_named_on_one_line_and_undoing_it_clears_the_error() {
     assert_eq!(events["events"][0]["kind"], "restored", "{events}");
     assert_eq!(node.get("/app").body, HELLO);
 }
+
+/// `--modules` pointed at a cargo target folder: cargo's own files are no
+/// warnings, and a build that appears as a hard link (as cargo makes
+/// `NAME.wasm` beside `deps/NAME.wasm`) is loaded without waiting for a
+/// close that never comes (here the wait for one is made ten minutes).
+#[test]
+fn a_cargo_target_folder_serves_each_build_without_warnings_or_the_long_wait() {
+    let dir = crate::harness::prepare(&[]);
+    std::fs::write(
+        dir.path().join("outpost.toml"),
+        "reload-max-wait-ms = 600000\n",
+    )
+    .unwrap();
+    let node = Node::spawn(dir, Vec::new(), None);
+    let modules = node.modules_dir();
+    std::fs::create_dir(modules.join("deps")).unwrap();
+    std::fs::create_dir(modules.join(".fingerprint")).unwrap();
+    std::fs::write(modules.join("libapp.rlib"), b"!<arch>").unwrap();
+    std::fs::write(modules.join("app.d"), b"app.wasm: src/lib.rs").unwrap();
+    std::fs::copy(
+        crate::harness::guest("hello"),
+        modules.join("deps/app.wasm"),
+    )
+    .unwrap();
+    std::fs::hard_link(modules.join("deps/app.wasm"), modules.join("app.wasm")).unwrap();
+    node.wait_for("/app", 200, HELLO);
+    let warnings = node.log_matches("WARN.*skipping");
+    assert!(warnings.is_empty(), "{warnings:#?}");
+}

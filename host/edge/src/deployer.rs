@@ -126,8 +126,8 @@ impl Deployer {
     /// whose file is gone. Returns how many functions are serving.
     pub async fn sync_all(self: &Arc<Self>) -> std::io::Result<usize> {
         let (names, skipped) = self.modules.list()?;
-        for file in skipped {
-            tracing::warn!(target: "outpost::deployer", file = %file, "skipping: a function is NAME.wasm with NAME matching [a-z0-9][a-z0-9_-]*");
+        for skip in skipped {
+            crate::modules::log_skipped(false, &skip.file, skip.looks_like_a_function);
         }
         let mut stale: HashSet<String> = self.registry.names().into_iter().collect();
         let mut tasks = tokio::task::JoinSet::new();

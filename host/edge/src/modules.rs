@@ -45,6 +45,36 @@ pub fn classify(file_name: &OsStr) -> FileKind<'_> {
     }
 }
 
+/// A file in the modules folder that is no function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub file: String,
+    /// A `.wasm` whose name is no function name (worth a warning); else
+    /// anything else (`notes.txt`, cargo's `deps/` when `--modules` is a
+    /// target folder), mentioned at debug only.
+    pub looks_like_a_function: bool,
+}
+
+/// Logs why `file` is not served: a `.wasm` with a bad name at WARN (with
+/// the rule), anything else at debug.
+pub fn log_skipped(target_is_watcher: bool, file: &str, looks_like_a_function: bool) {
+    let rule = outpost_wire::names::RULE;
+    match (looks_like_a_function, target_is_watcher) {
+        (true, true) => {
+            tracing::warn!(target: "outpost::watcher", file = %file, "skipping: a function is NAME.wasm, and NAME is {rule}")
+        }
+        (true, false) => {
+            tracing::warn!(target: "outpost::deployer", file = %file, "skipping: a function is NAME.wasm, and NAME is {rule}")
+        }
+        (false, true) => {
+            tracing::debug!(target: "outpost::watcher", file = %file, "skipping: not a .wasm or .toml file")
+        }
+        (false, false) => {
+            tracing::debug!(target: "outpost::deployer", file = %file, "skipping: not a .wasm or .toml file")
+        }
+    }
+}
+
 /// Why a module file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -160,7 +190,7 @@ impl ModulesDir {
 
     /// Names of all `NAME.wasm` files present, plus the names of files that
     /// are neither a function nor its settings (skipped, with a warning).
-    pub fn list(&self) -> std::io::Result<(Vec<String>, Vec<String>)> {
+    pub fn list(&self) -> std::io::Result<(Vec<String>, Vec<Skipped>)> {
         let mut functions = Vec::new();
         let mut skipped = Vec::new();
         for entry in std::fs::read_dir(&self.dir)? {
@@ -168,9 +198,14 @@ impl ModulesDir {
             match classify(&file_name) {
                 FileKind::Function(name) => functions.push(name.to_owned()),
                 FileKind::Settings(_) => {}
-                FileKind::BadName | FileKind::Other => {
-                    skipped.push(file_name.to_string_lossy().into_owned())
-                }
+                FileKind::BadName => skipped.push(Skipped {
+                    file: file_name.to_string_lossy().into_owned(),
+                    looks_like_a_function: true,
+                }),
+                FileKind::Other => skipped.push(Skipped {
+                    file: file_name.to_string_lossy().into_owned(),
+                    looks_like_a_function: false,
+                }),
             }
         }
         functions.sort();

@@ -58,11 +58,15 @@ pub fn watch(deployer: Arc<Deployer>, timing: Timing) -> notify::Result<WatchHan
 fn settle_after(event: &notify::Event, timing: Timing) -> Option<Duration> {
     match &event.kind {
         // A new symlink is complete the moment it exists; no close follows.
+        // A symlink or a hard link (how cargo puts `target/.../NAME.wasm`
+        // beside `deps/`) is whole the moment it appears.
         EventKind::Create(_)
-            if event
-                .paths
-                .iter()
-                .all(|p| p.symlink_metadata().is_ok_and(|m| m.is_symlink())) =>
+            if event.paths.iter().all(|p| {
+                p.symlink_metadata().is_ok_and(|m| {
+                    use std::os::unix::fs::MetadataExt;
+                    m.is_symlink() || (m.is_file() && m.nlink() > 1)
+                })
+            }) =>
         {
             Some(timing.debounce)
         }
@@ -104,10 +108,10 @@ async fn run(
                             FileKind::Function(name) | FileKind::Settings(name) => {
                                 pending.insert(name.to_owned(), Pending { due: Instant::now() + settle });
                             }
-                            FileKind::BadName | FileKind::Other => {
+                            kind @ (FileKind::BadName | FileKind::Other) => {
                                 let file = file_name.to_string_lossy().into_owned();
                                 if !matches!(event.kind, EventKind::Remove(_)) && warned.insert(file.clone()) {
-                                    tracing::warn!(target: "outpost::watcher", file = %file, "skipping: a function is NAME.wasm with NAME matching [a-z0-9][a-z0-9_-]*");
+                                    modules::log_skipped(true, &file, kind == FileKind::BadName);
                                 }
                             }
                         }
