@@ -1,6 +1,6 @@
-//! `outpost dev [PATH...]`: builds Rust function projects for
-//! `wasm32-wasip2`, serves them on a local node, and rebuilds and reloads
-//! each on every source change. A build that fails is shown in the
+//! `outpost dev [PATH...]`: builds function projects (Rust, or the
+//! JavaScript and Python projects `outpost new` writes), serves them on a
+//! local node, and rebuilds and reloads each on every source change. A build that fails is shown in the
 //! terminal and the previous build keeps serving.
 //!
 //! A build is put into the node's modules folder by a rename (written
@@ -26,7 +26,8 @@ const SETTLE: Duration = Duration::from_millis(150);
 /// Flags for `outpost dev`.
 #[derive(clap::Args)]
 pub struct DevArgs {
-    /// Project folders, each a Rust crate that builds a cdylib [default: .].
+    /// Project folders: a Rust crate that builds a cdylib, or a JavaScript
+    /// or Python project as `outpost new` writes them [default: .].
     paths: Vec<PathBuf>,
     /// Address to serve on.
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -44,10 +45,23 @@ pub struct DevArgs {
 struct Project {
     /// Its folder, canonical (events are matched against it).
     dir: PathBuf,
-    /// The function name it is served as: the package name.
+    /// The function name it is served as: the package name (the folder's
+    /// name for Python).
     name: String,
-    /// Where cargo writes the component.
+    /// Where the build writes the component.
     artifact: PathBuf,
+    kind: Kind,
+}
+
+/// How a project is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `cargo build --release --target wasm32-wasip2`.
+    Rust,
+    /// `npm install` (once), then `npm run build`.
+    JavaScript,
+    /// A `.venv` with `requirements.txt` (once), then componentize-py.
+    Python,
 }
 
 /// Where the dev node keeps things.
@@ -77,7 +91,9 @@ pub fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<
             );
         }
     }
-    ensure_target()?;
+    if projects.iter().any(|p| p.kind == Kind::Rust) {
+        ensure_target()?;
+    }
     let folders = Folders {
         modules: args.data.join("modules"),
         staging: args.data.join("staging"),
@@ -133,13 +149,50 @@ pub fn run(args: DevArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<
 /// The project at `dir`: its package name (the function's name) and where
 /// its component is built.
 fn inspect(dir: &Path) -> anyhow::Result<Project> {
-    let manifest = dir.join("Cargo.toml");
-    if !manifest.is_file() {
+    if dir.join("Cargo.toml").is_file() {
+        return inspect_rust(dir);
+    }
+    let canonical = dir
+        .canonicalize()
+        .with_context(|| format!("no project at {}", dir.display()))?;
+    let (name, kind) = if dir.join("package.json").is_file() {
+        let text = std::fs::read_to_string(dir.join("package.json"))?;
+        let package: serde_json::Value =
+            serde_json::from_str(&text).context("package.json is not JSON")?;
+        if package["scripts"]["build"].as_str().is_none() {
+            bail!("{}/package.json has no `build` script", dir.display());
+        }
+        let name = package["name"].as_str().unwrap_or_default().to_owned();
+        (name, Kind::JavaScript)
+    } else if dir.join("requirements.txt").is_file() && dir.join("app.py").is_file() {
+        let name = canonical
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        (name, Kind::Python)
+    } else {
         bail!(
-            "{} has no Cargo.toml: `outpost dev` builds Rust projects (`outpost new NAME` makes one)",
+            "{} is no project `outpost dev` knows: a Rust crate (Cargo.toml), a JavaScript project (package.json with a build script) or a Python one (app.py and requirements.txt); `outpost new NAME` makes one",
             dir.display()
         );
+    };
+    if !outpost_wire::names::is_valid(&name) {
+        bail!(
+            "{name:?} cannot be a function name: names are {}",
+            outpost_wire::names::RULE
+        );
     }
+    Ok(Project {
+        artifact: canonical.join(format!("{name}.wasm")),
+        dir: canonical,
+        name,
+        kind,
+    })
+}
+
+/// A Rust crate: its package name and where cargo writes its component.
+fn inspect_rust(dir: &Path) -> anyhow::Result<Project> {
+    let manifest = dir.join("Cargo.toml");
     let output = Command::new("cargo")
         .args([
             "metadata",
@@ -206,6 +259,7 @@ fn inspect(dir: &Path) -> anyhow::Result<Project> {
             .join(TARGET)
             .join("release")
             .join(format!("{file}.wasm")),
+        kind: Kind::Rust,
     })
 }
 
@@ -236,11 +290,7 @@ fn ensure_target() -> anyhow::Result<()> {
 /// there, so the previous build keeps serving.
 fn build_and_install(project: &Project, folders: &Folders) {
     println!("outpost dev: building {}", project.name);
-    let status = Command::new("cargo")
-        .args(["build", "--release", "--target", TARGET, "--manifest-path"])
-        .arg(project.dir.join("Cargo.toml"))
-        .status();
-    match status {
+    match build(project) {
         Ok(s) if s.success() => {}
         Ok(_) => {
             println!(
@@ -274,6 +324,60 @@ fn build_and_install(project: &Project, folders: &Folders) {
     }
 }
 
+/// Runs the project's build, its output in the terminal.
+fn build(project: &Project) -> std::io::Result<std::process::ExitStatus> {
+    let run = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .current_dir(&project.dir)
+            .status()
+    };
+    match project.kind {
+        Kind::Rust => Command::new("cargo")
+            .args(["build", "--release", "--target", TARGET, "--manifest-path"])
+            .arg(project.dir.join("Cargo.toml"))
+            .status(),
+        Kind::JavaScript => {
+            if !project.dir.join("node_modules").is_dir() {
+                let installed = run("npm", &["install"])?;
+                if !installed.success() {
+                    return Ok(installed);
+                }
+            }
+            run("npm", &["run", "build"])
+        }
+        Kind::Python => {
+            let venv = project.dir.join(".venv");
+            if !venv.join("bin/componentize-py").is_file() {
+                let made = run("python3", &["-m", "venv", ".venv"])?;
+                if !made.success() {
+                    return Ok(made);
+                }
+                let installed = run(".venv/bin/pip", &["install", "-r", "requirements.txt"])?;
+                if !installed.success() {
+                    return Ok(installed);
+                }
+            }
+            let out = format!("{}.wasm", project.name);
+            run(
+                ".venv/bin/componentize-py",
+                &[
+                    "-d",
+                    "wit",
+                    "-w",
+                    "app",
+                    "componentize",
+                    "-p",
+                    ".",
+                    "app",
+                    "-o",
+                    &out,
+                ],
+            )
+        }
+    }
+}
+
 /// Copies `from` into the modules folder as `file`: written in the staging
 /// folder, then renamed in, so the node never sees it half-written.
 fn place(from: &Path, folders: &Folders, file: &str) -> std::io::Result<()> {
@@ -282,8 +386,9 @@ fn place(from: &Path, folders: &Folders, file: &str) -> std::io::Result<()> {
     std::fs::rename(&staged, folders.modules.join(file))
 }
 
-/// Rebuilds each project whose sources change; cargo's own output and
-/// hidden folders (`target/`, `.git/`, the dev folder) are not sources.
+/// Rebuilds each project whose sources change; build output and hidden
+/// folders (`target/`, `node_modules/`, `__pycache__/`, `.git/`, `.venv/`,
+/// the dev folder, any `.wasm`) are not sources.
 fn rebuild_on_change(
     projects: &[Project],
     folders: &Folders,
@@ -323,14 +428,56 @@ fn is_source(dir: &Path, path: &Path) -> bool {
     };
     rest.components().all(|c| {
         let part = c.as_os_str().to_string_lossy();
-        !part.starts_with('.') && part != "target" && !part.ends_with('~')
+        !part.starts_with('.')
+            && !matches!(&*part, "target" | "node_modules" | "__pycache__")
+            && !part.ends_with('~')
+            && !part.ends_with(".wasm")
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::is_source;
+    use super::{Kind, inspect, is_source};
     use std::path::Path;
+
+    #[test]
+    fn javascript_and_python_projects_are_recognised_and_named() {
+        let js = tempfile::tempdir().unwrap();
+        std::fs::write(
+            js.path().join("package.json"),
+            r#"{"name":"shop","scripts":{"build":"componentize-js app.js -o shop.wasm"}}"#,
+        )
+        .unwrap();
+        let project = inspect(js.path()).unwrap();
+        assert_eq!(
+            (project.name.as_str(), project.kind),
+            ("shop", Kind::JavaScript)
+        );
+        assert!(project.artifact.ends_with("shop.wasm"));
+
+        let root = tempfile::tempdir().unwrap();
+        let py = root.path().join("greeter");
+        std::fs::create_dir(&py).unwrap();
+        std::fs::write(py.join("app.py"), "").unwrap();
+        std::fs::write(py.join("requirements.txt"), "").unwrap();
+        let project = inspect(&py).unwrap();
+        assert_eq!(
+            (project.name.as_str(), project.kind),
+            ("greeter", Kind::Python)
+        );
+
+        let bad = tempfile::tempdir().unwrap();
+        std::fs::write(
+            bad.path().join("package.json"),
+            r#"{"name":"Shop","scripts":{"build":"x"}}"#,
+        )
+        .unwrap();
+        let error = inspect(bad.path()).unwrap_err().to_string();
+        assert!(error.contains("cannot be a function name"), "{error}");
+        let empty = tempfile::tempdir().unwrap();
+        let error = inspect(empty.path()).unwrap_err().to_string();
+        assert!(error.contains("outpost new NAME"), "{error}");
+    }
 
     #[test]
     fn only_sources_count_as_changes() {
@@ -342,5 +489,9 @@ mod tests {
         assert!(!is_source(dir, Path::new("/p/.outpost-dev/modules/x.wasm")));
         assert!(!is_source(dir, Path::new("/p/src/lib.rs~")));
         assert!(!is_source(dir, Path::new("/q/src/lib.rs")));
+        assert!(is_source(dir, Path::new("/p/app.js")));
+        assert!(!is_source(dir, Path::new("/p/node_modules/x/index.js")));
+        assert!(!is_source(dir, Path::new("/p/app.wasm")));
+        assert!(!is_source(dir, Path::new("/p/__pycache__/app.pyc")));
     }
 }
