@@ -89,8 +89,8 @@ fn dev_builds_serves_and_reloads_on_each_change_and_keeps_the_last_good_build() 
         .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
         .arg("--data")
         .arg(dir.join(".outpost-dev"))
-        // Built once for every run of this test, beside the repo's own.
-        .env("CARGO_TARGET_DIR", repo.join("target/dev-projects"))
+        // Shared with the template tests: the SDK's dependencies build once.
+        .env("CARGO_TARGET_DIR", repo.join("target/templates/rust"))
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

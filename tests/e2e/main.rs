@@ -27,6 +27,7 @@ mod outbound;
 mod reload;
 mod replication;
 mod routing;
+mod templates;
 mod tls;
 mod toolchains;
 mod trust;

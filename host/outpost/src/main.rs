@@ -3,6 +3,7 @@
 
 mod cloud_file;
 mod dev;
+mod new_project;
 
 use clap::{Parser, Subcommand};
 use outpost_edge::config::{AllocatorChoice, FileConfig, FlagConfig, ServeConfig};
@@ -39,6 +40,8 @@ enum Command {
     /// Measure a component on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Write a new function project (Rust, JavaScript or Python) to build and deploy.
+    New(new_project::NewArgs),
 }
 
 #[derive(Subcommand)]
@@ -412,6 +415,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
+        Command::New(args) => new_project::run(args),
         Command::Dev(args) => dev::run(args, shutdown_signal()),
         Command::Serve(args) => {
             let config = serve_config(args)?;
