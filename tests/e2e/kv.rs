@@ -458,15 +458,16 @@ fn a_function_cannot_raise_the_hosts_kv_limits() {
     crate::harness::write_host_config(&dir, "[kv]\nmax-value-bytes = 1048576\n");
     let node = Node::spawn(dir, Vec::new(), None);
     node.wait_log(r"max-value-bytes = 2097152 is above the host's limit of 1048576");
+    let refused = node.get("/greedy");
     assert_eq!(
-        node.get("/greedy").status,
-        404,
+        (refused.status, refused.json()["error"].as_str()),
+        (503, Some("load-failed")),
         "not served with a raised limit"
     );
     // Lowering it is fine, and takes effect on the settings change.
     node.write_settings("greedy", "[kv]\nmax-value-bytes = 10\n");
     eventually("greedy served", || {
-        (node.get("/greedy").status != 404).then_some(())
+        (node.get("/greedy").status != 503).then_some(())
     });
     let v = op(
         &node,
