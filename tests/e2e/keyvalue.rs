@@ -5,45 +5,12 @@
 //! are the function's Outpost stores, so `kvtest` (the SDK's kv) sees the
 //! same values in a store granted to both.
 
-use crate::harness::{Cloud, Node, TOKEN, encode, eventually, prepare, write_settings};
+use crate::harness::{Cloud, Node, TOKEN, eventually, prepare, write_settings};
 use serde_json::{Value, json};
 
-/// Calls `OP` on `BUCKET` through function `function`, returning the JSON
-/// answer (`{"ok": ...}` or `{"error": ...}`).
-fn op(
-    node: &Node,
-    function: &str,
-    bucket: &str,
-    op: &str,
-    query: &[(&str, &str)],
-    body: &[u8],
-) -> Value {
-    let query: Vec<String> = query
-        .iter()
-        .map(|(k, v)| format!("{k}={}", encode(v)))
-        .collect();
-    let reply = node.request(
-        "POST",
-        &format!("/{function}/{bucket}/{op}?{}", query.join("&")),
-        &[],
-        body,
-    );
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.json()
-}
-
-fn ok(v: Value) -> Value {
-    v.get("ok")
-        .cloned()
-        .unwrap_or_else(|| panic!("expected ok, got {v}"))
-}
-
-fn err(v: Value) -> String {
-    v.get("error")
-        .and_then(Value::as_str)
-        .unwrap_or_else(|| panic!("expected an error, got {v}"))
-        .to_string()
-}
+// kvstd answers as kvtest does: `/FUNCTION/BUCKET/OP`, `{"ok": ...}` or
+// `{"error": ...}`.
+use crate::kv::{err, ok, op};
 
 fn keys(v: &Value) -> Vec<String> {
     serde_json::from_value(v["keys"].clone()).unwrap()

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 /// Calls `OP` on `STORE` through function `function`, returning the JSON
 /// answer (`{"ok": ...}` or `{"error": ...}`).
-fn op(
+pub(crate) fn op(
     node: &Node,
     function: &str,
     store: &str,
@@ -29,13 +29,13 @@ fn op(
     reply.json()
 }
 
-fn ok(v: Value) -> Value {
+pub(crate) fn ok(v: Value) -> Value {
     v.get("ok")
         .cloned()
         .unwrap_or_else(|| panic!("expected ok, got {v}"))
 }
 
-fn err(v: Value) -> String {
+pub(crate) fn err(v: Value) -> String {
     v.get("error")
         .and_then(Value::as_str)
         .unwrap_or_else(|| panic!("expected an error, got {v}"))
