@@ -239,16 +239,7 @@ impl Deployer {
                     Outcome::Loaded
                 }
             }
-            Err(e) => {
-                // A secret can become readable while the files stay the
-                // same: the next event for the name (a `touch`) tries again.
-                let retry = matches!(e, LoadError::Secret(_));
-                let outcome = self.report_failure(name, Some(identity), e.into());
-                if retry {
-                    self.failed.record(name, None);
-                }
-                outcome
-            }
+            Err(e) => self.report_failure(name, Some(identity), e.into()),
         }
     }
 
@@ -270,6 +261,14 @@ impl Deployer {
     /// Logs why `name` failed; `identity` (`sha256+settings`) is remembered
     /// so the same files are not retried.
     fn report_failure(&self, name: &str, identity: Option<String>, error: DeployError) -> Outcome {
+        // Recorded before the log line, so whoever sees the line sees the
+        // 503 too. A secret can become readable while the files stay the
+        // same: not remembered by identity, so the next event for the name
+        // (a `touch`) tries again.
+        let remembered = identity
+            .clone()
+            .filter(|_| !matches!(error, DeployError::Load(LoadError::Secret(_))));
+        self.failed.record(name, remembered);
         let serving = self.registry.get(name);
         let message = error.to_string();
         match &serving {
@@ -292,7 +291,6 @@ impl Deployer {
         event.version = identity.as_deref().map(|s| s[..12].to_owned());
         event.message = Some(message.clone());
         self.activity.record(event);
-        self.failed.record(name, identity);
         Outcome::Failed
     }
 }
