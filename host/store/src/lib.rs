@@ -12,9 +12,10 @@ pub mod epoch;
 pub mod feed;
 mod handles;
 mod options;
+pub mod pending;
 pub mod quarantine;
 
-pub use committer::{Rejection, WriteOp, Written};
+pub use committer::{Receipt, Rejection, WriteOp, Written};
 pub use options::{
     DEFAULT_FLUSH_TIMEOUT, DEFAULT_MIN_FREE_BYTES, DEFAULT_PROBE_INTERVAL,
     DEFAULT_STALL_REOPEN_AFTER, StorageOptions,
@@ -184,6 +185,11 @@ impl Storage {
         }
         progress.outbox_bytes.store(backlog, Ordering::Release);
         progress.outbox_records.store(records, Ordering::Release);
+        committer::recount_pending(
+            &progress.pending,
+            &handles,
+            u64_value(meta.get(META_HLC)?),
+        );
         let live = Arc::new(ArcSwap::from_pointee(handles));
         let health = Arc::new(HealthCell::default());
         let callers = committer::Callers::default();
@@ -299,6 +305,45 @@ impl Storage {
         self.writer.submit(op).await
     }
 
+    /// [`Storage::write`], also returning the outbox record a replicated
+    /// KV write made (none for a local store, an event, or a refusal).
+    pub async fn write_receipt(
+        &self,
+        op: WriteOp,
+    ) -> Result<(Written, Option<Receipt>), StorageError> {
+        self.writer.submit_receipt(op).await
+    }
+
+    /// The stored version of `key` in `store` with its live value (`None`
+    /// for a tombstone), or `None` if the key was never written or was
+    /// deleted in a local store.
+    pub fn get_versioned(
+        &self,
+        store: &str,
+        key: &str,
+    ) -> Result<Option<envelope::Stored>, StorageError> {
+        let Some(bytes) = self.tree(store)?.get(key)? else {
+            return Ok(None);
+        };
+        match envelope::decode(&bytes) {
+            Some(stored) => Ok(Some(stored)),
+            None => Err(StorageError::Corrupt(format!("{store}/{key}"))),
+        }
+    }
+
+    /// Whether the cloud has answered the write that made `version`: a
+    /// version another node made came from the cloud's feed; one of this
+    /// node's is answered once the ack of its outbox record is (see
+    /// [`pending`]). A record the cloud refused counts as answered too.
+    pub fn is_answered(&self, version: &outpost_wire::Version) -> bool {
+        version.node != self.node_id || version.hlc <= self.progress.pending.acked_hlc()
+    }
+
+    /// Local writes of `store` still waiting in the outbox for the cloud.
+    pub fn pending_writes(&self, store: &str) -> u64 {
+        self.progress.pending.of(store)
+    }
+
     /// Makes every write applied so far durable, through the writer: what
     /// a write made outside the writer (quarantining, say) should await
     /// instead of flushing sled itself, because a flush on a failing disk
@@ -373,6 +418,7 @@ impl Storage {
         }
         let mut removed = 0;
         let outbox = &handles.outbox;
+        let (mut stores, mut last) = (Vec::new(), None);
         for item in outbox.range(..=through.to_be_bytes()) {
             let (key, _) = item?;
             if let Some(record) = outbox.remove(key)? {
@@ -380,8 +426,15 @@ impl Storage {
                     .outbox_bytes
                     .fetch_sub(record.len() as u64, Ordering::AcqRel);
                 self.progress.outbox_records.fetch_sub(1, Ordering::AcqRel);
+                stores.extend(pending::record_store(&record));
+                last = Some(record);
             }
             removed += 1;
+        }
+        let pending = &self.progress.pending;
+        pending.removed(stores);
+        if let Some(hlc) = last.as_deref().and_then(pending::record_hlc) {
+            pending.answered_through(hlc);
         }
         Ok(removed)
     }

@@ -77,8 +77,9 @@ impl Storage {
                 (&handles.outbox, &handles.quarantine)
                     .transaction(|(outbox, quarantine)| {
                         let Some(record) = outbox.remove(&key)? else {
-                            return Ok((0i64, false));
+                            return Ok((0i64, false, None));
                         };
+                        let store = crate::pending::record_store(&record);
                         let mut kept = kept_reason.clone();
                         kept.extend_from_slice(&record);
                         quarantine.insert(&slot, kept)?;
@@ -87,7 +88,7 @@ impl Storage {
                             outbox.insert(&key, skipped.as_slice())?;
                             delta -= skipped.len() as i64;
                         }
-                        Ok::<_, ConflictableTransactionError<()>>((delta, !placeholder))
+                        Ok::<_, ConflictableTransactionError<()>>((delta, !placeholder, store))
                     })
                     .map_err(|e| match e {
                         TransactionError::Storage(e) => StorageError::Db(e),
@@ -95,7 +96,9 @@ impl Storage {
                     })
             })
             .await?;
-        let (moved, removed) = moved;
+        let (moved, removed, store) = moved;
+        // Set aside, it no longer waits for the cloud.
+        self.progress.pending.removed(store);
         if removed {
             self.progress.outbox_records.fetch_sub(1, Ordering::AcqRel);
         }

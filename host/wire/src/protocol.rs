@@ -65,6 +65,12 @@ pub struct Entry {
     /// twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
+    /// The edge waits on this write (a `forward` store): the ack says
+    /// whether the record's version is the cloud's current one for its key
+    /// once the batch is applied (redelivered or not), or which version
+    /// superseded it. Not part of the entry's content (its digest).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outcome: bool,
 }
 
 /// A record's position under an earlier epoch of the same data dir.
@@ -103,6 +109,21 @@ pub struct Ack {
     /// sending them again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refused: Vec<Refusal>,
+    /// Of the KV entries that asked for their [`Entry::outcome`], those
+    /// whose version is not the cloud's current one for their key after
+    /// this batch (a newer write won, from any node); the others are the
+    /// current version. Absent from clouds that predate it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub superseded: Vec<Superseded>,
+}
+
+/// A write that lost, as the cloud tells the edge that waits on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Superseded {
+    /// The entry's sequence number.
+    pub seq: u64,
+    /// The version the cloud holds for the key instead.
+    pub winner: Version,
 }
 
 /// The cloud's verdict on one entry it will never apply.
@@ -371,7 +392,7 @@ mod fuzz {
             let batch = Batch {
                 node: "n".into(),
                 epoch: 1,
-                entries: entries.into_iter().map(|(seq, record)| Entry { seq, record, origin: None }).collect(),
+                entries: entries.into_iter().map(|(seq, record)| Entry { seq, record, origin: None, outcome: false }).collect(),
             };
             let mut json = serde_json::to_vec(&batch).unwrap();
             let decoded: Batch = serde_json::from_slice(&json).unwrap();

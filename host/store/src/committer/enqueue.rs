@@ -52,6 +52,9 @@ pub(super) fn requeue(step: &mut Step, id: u64) -> Result<Result<Written, Storag
     }
     step.tree(QUARANTINE).remove(&be(id))?;
     let seq = step.next_seq;
+    if let Some(store) = crate::pending::record_store(record) {
+        step.added_stores.push(store);
+    }
     step.tree(OUTBOX).insert(&be(seq), record)?;
     step.next_seq += 1;
     Ok(Ok(Written::Id(seq)))

@@ -14,7 +14,7 @@
 //! acks are removed outside the writer), so everything it changes is
 //! built afresh in [`Step`] on every run and handed back with the result.
 
-use super::ops::{Rejection, WriteOp, Written};
+use super::ops::{Receipt, Rejection, WriteOp, Written};
 use super::{Committer, be};
 use crate::{META_HLC, META_NEXT_SEQ, StorageError, tree_name};
 use outpost_wire::hlc::Hlc;
@@ -48,6 +48,11 @@ pub(super) struct Step<'a> {
     pub(super) room: u64,
     /// Bytes of outbox records added by this group.
     pub(super) outbox_added: u64,
+    /// The store of each KV record added by this group (for
+    /// [`crate::pending`]).
+    pub(super) added_stores: Vec<String>,
+    /// The record the current op made, taken after each op.
+    pub(super) receipt: Option<super::ops::Receipt>,
 }
 
 impl Step<'_> {
@@ -75,10 +80,11 @@ impl Step<'_> {
 
 /// What a committed group changed besides the trees.
 struct Outcome {
-    results: Vec<Result<Written, StorageError>>,
+    results: Vec<Result<(Written, Option<Receipt>), StorageError>>,
     hlc: u64,
     next_seq: u64,
     outbox_added: u64,
+    added_stores: Vec<String>,
 }
 
 /// The stores `op` writes to.
@@ -110,7 +116,7 @@ impl Committer {
     pub(super) fn apply_group(
         &mut self,
         ops: &[&WriteOp],
-    ) -> Result<Vec<Result<Written, StorageError>>, sled::Error> {
+    ) -> Result<Vec<Result<(Written, Option<Receipt>), StorageError>>, sled::Error> {
         let mut trees = vec![
             self.meta.clone(),
             self.outbox.clone(),
@@ -140,10 +146,14 @@ impl Committer {
                 next_seq,
                 room,
                 outbox_added: 0,
+                added_stores: Vec::new(),
+                receipt: None,
             };
             let mut results = Vec::with_capacity(ops.len());
             for op in ops {
-                results.push(apply(&mut step, op)?);
+                let result = apply(&mut step, op)?;
+                let receipt = step.receipt.take();
+                results.push(result.map(|written| (written, receipt)));
             }
             if step.next_seq != next_seq {
                 step.tree(META).insert(META_NEXT_SEQ, &be(step.next_seq))?;
@@ -156,6 +166,7 @@ impl Committer {
                 hlc: step.hlc.last(),
                 next_seq: step.next_seq,
                 outbox_added: step.outbox_added,
+                added_stores: step.added_stores,
             })
         });
         match outcome {
@@ -170,6 +181,7 @@ impl Committer {
                 self.progress
                     .outbox_bytes
                     .fetch_add(outcome.outbox_added, std::sync::atomic::Ordering::AcqRel);
+                self.progress.pending.added(&outcome.added_stores);
                 Ok(outcome.results)
             }
             Err(TransactionError::Storage(e)) => Err(e),

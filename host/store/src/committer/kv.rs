@@ -4,7 +4,7 @@
 
 use super::be;
 use super::group::{OUTBOX, Step, TxError};
-use super::ops::{Applied, Decision};
+use super::ops::{Applied, Decision, Receipt};
 use crate::StorageError;
 use outpost_wire::envelope::{self, Stored};
 use outpost_wire::{Record, Version};
@@ -56,6 +56,11 @@ pub(super) fn read_modify_write(
         step.store(store)
             .insert(key, envelope::encode(&version, new.as_deref()))?;
         step.tree(OUTBOX).insert(&be(step.next_seq), json)?;
+        step.added_stores.push(store.to_owned());
+        step.receipt = Some(Receipt {
+            seq: step.next_seq,
+            version: version.clone(),
+        });
         step.next_seq += 1;
     } else {
         match &new {

@@ -51,7 +51,7 @@ mod remote;
 #[cfg(test)]
 mod tests;
 
-pub use ops::{Rejection, WriteOp, Written};
+pub use ops::{Receipt, Rejection, WriteOp, Written};
 
 use crate::handles::Handles;
 use crate::{META_HLC, StorageError, StorageOptions, u64_value};
@@ -87,6 +87,8 @@ pub struct Progress {
     pub groups: AtomicU64,
     /// Writes in those groups: over `groups`, how many share a flush.
     pub grouped_writes: AtomicU64,
+    /// Waiting records per store, and the cloud's answered watermark.
+    pub pending: crate::pending::Pending,
 }
 
 /// Most writes applied under one flush.
@@ -133,7 +135,7 @@ type WriterWork = Box<dyn FnOnce(&Handles) -> Option<String> + Send>;
 
 struct Job {
     work: Work,
-    reply: oneshot::Sender<Result<Written, StorageError>>,
+    reply: oneshot::Sender<Result<(Written, Option<Receipt>), StorageError>>,
 }
 
 /// Submits writes to the writer thread.
@@ -155,6 +157,14 @@ impl Handle {
     /// Queues `op` and waits until it is durable (or refused, or its
     /// outcome is unknown: see [`StorageError`]).
     pub async fn submit(&self, op: WriteOp) -> Result<Written, StorageError> {
+        self.send(Work::Op(op)).await.map(|(written, _)| written)
+    }
+
+    /// [`Handle::submit`], with the outbox record the write made, if any.
+    pub async fn submit_receipt(
+        &self,
+        op: WriteOp,
+    ) -> Result<(Written, Option<Receipt>), StorageError> {
         self.send(Work::Op(op)).await
     }
 
@@ -186,7 +196,7 @@ impl Handle {
         result.await.map_err(|_| StorageError::Stopped)?
     }
 
-    async fn send(&self, work: Work) -> Result<Written, StorageError> {
+    async fn send(&self, work: Work) -> Result<(Written, Option<Receipt>), StorageError> {
         let (reply, result) = oneshot::channel();
         self.jobs
             .send(Job { work, reply })
@@ -322,6 +332,13 @@ fn take_queued(queue: &mpsc::Receiver<Job>, group: &mut Vec<Job>) {
             Err(_) => break,
         }
     }
+}
+
+/// Counts the outbox of `handles` into `pending` afresh (see
+/// [`crate::pending`]); a record it cannot read counts for no store.
+pub(crate) fn recount_pending(pending: &crate::pending::Pending, handles: &Handles, last_hlc: u64) {
+    let records = handles.outbox.iter().values().filter_map(Result::ok);
+    pending.recount(records, last_hlc);
 }
 
 fn be(n: u64) -> [u8; 8] {
@@ -462,17 +479,17 @@ impl Committer {
         for job in &mut group {
             let result = match std::mem::replace(&mut job.work, Work::Sync) {
                 Work::Op(_) => op_results.next().expect("one result per op"),
-                Work::Sync => Ok(Written::Done),
+                Work::Sync => Ok((Written::Done, None)),
                 Work::Run(work) => {
                     // After the transaction: the group's writes are
                     // concurrent, so any order of them is a valid one.
                     if failed.is_none() {
                         failed = work(&self.live.load());
                     }
-                    Ok(Written::Done)
+                    Ok((Written::Done, None))
                 }
             };
-            if matches!(result, Ok(Written::Rejected(Rejection::OutboxFull))) {
+            if matches!(result, Ok((Written::Rejected(Rejection::OutboxFull), _))) {
                 self.report_full_outbox();
             }
             results.push(result);
@@ -587,6 +604,7 @@ impl Committer {
             }
         }
         self.next_seq = self.next_seq.max(next_seq);
+        recount_pending(&self.progress.pending, &handles, self.hlc.last());
         self.live.store(Arc::new(handles));
         self.progress
             .outbox_bytes

@@ -102,6 +102,16 @@ pub enum Written {
     },
 }
 
+/// The outbox record a replicated KV write made: what an edge that waits
+/// for the cloud's answer to this write waits on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The record's sequence number.
+    pub seq: u64,
+    /// The version the write was stamped with.
+    pub version: outpost_wire::Version,
+}
+
 /// Why a write was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {

@@ -1106,3 +1106,39 @@ async fn the_outbox_count_follows_the_records_through_writes_groups_acks_and_a_r
     assert_eq!(storage.outbox_len(), 12);
     assert_eq!(storage.outbox_len(), tree_len(&storage));
 }
+
+#[tokio::test]
+async fn a_replicated_write_says_which_record_it_made_and_counts_as_pending_until_acked() {
+    let (dir, storage) = fresh();
+    let (written, receipt) = storage.write_receipt(set("k", b"v", true)).await.unwrap();
+    assert_eq!(written, Written::Done);
+    let receipt = receipt.expect("a replicated write makes a record");
+    let (_, local) = storage.write_receipt(set("l", b"v", false)).await.unwrap();
+    assert_eq!(local, None, "a local write makes no record");
+    storage.write(increment("n", 1)).await.unwrap();
+    assert_eq!(storage.pending_writes(STORE), 2);
+    let stored = storage.get_versioned(STORE, "k").unwrap().unwrap();
+    assert_eq!(stored.version, receipt.version);
+    assert!(!storage.is_answered(&stored.version));
+
+    storage.outbox_ack(receipt.seq).unwrap();
+    assert_eq!(storage.pending_writes(STORE), 1);
+    assert!(storage.is_answered(&stored.version));
+    let newer = storage.get_versioned(STORE, "n").unwrap().unwrap();
+    assert!(!storage.is_answered(&newer.version));
+    // Another node's version came from the cloud.
+    let foreign = Version {
+        hlc: u64::MAX,
+        node: "node-b".into(),
+    };
+    assert!(storage.is_answered(&foreign));
+
+    // Counted again from the outbox on open.
+    let storage = reopen(&dir, storage);
+    assert_eq!(storage.pending_writes(STORE), 1);
+    assert!(storage.is_answered(&stored.version));
+    assert!(!storage.is_answered(&newer.version));
+    storage.outbox_ack(u64::MAX - 1).unwrap();
+    assert_eq!(storage.pending_writes(STORE), 0);
+    assert!(storage.is_answered(&newer.version));
+}
