@@ -12,10 +12,12 @@ pub mod epoch;
 pub mod feed;
 mod handles;
 mod options;
+pub mod awaiting;
 pub mod pending;
 pub mod quarantine;
 
-pub use committer::{Receipt, Rejection, WriteOp, Written};
+pub use awaiting::CloudAnswer;
+pub use committer::{Receipt, Rejection, Reply, WriteOp, Written};
 pub use options::{
     DEFAULT_FLUSH_TIMEOUT, DEFAULT_MIN_FREE_BYTES, DEFAULT_PROBE_INTERVAL,
     DEFAULT_STALL_REOPEN_AFTER, StorageOptions,
@@ -311,7 +313,24 @@ impl Storage {
         &self,
         op: WriteOp,
     ) -> Result<(Written, Option<Receipt>), StorageError> {
-        self.writer.submit_receipt(op).await
+        let reply = self.writer.submit_receipt(op, false).await?;
+        Ok((reply.written, reply.receipt))
+    }
+
+    /// [`Storage::write_receipt`] for a caller that will wait for the
+    /// cloud's answer to the record: [`committer::Reply::answer`] is where
+    /// it arrives (registered before the record can ship, see
+    /// [`awaiting`]).
+    pub async fn write_awaiting_cloud(
+        &self,
+        op: WriteOp,
+    ) -> Result<committer::Reply, StorageError> {
+        self.writer.submit_receipt(op, true).await
+    }
+
+    /// The writes that wait for the cloud's answer, for the shipper.
+    pub fn awaiting(&self) -> &awaiting::Awaiting {
+        &self.progress.awaiting
     }
 
     /// The stored version of `key` in `store` with its live value (`None`

@@ -89,6 +89,8 @@ pub struct Progress {
     pub grouped_writes: AtomicU64,
     /// Waiting records per store, and the cloud's answered watermark.
     pub pending: crate::pending::Pending,
+    /// Writes whose callers wait for the cloud's answer.
+    pub awaiting: crate::awaiting::Awaiting,
 }
 
 /// Most writes applied under one flush.
@@ -135,7 +137,21 @@ type WriterWork = Box<dyn FnOnce(&Handles) -> Option<String> + Send>;
 
 struct Job {
     work: Work,
-    reply: oneshot::Sender<Result<(Written, Option<Receipt>), StorageError>>,
+    /// The caller will wait for the cloud's answer to the record the
+    /// write makes: register it before the flush (see [`crate::awaiting`]).
+    awaits_cloud: bool,
+    reply: oneshot::Sender<Result<Reply, StorageError>>,
+}
+
+/// A write's answer to its caller.
+pub struct Reply {
+    /// What the write did.
+    pub written: Written,
+    /// The outbox record it made, if any.
+    pub receipt: Option<Receipt>,
+    /// Where the cloud's answer to that record arrives, if the caller
+    /// asked to wait for it.
+    pub answer: Option<oneshot::Receiver<crate::awaiting::CloudAnswer>>,
 }
 
 /// Submits writes to the writer thread.
@@ -157,21 +173,23 @@ impl Handle {
     /// Queues `op` and waits until it is durable (or refused, or its
     /// outcome is unknown: see [`StorageError`]).
     pub async fn submit(&self, op: WriteOp) -> Result<Written, StorageError> {
-        self.send(Work::Op(op)).await.map(|(written, _)| written)
+        self.send(Work::Op(op), false).await.map(|r| r.written)
     }
 
-    /// [`Handle::submit`], with the outbox record the write made, if any.
+    /// [`Handle::submit`], with the outbox record the write made, if any;
+    /// with `awaits_cloud`, also where the cloud's answer to it arrives.
     pub async fn submit_receipt(
         &self,
         op: WriteOp,
-    ) -> Result<(Written, Option<Receipt>), StorageError> {
-        self.send(Work::Op(op)).await
+        awaits_cloud: bool,
+    ) -> Result<Reply, StorageError> {
+        self.send(Work::Op(op), awaits_cloud).await
     }
 
     /// Waits until everything applied so far is durable; answers like a
     /// write.
     pub async fn sync(&self) -> Result<(), StorageError> {
-        self.send(Work::Sync).await.map(drop)
+        self.send(Work::Sync, false).await.map(drop)
     }
 
     /// Runs `work` on the writer thread as one write of a group, and
@@ -191,15 +209,19 @@ impl Handle {
             let failed = io_failure(&outcome);
             let _ = done.send(outcome);
             failed
-        })))
+        })), false)
         .await?;
         result.await.map_err(|_| StorageError::Stopped)?
     }
 
-    async fn send(&self, work: Work) -> Result<(Written, Option<Receipt>), StorageError> {
+    async fn send(&self, work: Work, awaits_cloud: bool) -> Result<Reply, StorageError> {
         let (reply, result) = oneshot::channel();
         self.jobs
-            .send(Job { work, reply })
+            .send(Job {
+                work,
+                awaits_cloud,
+                reply,
+            })
             .map_err(|_| StorageError::Stopped)?;
         self.gate.arrived();
         // The writer took the job, so it may have applied it before dying.
@@ -492,6 +514,20 @@ impl Committer {
             if matches!(result, Ok((Written::Rejected(Rejection::OutboxFull), _))) {
                 self.report_full_outbox();
             }
+            let result = result.map(|(written, receipt)| {
+                // Before the flush: the shipper cannot see the record yet.
+                let answer = match &receipt {
+                    Some(receipt) if job.awaits_cloud => {
+                        Some(self.progress.awaiting.register(receipt.seq))
+                    }
+                    _ => None,
+                };
+                Reply {
+                    written,
+                    receipt,
+                    answer,
+                }
+            });
             results.push(result);
         }
         if let Some(reason) = failed {

@@ -1142,3 +1142,27 @@ async fn a_replicated_write_says_which_record_it_made_and_counts_as_pending_unti
     assert_eq!(storage.pending_writes(STORE), 0);
     assert!(storage.is_answered(&newer.version));
 }
+
+#[tokio::test]
+async fn a_write_that_awaits_the_cloud_is_registered_before_its_record_can_ship() {
+    let (_dir, storage) = fresh();
+    let reply = storage
+        .write_awaiting_cloud(set("k", b"v", true))
+        .await
+        .unwrap();
+    let receipt = reply.receipt.expect("a record");
+    // Shippable now, and already registered.
+    let batch = storage.outbox_batch(10, usize::MAX).unwrap();
+    assert_eq!(batch.last().map(|(seq, _)| *seq), Some(receipt.seq));
+    assert_eq!(storage.awaiting().awaited(0, receipt.seq), vec![receipt.seq]);
+    storage
+        .awaiting()
+        .answer_through(receipt.seq, |_| crate::CloudAnswer::Applied);
+    assert_eq!(reply.answer.unwrap().await.unwrap(), crate::CloudAnswer::Applied);
+    // A local write has no record to wait on.
+    let local = storage
+        .write_awaiting_cloud(set("l", b"v", false))
+        .await
+        .unwrap();
+    assert!(local.answer.is_none() && local.receipt.is_none());
+}
