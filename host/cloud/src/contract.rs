@@ -5,6 +5,9 @@
 //! What every backend guarantees:
 //! - ingest is exactly once per (edge database epoch, sequence), and an
 //!   [`Ack`] is returned only once what it acknowledges is durable;
+//! - an entry that asks for its outcome ([`Entry::outcome`]) is answered
+//!   with the key's current version after its batch, whether it was
+//!   applied now, before, or at its old place (see [`CloudStore::ingest`]);
 //! - KV writes resolve last-writer-wins by (HLC, node id), and a write made
 //!   without seeing the current version is recorded as a conflict;
 //! - the feed, events and conflicts are served only below the durable
@@ -12,7 +15,7 @@
 
 use crate::credentials::Credential;
 use outpost_wire::validate::Invalid;
-use outpost_wire::{Ack, Conflict, Entry, Event, FeedPage, Page, Version};
+use outpost_wire::{Ack, Conflict, Entry, Event, FeedPage, Page, Record, Superseded, Version};
 use tokio::sync::Notify;
 
 /// A batch as the API hands it to the store: the authenticated sender,
@@ -50,13 +53,73 @@ impl Checked {
 
 /// What identifies an entry's content on every backend: the first 8 bytes
 /// of the SHA-256 of its record, re-serialized (serde writes a struct the
-/// same way every time).
+/// same way every time). The record only: [`Entry::outcome`] asks for an
+/// answer, it is not content, so a redelivery that flips it is still the
+/// same entry (and `origin` says where it was, not what it is).
 pub fn entry_digest(entry: &Entry) -> [u8; 8] {
     use sha2::Digest as _;
     let json = serde_json::to_vec(&entry.record).expect("serializes");
     sha2::Sha256::digest(&json)[..8]
         .try_into()
         .expect("8 bytes")
+}
+
+/// A KV write of a batch whose edge waits on its outcome.
+#[derive(Debug)]
+pub(crate) struct Awaited<'a> {
+    pub(crate) seq: u64,
+    pub(crate) store: &'a str,
+    pub(crate) key: &'a str,
+    pub(crate) version: &'a Version,
+}
+
+/// The entries whose outcome the ack tells: KV writes that ask for it
+/// ([`Entry::outcome`]) and that `refused` does not name (a refused record
+/// was never a candidate, so it neither won nor lost). Checks one flag an
+/// entry and allocates nothing when none asks.
+pub(crate) fn awaited<'a>(
+    entries: impl IntoIterator<Item = &'a Entry>,
+    refused: impl Fn(u64) -> bool,
+) -> Vec<Awaited<'a>> {
+    entries
+        .into_iter()
+        .filter(|entry| entry.outcome && !refused(entry.seq))
+        .filter_map(|entry| match &entry.record {
+            Record::Kv {
+                store,
+                key,
+                version,
+                ..
+            } => Some(Awaited {
+                seq: entry.seq,
+                store,
+                key,
+                version,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The ack's [`Ack::superseded`] lines for `awaited`, given each key's
+/// current version once the batch is applied (`None`: no row, which an
+/// accepted write cannot leave; then there is no winner to name).
+pub(crate) fn superseded<E>(
+    awaited: &[Awaited<'_>],
+    mut current: impl FnMut(&Awaited<'_>) -> Result<Option<Version>, E>,
+) -> Result<Vec<Superseded>, E> {
+    let mut lines = Vec::new();
+    for write in awaited {
+        if let Some(winner) = current(write)?
+            && winner != *write.version
+        {
+            lines.push(Superseded {
+                seq: write.seq,
+                winner,
+            });
+        }
+    }
+    Ok(lines)
 }
 
 /// How many recent sequence numbers per epoch keep a digest. Redeliveries
@@ -118,6 +181,18 @@ pub trait CloudStore: Clone + Send + Sync + 'static {
     /// once durable. Refuses, changing nothing, a batch whose epoch belongs
     /// to another node, that skips sequence numbers, or that repeats an
     /// applied one with other content.
+    ///
+    /// Every KV entry with [`Entry::outcome`] that the ack does not refuse
+    /// is answered in [`Ack::superseded`] by the key's current version,
+    /// read in the batch's transaction after its writes (so it reflects
+    /// this batch and everything committed before it): a line
+    /// `{seq, winner}` if that version is not the entry's, none if it is.
+    /// The same holds for an entry applied now, a redelivered duplicate,
+    /// and a renumbered record whose old place applied it: the answer is
+    /// the key's state, not what this delivery did. Other records ignore
+    /// the flag, and it is not part of the entry's digest. Only flagged
+    /// entries cost anything (one read each on sled, one statement per
+    /// batch on PostgreSQL).
     fn ingest(&self, batch: Checked) -> impl Future<Output = Result<Ack, CloudStoreError>> + Send;
 
     /// Up to `limit` accepted KV writes after cursor `since`, stopping

@@ -373,6 +373,8 @@ impl SledStore {
     /// epoch's watermark are duplicates, and must match what was applied),
     /// then flushes. The ack is only returned once everything it covers is
     /// durable. Refused entries advance the watermark without applying.
+    /// KV entries that ask for their outcome are answered by their key's
+    /// version as the batch's transaction leaves it (one read each).
     /// While storage fails the batch is refused, or, if its flush failed,
     /// answered [`CloudStoreError::Unavailable`] without an ack.
     pub fn ingest(&self, batch: &Checked) -> Result<Ack, CloudStoreError> {
@@ -615,11 +617,22 @@ fn apply_batch(
     if owner.is_none() && !batch.entries.is_empty() {
         handles.epochs.insert(mark_key, batch.node.as_bytes())?;
     }
+    // Refused records are not answered: a redelivered one by what was kept
+    // (`refused_before`, in seq order), a new one by its verdict.
+    let awaited = crate::contract::awaited(
+        batch
+            .entries
+            .iter()
+            .filter(|(e, verdict)| e.seq <= mark || verdict.is_none())
+            .map(|(e, _)| e),
+        |seq| seq <= mark && refused_before.binary_search_by_key(&seq, |r| r.seq).is_ok(),
+    );
     let mut ack = Ack {
         applied: 0,
         duplicates: 0,
         through: 0,
         refused: refused_before,
+        superseded: Vec::new(),
     };
     // What each new entry keeps, and whether it was applied before at its
     // place or (renumbered by `--new-epoch`, or carried by a copy) at its
@@ -699,11 +712,23 @@ fn apply_batch(
                 meta.insert("next_feed", &be(next.feed))?;
                 meta.insert("next_event", &be(next.event))?;
                 meta.insert("next_conflict", &be(next.conflict))?;
-                Ok(next)
+                // After the writes, in the transaction: its reads see them,
+                // and no other write runs while this one holds the writer.
+                let superseded = crate::contract::superseded(&awaited, |write| {
+                    Ok::<_, ConflictableTransactionError<()>>(
+                        kv.get(kv_key(write.store, write.key))?
+                            .and_then(|bytes| envelope::decode(&bytes))
+                            .map(|stored| stored.version),
+                    )
+                })?;
+                Ok((next, superseded))
             },
         );
     let next = match result {
-        Ok(next) => next,
+        Ok((next, superseded)) => {
+            ack.superseded = superseded;
+            next
+        }
         Err(TransactionError::Storage(e)) => return Err(e.into()),
         Err(TransactionError::Abort(())) => unreachable!("entries never abort"),
     };
@@ -913,6 +938,7 @@ mod tests {
     fn kv(seq: u64, key: &str, value: &str, hlc: u64, node: &str, seen: Option<Version>) -> Entry {
         Entry {
             origin: None,
+            outcome: false,
             seq,
             record: Record::Kv {
                 store: "s".into(),

@@ -11,7 +11,7 @@ use outpost_cloud::credentials::{Enrol, token_hash};
 use outpost_cloud::pg::{Pg, PgOptions};
 use outpost_cloud::sled_store::Sled;
 use outpost_wire::validate::Invalid;
-use outpost_wire::{Entry, Origin, Record, Version};
+use outpost_wire::{Entry, Origin, Record, Superseded, Version};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,6 +72,7 @@ impl Backend for PgBackend {
 fn kv(seq: u64, key: &str, value: &str, hlc: u64, node: &str, seen: Option<Version>) -> Entry {
     Entry {
         origin: None,
+        outcome: false,
         seq,
         record: Record::Kv {
             store: "s".into(),
@@ -89,6 +90,7 @@ fn kv(seq: u64, key: &str, value: &str, hlc: u64, node: &str, seen: Option<Versi
 fn event(seq: u64, topic: &str, payload: u8, key: Option<&str>) -> Entry {
     Entry {
         origin: None,
+        outcome: false,
         seq,
         record: Record::Event {
             topic: topic.into(),
@@ -371,6 +373,7 @@ async fn event_pages_stop_before_the_item_that_crosses_the_budget<B: Backend>() 
     let entries = (1..=4)
         .map(|seq| Entry {
             origin: None,
+            outcome: false,
             seq,
             record: Record::Event {
                 topic: "big".into(),
@@ -492,6 +495,215 @@ async fn writes_to_one_key_in_one_batch_resolve_in_order<B: Backend>() {
     let values: Vec<&[u8]> = feed.iter().map(|c| c.value.as_deref().unwrap()).collect();
     assert_eq!(values, [&b"one"[..], b"two"]);
     assert_eq!(store.conflicts(0, 10).await.unwrap().items.len(), 1);
+}
+
+/// `entry` as a write its edge waits on (a `forward` store).
+fn awaited(mut entry: Entry) -> Entry {
+    entry.outcome = true;
+    entry
+}
+
+fn version(hlc: u64, node: &str) -> Version {
+    Version {
+        hlc,
+        node: node.into(),
+    }
+}
+
+/// A waiting write that loses last-writer-wins hears which version won;
+/// one that wins (over nothing, or over what it saw) hears nothing.
+async fn a_waiting_write_that_loses_hears_the_winner<B: Backend>() {
+    let db = B::fresh().await;
+    let store = db.store();
+    store
+        .ingest(batch("b", vec![kv(1, "k", "from-b", 20, "b", None)]))
+        .await
+        .unwrap();
+    // `a` wrote earlier (lower HLC) and arrives later.
+    let ack = store
+        .ingest(batch(
+            "a",
+            vec![awaited(kv(1, "k", "from-a", 10, "a", None))],
+        ))
+        .await
+        .unwrap();
+    assert_eq!((ack.applied, ack.duplicates), (1, 0));
+    assert_eq!(
+        ack.superseded,
+        [Superseded {
+            seq: 1,
+            winner: version(20, "b")
+        }]
+    );
+    assert_eq!(value_of(&store, "k").await.unwrap(), b"from-b");
+    let ack = store
+        .ingest(batch(
+            "a",
+            vec![
+                awaited(kv(2, "j", "new", 11, "a", None)),
+                awaited(kv(3, "k", "newest", 30, "a", Some(version(20, "b")))),
+            ],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(ack.applied, 2);
+    assert!(ack.superseded.is_empty(), "{:?}", ack.superseded);
+    assert_eq!(value_of(&store, "k").await.unwrap(), b"newest");
+}
+
+/// A redelivered waiting write is answered by the key's version now, not
+/// by what its first delivery did: here a newer write from another node
+/// came in between. Same for a renumbered record whose old place applied
+/// it. Duplicates count as before.
+async fn a_redelivered_waiting_write_is_answered_by_the_current_version<B: Backend>() {
+    let db = B::fresh().await;
+    let store = db.store();
+    let b = batch(
+        "a",
+        vec![
+            awaited(kv(1, "k", "from-a", 10, "a", None)),
+            awaited(kv(2, "j", "from-a", 11, "a", None)),
+        ],
+    );
+    let first = store.ingest(b.clone()).await.unwrap();
+    assert_eq!((first.applied, first.duplicates), (2, 0));
+    assert!(first.superseded.is_empty(), "{:?}", first.superseded);
+    store
+        .ingest(batch("b", vec![kv(1, "k", "from-b", 20, "b", None)]))
+        .await
+        .unwrap();
+    // The first answer was lost; the edge sends again, at another replica.
+    let again = db.replica().await.ingest(b).await.unwrap();
+    assert_eq!((again.applied, again.duplicates, again.through), (0, 2, 2));
+    let lost = [Superseded {
+        seq: 1,
+        winner: version(20, "b"),
+    }];
+    assert_eq!(again.superseded, lost);
+    // The data dir was renewed with seq 1 still in its outbox: renumbered
+    // to 1 of a new epoch, skipped because its old place applied it.
+    let mut renumbered = awaited(kv(1, "k", "from-a", 10, "a", None));
+    renumbered.origin = Some(Origin {
+        epoch: u64::from(b'a'),
+        seq: 1,
+    });
+    let renewed = Checked {
+        node: "a".into(),
+        epoch: 1000,
+        entries: vec![(renumbered, None)],
+    };
+    let ack = store.ingest(renewed).await.unwrap();
+    assert_eq!((ack.applied, ack.duplicates), (0, 1));
+    assert_eq!(ack.superseded, lost);
+    assert_eq!(store.feed(0, 10).await.unwrap().changes.len(), 3);
+}
+
+/// A node's own later write in the same batch supersedes its earlier one.
+async fn a_waiting_write_superseded_in_its_own_batch_hears_the_later_one<B: Backend>() {
+    let db = B::fresh().await;
+    let store = db.store();
+    let ack = store
+        .ingest(batch(
+            "a",
+            vec![
+                awaited(kv(1, "k", "one", 10, "a", None)),
+                kv(2, "k", "two", 11, "a", Some(version(10, "a"))),
+            ],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(ack.applied, 2);
+    assert_eq!(
+        ack.superseded,
+        [Superseded {
+            seq: 1,
+            winner: version(11, "a")
+        }]
+    );
+}
+
+/// Asking for the outcome is not content: a redelivery that flips the
+/// flag (either way) is a plain duplicate, not a clone.
+async fn the_outcome_flag_is_not_part_of_the_digest<B: Backend>() {
+    let db = B::fresh().await;
+    let store = db.store();
+    let plain = vec![
+        kv(1, "k", "v1", 10, "a", None),
+        awaited(kv(2, "j", "v2", 11, "a", None)),
+    ];
+    let flipped: Vec<Entry> = plain
+        .iter()
+        .cloned()
+        .map(|mut e| {
+            e.outcome = !e.outcome;
+            e
+        })
+        .collect();
+    assert_eq!(
+        outpost_cloud::contract::entry_digest(&plain[0]),
+        outpost_cloud::contract::entry_digest(&flipped[0])
+    );
+    let first = store.ingest(batch("a", plain.clone())).await.unwrap();
+    assert_eq!((first.applied, first.duplicates), (2, 0));
+    for entries in [flipped, plain] {
+        let again = store.ingest(batch("a", entries)).await.unwrap();
+        assert_eq!((again.applied, again.duplicates), (0, 2));
+        assert!(again.superseded.is_empty(), "{:?}", again.superseded);
+    }
+    assert_eq!(store.feed(0, 10).await.unwrap().changes.len(), 2);
+}
+
+/// Events and placeholders ignore the flag.
+async fn the_outcome_flag_on_an_event_changes_nothing<B: Backend>() {
+    let db = B::fresh().await;
+    let store = db.store();
+    let skipped = Entry {
+        origin: None,
+        outcome: true,
+        seq: 2,
+        record: Record::Skipped {
+            reason: "too-large".into(),
+        },
+    };
+    let b = batch("a", vec![awaited(event(1, "t", 7, None)), skipped]);
+    let ack = store.ingest(b.clone()).await.unwrap();
+    assert_eq!((ack.applied, ack.through), (2, 2));
+    assert!(ack.superseded.is_empty(), "{:?}", ack.superseded);
+    let again = store.ingest(b).await.unwrap();
+    assert_eq!(again.duplicates, 2);
+    assert!(again.superseded.is_empty(), "{:?}", again.superseded);
+    let events = store.events("t", 0, 10).await.unwrap().items;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].payload, [7]);
+}
+
+/// A refused write was never a candidate: it gets its refusal, no
+/// outcome, on its first delivery and when redelivered.
+async fn a_refused_waiting_write_gets_no_outcome<B: Backend>() {
+    let db = B::fresh().await;
+    let store = db.store();
+    store
+        .ingest(batch("b", vec![kv(1, "k", "from-b", 20, "b", None)]))
+        .await
+        .unwrap();
+    let mut b = batch(
+        "a",
+        vec![
+            awaited(kv(1, "k", "bad", 10, "a", None)),
+            awaited(kv(2, "k", "late", 11, "a", None)),
+        ],
+    );
+    b.entries[0].1 = Some(Invalid::ClockSkew);
+    let lost = [Superseded {
+        seq: 2,
+        winner: version(20, "b"),
+    }];
+    let ack = store.ingest(b.clone()).await.unwrap();
+    assert_eq!((ack.applied, ack.refused.len()), (1, 1));
+    assert_eq!(ack.superseded, lost);
+    let again = store.ingest(b).await.unwrap();
+    assert_eq!((again.duplicates, again.refused.len()), (2, 1));
+    assert_eq!(again.superseded, lost);
 }
 
 async fn a_write_that_saw_the_current_version_is_no_conflict<B: Backend>() {
@@ -797,6 +1009,12 @@ conformance!(
     redelivery_applies_nothing_twice,
     concurrent_writes_resolve_by_hlc_and_record_a_conflict,
     writes_to_one_key_in_one_batch_resolve_in_order,
+    a_waiting_write_that_loses_hears_the_winner,
+    a_redelivered_waiting_write_is_answered_by_the_current_version,
+    a_waiting_write_superseded_in_its_own_batch_hears_the_later_one,
+    the_outcome_flag_is_not_part_of_the_digest,
+    the_outcome_flag_on_an_event_changes_nothing,
+    a_refused_waiting_write_gets_no_outcome,
     a_write_that_saw_the_current_version_is_no_conflict,
     deletes_are_versioned_tombstones,
     events_are_kept_per_topic_and_deduplicated_by_idempotency_key,
@@ -932,6 +1150,53 @@ mod postgres_only {
         assert_eq!(ack.applied, 2);
         assert_eq!(value_of(&store, "k1").await.unwrap(), b"a");
         assert_eq!(value_of(&store, "k2").await.unwrap(), b"a");
+    }
+
+    /// A batch that must run again (a key it was creating was created by
+    /// another transaction meanwhile) answers the outcome of the run that
+    /// committed: the other's version won.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_retried_batch_reads_the_outcome_again() {
+        let db = PgBackend::fresh().await;
+        let store = db.store();
+        let (mut client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let other = client.transaction().await.unwrap();
+        other
+            .execute(
+                "INSERT INTO outpost_kv (store, key, hlc, node, value) VALUES ('s', 'k'::BYTEA, 20, 'b', 'from-b'::BYTEA)",
+                &[],
+            )
+            .await
+            .unwrap();
+        let ingest = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .ingest(batch(
+                        "a",
+                        vec![awaited(kv(1, "k", "from-a", 10, "a", None))],
+                    ))
+                    .await
+            }
+        });
+        // Let the ingest find no row and queue its insert behind ours.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        other.commit().await.unwrap();
+        let ack = ingest.await.unwrap().expect("the edge never sees the race");
+        assert_eq!(ack.applied, 1);
+        assert_eq!(
+            ack.superseded,
+            [Superseded {
+                seq: 1,
+                winner: version(20, "b")
+            }]
+        );
+        assert_eq!(value_of(&store, "k").await.unwrap(), b"from-b");
+        // Decided again on the row the other made: `a` lost, blind.
+        assert_eq!(store.conflict_count().await.unwrap(), 1);
     }
 
     /// The database link over TLS: verified against the given CA, and

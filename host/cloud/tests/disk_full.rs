@@ -120,6 +120,7 @@ impl Edge {
                             seq,
                             record,
                             origin: None,
+                            outcome: false,
                         },
                         None,
                     )

@@ -30,14 +30,23 @@
 //!    below N visible too and can never pass a gap that fills later. It
 //!    is held only for the final inserts and the commit (one round trip
 //!    of pipelined statements, then COMMIT).
+//!
+//! The writes that need no ids (KV rows, digests, the watermark) go out
+//! pipelined before step 5; when entries ask for their outcome
+//! (`Entry::outcome`), one `SELECT` of their keys' current versions is
+//! sent last in that pipeline, so it sees the batch's writes, and takes no
+//! lock (a batch of redeliveries only, which writes nothing, sends just
+//! that statement). A batch without such an entry sends nothing more. A
+//! retried attempt decides and reads everything again.
 
 use super::{Fail, i64_of, u64_of};
 use crate::contract::{
-    Checked, CloudStoreError, Current, DIGEST_WINDOW, MAX_BATCH_ENTRIES, entry_digest,
+    Awaited, Checked, CloudStoreError, Current, DIGEST_WINDOW, MAX_BATCH_ENTRIES, awaited,
+    entry_digest, superseded,
 };
 use deadpool_postgres::{Pool, Transaction};
 use outpost_wire::validate::Invalid;
-use outpost_wire::{Ack, Change, Conflict, Event, Record, Refusal, Version};
+use outpost_wire::{Ack, Change, Conflict, Event, Record, Refusal, Superseded, Version};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -148,6 +157,7 @@ async fn plan_and_write(
             duplicates: 0,
             through: 0,
             refused: Vec::new(),
+            superseded: Vec::new(),
         });
     }
 
@@ -306,6 +316,7 @@ async fn plan_and_write(
         duplicates: 0,
         through: batch.entries.last().map_or(0, |(e, _)| e.seq),
         refused: Vec::new(),
+        superseded: Vec::new(),
     };
     // Redeliveries must carry what was applied; a refusal is said again,
     // in case the first answer was lost.
@@ -324,7 +335,26 @@ async fn plan_and_write(
             }
         }
     }
+    // Refused records are not answered: a redelivered one by what was kept
+    // (the refusals so far, in seq order), a fresh one by its verdict.
+    let awaited = awaited(
+        batch
+            .entries
+            .iter()
+            .filter(|(e, verdict)| e.seq <= mark || verdict.is_none())
+            .map(|(e, _)| e),
+        |seq| seq <= mark && ack.refused.binary_search_by_key(&seq, |r| r.seq).is_ok(),
+    );
+    let outcome_stores: Vec<&str> = awaited.iter().map(|w| w.store).collect();
+    let outcome_keys: Vec<&[u8]> = awaited.iter().map(|w| w.key.as_bytes()).collect();
+    let outcome_params: &[&(dyn tokio_postgres::types::ToSql + Sync)] =
+        &[&outcome_stores, &outcome_keys];
     if fresh.is_empty() {
+        if !awaited.is_empty() {
+            let read = tx.prepare_cached(CURRENT_VERSIONS).await?;
+            let rows = tx.query(&read, outcome_params).await?;
+            ack.superseded = superseded_by(&awaited, &rows)?;
+        }
         return Ok(ack);
     }
 
@@ -583,6 +613,11 @@ async fn plan_and_write(
     let release = tx
         .prepare_cached("DELETE FROM outpost_epochs WHERE epoch = ANY($1) AND node = ''")
         .await?;
+    let read_outcome = if awaited.is_empty() {
+        None
+    } else {
+        Some(tx.prepare_cached(CURRENT_VERSIONS).await?)
+    };
     // Rows ending in the window that just slid past: each prune deletes
     // the few rows of batches that left it.
     let prune_from = i64_of(mark.saturating_sub(DIGEST_WINDOW));
@@ -634,10 +669,24 @@ async fn plan_and_write(
             }
             tx.execute(&release, &[&held]).await
         },
+        // Sent after the KV writes, so it reads what they wrote. No lock:
+        // the rows this batch wrote are locked already, and of the others
+        // (redeliveries) the last committed version is the answer.
+        async {
+            match &read_outcome {
+                None => Ok(Vec::new()),
+                Some(read) => tx.query(read, outcome_params).await,
+            }
+        },
     );
+    let (outcome_rows, outcome_failure) = match sent.7 {
+        Ok(rows) => (rows, None),
+        Err(e) => (Vec::new(), Some(e)),
+    };
     let first_failure = [sent.0, sent.1, sent.2, sent.3, sent.4, sent.5, sent.6]
         .into_iter()
-        .find_map(Result::err);
+        .find_map(Result::err)
+        .or(outcome_failure);
     if let Some(e) = first_failure {
         if created_meanwhile(&e) {
             // Another batch created one of these keys after this one
@@ -648,6 +697,7 @@ async fn plan_and_write(
         }
         return Err(e.into());
     }
+    ack.superseded = superseded_by(&awaited, &outcome_rows)?;
 
     if plan.feed.is_empty() && plan.conflicts.is_empty() && plan.events.is_empty() {
         return Ok(ack);
@@ -743,6 +793,31 @@ async fn plan_and_write(
         },
     )?;
     Ok(ack)
+}
+
+/// The current version of each (store, key) of the batch's awaited writes
+/// ([`awaited`]); one statement for all of them, run after the writes.
+const CURRENT_VERSIONS: &str = "SELECT store, key, hlc, node FROM outpost_kv
+     WHERE (store, key) IN (SELECT * FROM unnest($1::TEXT[], $2::BYTEA[]))";
+
+/// The ack's superseded lines, from the rows [`CURRENT_VERSIONS`] read.
+fn superseded_by(
+    awaited: &[Awaited<'_>],
+    rows: &[tokio_postgres::Row],
+) -> Result<Vec<Superseded>, Fail> {
+    let current: HashMap<(&str, &[u8]), Version> = rows
+        .iter()
+        .map(|row| {
+            let version = Version {
+                hlc: u64_of(row.get(2)),
+                node: row.get(3),
+            };
+            ((row.get(0), row.get(1)), version)
+        })
+        .collect();
+    superseded(awaited, |write| {
+        Ok(current.get(&(write.store, write.key.as_bytes())).cloned())
+    })
 }
 
 /// Whether `e` is the KV insert finding a row that was not there when this
