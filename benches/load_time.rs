@@ -41,6 +41,7 @@ fn bench(c: &mut Criterion) {
         )),
         storage,
         ops: Default::default(),
+        link: Default::default(),
     });
     let large = support::target_dir().join("foreign/javascript.wasm");
     let mut guests = vec![("hello", support::guest("hello"))];

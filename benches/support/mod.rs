@@ -146,6 +146,7 @@ pub fn load_with(
             storage.clone(),
         )),
         ops: Default::default(),
+        link: Default::default(),
     });
     let loader = outpost_edge::loader::Loader::new(
         engines,

@@ -57,8 +57,48 @@ mod bindings {
 /// `"default"` is the function's own store; other names are shared stores
 /// granted in `modules/NAME.toml`. Writes return once durable on the node;
 /// in a replicated store they also reach every other node.
+///
+/// What a replicated read is worth, and what became of a write:
+///
+/// ```no_run
+/// use outpost_sdk::kv::{self, WriteOutcome};
+///
+/// # fn main() -> Result<(), kv::Error> {
+/// let store = kv::Store::open("default")?;
+/// let fresh = store.freshness();
+/// // `stale_ms`: 0 while the node is in sync with the cloud; `pending`:
+/// // this store's writes from this node the cloud has not acknowledged.
+/// let _ = (fresh.stale_ms, fresh.connected, fresh.pending);
+/// if let Some(v) = store.get_versioned("balance")? {
+///     let _ = (v.value, v.version.node, v.acknowledged);
+/// }
+/// // In a `forward` store this waits for the cloud's verdict.
+/// match store.write("balance", Some(b"10")) {
+///     Ok(WriteOutcome::Applied(_)) => {}        // the cloud has it
+///     Ok(WriteOutcome::Superseded(_winner)) => {} // a newer write won
+///     Ok(WriteOutcome::Queued(_) | WriteOutcome::Local) => {} // ships later / local store
+///     Err(kv::WriteError::Unavailable) => {}    // cloud away, fallback = "fail"
+///     Err(kv::WriteError::Store(e)) => return Err(e),
+/// }
+/// # Ok(())
+/// # }
+/// ```
 pub mod kv {
-    pub use crate::bindings::outpost::edge::kv::{Error, KeyPage, Store};
+    pub use crate::bindings::outpost::edge::kv::{
+        Error, Freshness, KeyPage, Store, Version, Versioned, WriteError, WriteMode, WriteOutcome,
+    };
+
+    impl WriteOutcome {
+        /// `local`, `queued`, `applied` or `superseded`.
+        pub fn name(&self) -> &'static str {
+            match self {
+                WriteOutcome::Local => "local",
+                WriteOutcome::Queued(_) => "queued",
+                WriteOutcome::Applied(_) => "applied",
+                WriteOutcome::Superseded(_) => "superseded",
+            }
+        }
+    }
 }
 
 /// Durable events to the cloud tier (WIT `outpost:edge/queue`).

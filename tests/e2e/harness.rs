@@ -930,6 +930,13 @@ pub struct Proxy {
     streams: Arc<Mutex<Vec<std::net::TcpStream>>>,
     /// Connections carried: proof a client used this link.
     carried: Arc<std::sync::atomic::AtomicUsize>,
+    /// While set, bytes from clients are read but not passed on (a link
+    /// that stalls): they go through once it clears.
+    held: Arc<std::sync::atomic::AtomicBool>,
+    /// The same for bytes from the server (answers that stall).
+    held_answers: Arc<std::sync::atomic::AtomicBool>,
+    /// Bytes read while held, either way.
+    held_bytes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Proxy {
@@ -945,12 +952,17 @@ impl Proxy {
             cut: Arc::default(),
             streams: Arc::default(),
             carried: Arc::default(),
+            held: Arc::default(),
+            held_answers: Arc::default(),
+            held_bytes: Arc::default(),
         };
-        let (cut, streams, carried) = (
+        let (cut, streams, carried, held_bytes) = (
             proxy.cut.clone(),
             proxy.streams.clone(),
             proxy.carried.clone(),
+            proxy.held_bytes.clone(),
         );
+        let (held_requests, held_answers) = (proxy.held.clone(), proxy.held_answers.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -966,12 +978,33 @@ impl Proxy {
                 all.push(client.try_clone().unwrap());
                 all.push(server.try_clone().unwrap());
                 drop(all);
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
+                for (mut from, mut to, held) in [
+                    (
+                        client.try_clone().unwrap(),
+                        server.try_clone().unwrap(),
+                        held_requests.clone(),
+                    ),
+                    (server, client, held_answers.clone()),
                 ] {
+                    let held_bytes = held_bytes.clone();
                     std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
+                        use std::io::{Read as _, Write as _};
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if held.load(Ordering::SeqCst) {
+                                held_bytes.fetch_add(n, Ordering::SeqCst);
+                                while held.load(Ordering::SeqCst) {
+                                    std::thread::sleep(std::time::Duration::from_millis(5));
+                                }
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
                         let _ = to.shutdown(Shutdown::Write);
                     });
                 }
@@ -1001,5 +1034,34 @@ impl Proxy {
     /// Carries new connections again.
     pub fn heal(&mut self) {
         self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Stalls the link: what clients send from now on waits in the proxy
+    /// (connections stay open) until [`Proxy::release`].
+    pub fn hold(&self) {
+        self.held_bytes
+            .store(0, std::sync::atomic::Ordering::SeqCst);
+        self.held.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Stalls the answers: what the server sends from now on waits in the
+    /// proxy until [`Proxy::release`] (the request got through).
+    pub fn hold_answers(&self) {
+        self.held_bytes
+            .store(0, std::sync::atomic::Ordering::SeqCst);
+        self.held_answers
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Bytes held since [`Proxy::hold`] or [`Proxy::hold_answers`].
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Passes on what was held, and everything after it.
+    pub fn release(&self) {
+        self.held.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.held_answers
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }

@@ -8,6 +8,7 @@ mod bench_cli;
 mod cloud_disk;
 mod cloud_pg;
 mod config;
+mod consistency;
 mod dashboard;
 mod dev;
 mod disk_full;

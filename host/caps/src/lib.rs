@@ -19,6 +19,7 @@
 
 pub mod bindings;
 pub mod kv;
+pub mod link;
 pub mod ops;
 pub mod outbound;
 pub mod queue;
@@ -37,4 +38,6 @@ pub struct Services {
     pub catalog: Arc<kv::Catalog>,
     /// `outpost_kv_operations_total{op, result}`.
     pub ops: ops::OpCounts,
+    /// The cloud link as replication sees it (freshness, forward writes).
+    pub link: Arc<link::CloudLink>,
 }

@@ -96,6 +96,7 @@ pub async fn run(path: &Path, requests: usize, request_path: &str) -> anyhow::Re
         )),
         storage,
         ops: metrics.kv_ops.clone(),
+        link: Default::default(),
     });
     let loader = Loader::new(
         engines,

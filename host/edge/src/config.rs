@@ -124,6 +124,25 @@ pub struct ServeConfig {
 pub struct StoreDecl {
     #[serde(default)]
     pub replicated: bool,
+    /// `local` (default) or `forward`: see `outpost_caps::kv::mode`.
+    #[serde(default)]
+    pub mode: outpost_caps::kv::mode::Mode,
+    /// A forward write while the cloud is unreachable: `fail` or `queue`.
+    #[serde(default)]
+    pub fallback: outpost_caps::kv::mode::Fallback,
+    /// Longest a forward write waits for the cloud.
+    pub timeout_ms: Option<u64>,
+}
+
+impl StoreDecl {
+    /// The store's write settings.
+    pub fn write(&self) -> outpost_caps::kv::mode::StoreWrite {
+        outpost_caps::kv::mode::StoreWrite {
+            mode: self.mode,
+            fallback: self.fallback,
+            timeout_ms: self.timeout_ms,
+        }
+    }
 }
 
 /// `[kv]` in `outpost.toml`.
@@ -461,12 +480,26 @@ impl ServeConfig {
 fn validate_stores(
     stores: BTreeMap<String, StoreDecl>,
 ) -> Result<BTreeMap<String, StoreDecl>, ConfigError> {
-    for name in stores.keys() {
+    for (name, decl) in &stores {
         if !outpost_wire::names::is_shared_store_name(name) {
             return Err(ConfigError::Value {
                 key: "stores",
                 value: name.clone(),
                 message: "store names match [a-z0-9][a-z0-9_-]* and cannot be \"default\"".into(),
+            });
+        }
+        if decl.mode == outpost_caps::kv::mode::Mode::Forward && !decl.replicated {
+            return Err(ConfigError::Value {
+                key: "stores",
+                value: name.clone(),
+                message: "mode = \"forward\" needs replicated = true (a local store has no cloud to forward to)".into(),
+            });
+        }
+        if let Err(message) = decl.write().validate() {
+            return Err(ConfigError::Value {
+                key: "stores",
+                value: name.clone(),
+                message,
             });
         }
     }

@@ -84,10 +84,19 @@ pub async fn serve(
             .collect(),
         storage.clone(),
     ));
+    catalog.set_host_writes(
+        config
+            .stores
+            .iter()
+            .map(|(name, decl)| (name.clone(), decl.write()))
+            .collect(),
+    );
+    let link = Arc::new(outpost_caps::link::CloudLink::default());
     let services = Arc::new(Services {
         storage: storage.clone(),
         catalog: catalog.clone(),
         ops: metrics.kv_ops.clone(),
+        link: link.clone(),
     });
     let loader = Arc::new(loader::Loader::new(
         engines,
@@ -144,12 +153,16 @@ pub async fn serve(
     // Replication starts once the functions are loaded: the puller applies
     // only to stores that replicate, which the loaded functions declare.
     let _replication = match cloud_client {
-        Some(client) => Some(replication::start_with_client(
-            storage.clone(),
-            client,
-            config.ship_batch,
-            metrics.clone(),
-        )),
+        Some(client) => {
+            let replication = replication::start_with_client(
+                storage.clone(),
+                client,
+                config.ship_batch,
+                metrics.clone(),
+            );
+            link.attach(replication.status.clone());
+            Some(replication)
+        }
         None => {
             tracing::info!(target: "outpost",
                 pending = storage.outbox_len(),

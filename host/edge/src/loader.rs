@@ -337,6 +337,7 @@ mod tests {
             )),
             storage,
             ops: Default::default(),
+            link: Default::default(),
         });
         let loader = Loader::new(
             engines.clone(),

@@ -44,6 +44,11 @@ impl Handler for Edge {
     }
 }
 
+/// Added to a function's responses when its `[kv] lag-header = true` and
+/// the node replicates: how far behind the cloud's feed the node may be,
+/// in milliseconds (0 while in sync).
+pub const LAG_HEADER: &str = "x-outpost-replication-lag-ms";
+
 /// Answers one request, under its request id (the client's or a new one).
 pub async fn handle(edge: &Edge, mut req: Request<RequestBody>) -> Response<OutBody> {
     let request_id = request_id::take_or_make(req.headers_mut());
@@ -75,8 +80,16 @@ async fn route(
             Some(function) => {
                 let started = std::time::Instant::now();
                 let req = req.map(|body| body.map_err(guest_body_error as fn(BodyError) -> _));
-                let response =
+                let mut response =
                     invoke::invoke(function.clone(), &edge.admission, req, request_id).await;
+                if function.policy.kv.lag_header
+                    && let Some(status) = &edge.replication
+                {
+                    let lag = status.lag().as_millis() as u64;
+                    response
+                        .headers_mut()
+                        .insert(LAG_HEADER, http::HeaderValue::from(lag));
+                }
                 let status = response.status().as_u16();
                 function.stats.record(status, started.elapsed());
                 edge.admission.metrics.count_request(&function.name, status);

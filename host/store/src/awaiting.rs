@@ -94,7 +94,11 @@ mod tests {
     #[tokio::test]
     async fn waiters_are_answered_in_order_up_to_the_ack_and_queued_on_failure() {
         let awaiting = Awaiting::default();
-        let (a, b, c) = (awaiting.register(3), awaiting.register(5), awaiting.register(9));
+        let (a, b, c) = (
+            awaiting.register(3),
+            awaiting.register(5),
+            awaiting.register(9),
+        );
         assert_eq!(awaiting.awaited(1, 5), vec![3, 5]);
         assert_eq!(awaiting.awaited(6, 8), Vec::<u64>::new());
         let winner = Version {

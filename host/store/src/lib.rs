@@ -7,12 +7,12 @@
 
 #![warn(missing_docs)]
 
+pub mod awaiting;
 pub mod committer;
 pub mod epoch;
 pub mod feed;
 mod handles;
 mod options;
-pub mod awaiting;
 pub mod pending;
 pub mod quarantine;
 
@@ -187,11 +187,7 @@ impl Storage {
         }
         progress.outbox_bytes.store(backlog, Ordering::Release);
         progress.outbox_records.store(records, Ordering::Release);
-        committer::recount_pending(
-            &progress.pending,
-            &handles,
-            u64_value(meta.get(META_HLC)?),
-        );
+        committer::recount_pending(&progress.pending, &handles, u64_value(meta.get(META_HLC)?));
         let live = Arc::new(ArcSwap::from_pointee(handles));
         let health = Arc::new(HealthCell::default());
         let callers = committer::Callers::default();

@@ -4,9 +4,10 @@
 //! (and keep tombstones), or nodes would diverge.
 
 use super::KvPolicy;
+use super::mode::StoreWrite;
 use arc_swap::ArcSwap;
 use outpost_store::Storage;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 /// The store id of a function's own `default` store. `@` cannot appear in a
@@ -24,6 +25,8 @@ pub struct Catalog {
     sticky: Mutex<HashSet<String>>,
     /// Every replicated store id, rebuilt whenever the functions change.
     replicated: ArcSwap<HashSet<String>>,
+    /// Write modes the host config sets, by store name.
+    host_writes: std::sync::OnceLock<HashMap<String, StoreWrite>>,
 }
 
 impl Catalog {
@@ -40,6 +43,7 @@ impl Catalog {
             replicated: ArcSwap::from_pointee(sticky.clone()),
             sticky: Mutex::new(sticky),
             storage,
+            host_writes: std::sync::OnceLock::new(),
         };
         catalog.add(host_replicated.iter());
         catalog
@@ -65,6 +69,23 @@ impl Catalog {
             tracing::error!(target: "outpost::stores", error = %e, "cannot ask for a re-read of the change feed");
         }
         self.replicated.store(Arc::new(sticky.clone()));
+    }
+
+    /// The host config's write modes, by store name; set once at start
+    /// (later calls are ignored).
+    pub fn set_host_writes(&self, writes: HashMap<String, StoreWrite>) {
+        let _ = self.host_writes.set(writes);
+    }
+
+    /// How `policy`'s function writes to `store`: its own setting, else
+    /// the host's, else `local`.
+    pub fn write_of(&self, policy: &KvPolicy, store: &str) -> StoreWrite {
+        policy
+            .writes
+            .get(store)
+            .or_else(|| self.host_writes.get().and_then(|w| w.get(store)))
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Whether writes to `store` replicate.

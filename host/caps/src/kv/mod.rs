@@ -9,6 +9,8 @@
 //! node's single writer and return once durable.
 
 pub mod catalog;
+mod forward;
+pub mod mode;
 pub mod policy;
 pub mod settings;
 
@@ -18,7 +20,10 @@ pub use settings::{KvLimits, KvSection, KvSettingsError, MAX_KEY_BYTES_CAP, MAX_
 
 use crate::Services;
 pub use crate::bindings::OpenStore;
-use crate::bindings::kv::{self, Error, KeyPage};
+use crate::bindings::kv::{
+    self, Error, Freshness, KeyPage, Versioned, WriteError, WriteMode, WriteOutcome,
+};
+use forward::{Outcome, Refused};
 use outpost_store::{Rejection, StorageError, WriteOp, Written};
 use std::sync::Arc;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
@@ -90,14 +95,48 @@ impl KvView<'_> {
         }
     }
 
-    async fn write(&mut self, op: WriteOp) -> Result<Written, Error> {
-        match self.ctx.services.storage.write(op).await {
-            Ok(Written::Rejected(Rejection::Conflict)) => Err(Error::Conflict),
-            Ok(Written::Rejected(Rejection::NotANumber)) => Err(Error::NotANumber),
-            Ok(Written::Rejected(Rejection::Overflow)) => Err(Error::Overflow),
-            Ok(Written::Rejected(Rejection::OutboxFull)) => Err(Error::OutboxFull),
-            Ok(written) => Ok(written),
-            Err(e) => Err(self.io(e)),
+    /// Commits `op` to `store` under the store's write mode (see
+    /// [`forward`]); `Ok(None)`: a forward store that refused it, the
+    /// cloud being unreachable.
+    async fn commit(
+        &mut self,
+        store: &str,
+        replicated: bool,
+        op: WriteOp,
+    ) -> Result<Option<(Written, Outcome)>, Error> {
+        match self.ctx.commit(store, replicated, op).await {
+            Ok((Written::Rejected(rejection), _)) => Err(match rejection {
+                Rejection::Conflict => Error::Conflict,
+                Rejection::NotANumber => Error::NotANumber,
+                Rejection::Overflow => Error::Overflow,
+                Rejection::OutboxFull => Error::OutboxFull,
+            }),
+            Ok(done) => Ok(Some(done)),
+            Err(Refused::Unavailable) => Ok(None),
+            Err(Refused::ByCloud(reason)) => {
+                let id = outpost_wire::error_id();
+                tracing::warn!(target: "outpost::kv", function = %self.ctx.function, store, error_id = %id, reason = %reason, "forward write refused by the cloud; the record is quarantined");
+                Err(Error::Io(format!(
+                    "refused by the cloud (error id {id}): {reason}"
+                )))
+            }
+            Err(Refused::Storage(e)) => Err(self.io(e)),
+        }
+    }
+
+    /// [`Self::commit`] for the calls that cannot say `unavailable`: it
+    /// becomes `io`, and nothing was written.
+    async fn write(
+        &mut self,
+        store: &str,
+        replicated: bool,
+        op: WriteOp,
+    ) -> Result<Written, Error> {
+        match self.commit(store, replicated, op).await? {
+            Some((written, _)) => Ok(written),
+            None => Err(Error::Io(format!(
+                "unavailable: the cloud is unreachable and store {store:?} forwards its writes (fallback = \"fail\"); nothing was written"
+            ))),
         }
     }
 
@@ -126,6 +165,23 @@ impl KvView<'_> {
 }
 
 impl kv::Host for KvView<'_> {}
+
+fn version(v: outpost_wire::Version) -> kv::Version {
+    kv::Version {
+        hlc: v.hlc,
+        node: v.node,
+    }
+}
+
+/// `outpost_kv_operations_total{op="write"}`'s result label for an outcome.
+fn outcome_label(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Local => "local",
+        Outcome::Queued(_) => "queued",
+        Outcome::Applied(_) => "applied",
+        Outcome::Superseded(_) => "superseded",
+    }
+}
 
 impl kv::HostStore for KvView<'_> {
     async fn open(&mut self, name: String) -> wasmtime::Result<Result<Resource<OpenStore>, Error>> {
@@ -172,12 +228,12 @@ impl kv::HostStore for KvView<'_> {
             self.check_value(&value)?;
             let replicated = self.replicated(&store);
             let op = WriteOp::Set {
-                store,
+                store: store.clone(),
                 replicated,
                 key,
                 value,
             };
-            self.write(op).await.map(drop)
+            self.write(&store, replicated, op).await.map(drop)
         }
         .await;
         Ok(self.counted("set", result))
@@ -193,11 +249,11 @@ impl kv::HostStore for KvView<'_> {
             self.check_key(&key)?;
             let replicated = self.replicated(&store);
             let op = WriteOp::Delete {
-                store,
+                store: store.clone(),
                 replicated,
                 key,
             };
-            self.write(op).await.map(drop)
+            self.write(&store, replicated, op).await.map(drop)
         }
         .await;
         Ok(self.counted("delete", result))
@@ -247,12 +303,12 @@ impl kv::HostStore for KvView<'_> {
             self.check_key(&key)?;
             let replicated = self.replicated(&store);
             let op = WriteOp::Increment {
-                store,
+                store: store.clone(),
                 replicated,
                 key,
                 delta,
             };
-            match self.write(op).await? {
+            match self.write(&store, replicated, op).await? {
                 Written::Number(n) => Ok(n),
                 other => unreachable!("increment answered {other:?}"),
             }
@@ -274,16 +330,115 @@ impl kv::HostStore for KvView<'_> {
             self.check_value(&new)?;
             let replicated = self.replicated(&store);
             let op = WriteOp::CompareAndSwap {
-                store,
+                store: store.clone(),
                 replicated,
                 key,
                 expected,
                 new,
             };
-            self.write(op).await.map(drop)
+            self.write(&store, replicated, op).await.map(drop)
         }
         .await;
         Ok(self.counted("compare-and-swap", result))
+    }
+
+    async fn get_versioned(
+        &mut self,
+        store: Resource<OpenStore>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Versioned>, Error>> {
+        let id = self.store_id(&store)?;
+        let result = self.check_key(&key).and_then(|()| {
+            let storage = &self.ctx.services.storage;
+            let stored = storage.get_versioned(&id, &key).map_err(|e| self.io(e))?;
+            let replicated = self.replicated(&id);
+            Ok(stored.map(|stored| Versioned {
+                acknowledged: replicated && storage.is_answered(&stored.version),
+                version: version(stored.version),
+                value: stored.value,
+            }))
+        });
+        Ok(self.counted("get-versioned", result))
+    }
+
+    async fn freshness(&mut self, store: Resource<OpenStore>) -> wasmtime::Result<Freshness> {
+        let id = self.store_id(&store)?;
+        let write = self.ctx.services.catalog.write_of(&self.ctx.policy, &id);
+        let mode = match write.mode {
+            mode::Mode::Local => WriteMode::Local,
+            mode::Mode::Forward => WriteMode::Forward,
+        };
+        self.ctx.services.ops.count("freshness", "ok");
+        if !self.replicated(&id) {
+            return Ok(Freshness {
+                replicated: false,
+                stale_ms: 0,
+                connected: false,
+                pending: 0,
+                mode,
+            });
+        }
+        let link = &self.ctx.services.link;
+        Ok(Freshness {
+            replicated: true,
+            stale_ms: u64::try_from(link.lag().as_millis()).unwrap_or(u64::MAX),
+            connected: link.connected(),
+            pending: self.ctx.services.storage.pending_writes(&id),
+            mode,
+        })
+    }
+
+    async fn write(
+        &mut self,
+        store: Resource<OpenStore>,
+        key: String,
+        value: Option<Vec<u8>>,
+    ) -> wasmtime::Result<Result<WriteOutcome, WriteError>> {
+        let store = self.store_id(&store)?;
+        let result = async {
+            self.check_key(&key)?;
+            if let Some(value) = &value {
+                self.check_value(value)?;
+            }
+            let replicated = self.replicated(&store);
+            let op = match value {
+                Some(value) => WriteOp::Set {
+                    store: store.clone(),
+                    replicated,
+                    key,
+                    value,
+                },
+                None => WriteOp::Delete {
+                    store: store.clone(),
+                    replicated,
+                    key,
+                },
+            };
+            self.commit(&store, replicated, op).await
+        }
+        .await;
+        let result = match result {
+            Ok(Some((_, outcome))) => {
+                self.ctx
+                    .services
+                    .ops
+                    .count("write", outcome_label(&outcome));
+                Ok(match outcome {
+                    Outcome::Local => WriteOutcome::Local,
+                    Outcome::Queued(v) => WriteOutcome::Queued(version(v)),
+                    Outcome::Applied(v) => WriteOutcome::Applied(version(v)),
+                    Outcome::Superseded(v) => WriteOutcome::Superseded(version(v)),
+                })
+            }
+            Ok(None) => {
+                self.ctx.services.ops.count("write", "unavailable");
+                Err(WriteError::Unavailable)
+            }
+            Err(e) => Err(WriteError::Store(
+                self.counted("write", Err::<(), _>(e)).unwrap_err(),
+            )),
+        };
+        Ok(result)
     }
 
     async fn drop(&mut self, store: Resource<OpenStore>) -> wasmtime::Result<()> {

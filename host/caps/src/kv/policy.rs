@@ -2,10 +2,11 @@
 //! its `[kv]` settings and the host's limits.
 
 use super::catalog::own_store_id;
+use super::mode::StoreWrite;
 use super::settings::{KvLimits, KvSection, KvSettingsError};
 use crate::bindings::kv::Error;
 use outpost_wire::names::is_shared_store_name;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// What one function version may do with KV, from its settings.
 #[derive(Debug, Clone)]
@@ -19,6 +20,10 @@ pub struct KvPolicy {
     /// Key and value limits: the function's where it sets them (never above
     /// the host's), else the host's.
     pub limits: KvLimits,
+    /// Write modes the function sets, by store id.
+    pub writes: HashMap<String, StoreWrite>,
+    /// Responses carry `x-outpost-replication-lag-ms`.
+    pub lag_header: bool,
 }
 
 impl KvPolicy {
@@ -30,20 +35,24 @@ impl KvPolicy {
         host_limits: KvLimits,
     ) -> Result<Self, KvSettingsError> {
         let own_store = own_store_id(function);
-        let replicated = section
-            .replicated
+        let id = |name: &String| {
+            if name == "default" {
+                own_store.clone()
+            } else {
+                name.clone()
+            }
+        };
+        let replicated = section.replicated.iter().map(id).collect();
+        let writes = section
+            .write
             .iter()
-            .map(|name| {
-                if name == "default" {
-                    own_store.clone()
-                } else {
-                    name.clone()
-                }
-            })
+            .map(|(name, write)| (id(name), *write))
             .collect();
         Ok(Self {
             grants: section.stores.iter().cloned().collect(),
             replicated,
+            writes,
+            lag_header: section.lag_header,
             limits: section.limits(host_limits)?,
             own_store,
         })

@@ -1,8 +1,10 @@
 //! The kv capability's settings: the host's limits (`[kv]` in
 //! `outpost.toml`) and a function's `[kv]` section in `NAME.toml`.
 
+use super::mode::{Mode, StoreWrite};
 use outpost_wire::names::is_shared_store_name;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 
 /// Highest value limit a config may set: a record of this size, base64 in
 /// JSON, still fits the cloud's batch limit alone.
@@ -44,6 +46,15 @@ pub struct KvSection {
     pub max_key_bytes: Option<usize>,
     /// The function's value limit, instead of the host's.
     pub max_value_bytes: Option<usize>,
+    /// Write modes by store (`"default"` or a name from `stores`):
+    /// `[kv.write.NAME]`; a store not listed takes the host's, else
+    /// `local`.
+    #[serde(default)]
+    pub write: BTreeMap<String, StoreWrite>,
+    /// Add `x-outpost-replication-lag-ms` (how far behind the cloud's feed
+    /// the node may be) to every response of this function.
+    #[serde(default)]
+    pub lag_header: bool,
 }
 
 /// Why a `[kv]` section was refused.
@@ -55,6 +66,22 @@ pub enum KvSettingsError {
     /// A replicated store the function was not granted.
     #[error("replicated store {0:?} is neither \"default\" nor listed in [kv] stores")]
     NotGranted(String),
+    /// A write mode for a store the function was not granted.
+    #[error("[kv.write.{0}]: {0:?} is neither \"default\" nor listed in [kv] stores")]
+    WriteNotGranted(String),
+    /// `forward` on a store the function does not replicate.
+    #[error(
+        "[kv.write.{0}] mode = \"forward\" needs the store in [kv] replicated (a local store has no cloud to forward to)"
+    )]
+    ForwardNotReplicated(String),
+    /// A write setting out of range.
+    #[error("[kv.write.{store}] {reason}")]
+    BadWrite {
+        /// The store.
+        store: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A function's limit above the host's: a function may only lower them.
     #[error("[kv] {key} = {value} is above the host's limit of {host}")]
     AboveHost {
@@ -95,6 +122,20 @@ impl KvSection {
             if store != "default" && !self.stores.contains(store) {
                 return Err(KvSettingsError::NotGranted(store.clone()));
             }
+        }
+        for (store, write) in &self.write {
+            if store != "default" && !self.stores.contains(store) {
+                return Err(KvSettingsError::WriteNotGranted(store.clone()));
+            }
+            if write.mode == Mode::Forward && !self.replicated.contains(store) {
+                return Err(KvSettingsError::ForwardNotReplicated(store.clone()));
+            }
+            write
+                .validate()
+                .map_err(|reason| KvSettingsError::BadWrite {
+                    store: store.clone(),
+                    reason,
+                })?;
         }
         Ok(())
     }
@@ -172,6 +213,35 @@ mod tests {
                 key: "max-key-bytes",
                 ..
             })
+        ));
+    }
+
+    #[test]
+    fn write_modes_need_a_granted_replicated_store() {
+        let parse = |s: &str| toml::from_str::<KvSection>(s).unwrap().validate();
+        assert_eq!(
+            parse("stores = [\"b\"]\nreplicated = [\"b\"]\n[write.b]\nmode = \"forward\""),
+            Ok(())
+        );
+        assert_eq!(
+            parse(
+                "replicated = [\"default\"]\n[write.default]\nmode = \"forward\"\nfallback = \"queue\""
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            parse("[write.default]\nmode = \"forward\""),
+            Err(KvSettingsError::ForwardNotReplicated("default".into()))
+        );
+        assert_eq!(
+            parse("[write.other]\nmode = \"local\""),
+            Err(KvSettingsError::WriteNotGranted("other".into()))
+        );
+        assert!(matches!(
+            parse(
+                "replicated = [\"default\"]\n[write.default]\nmode = \"forward\"\ntimeout-ms = 0"
+            ),
+            Err(KvSettingsError::BadWrite { .. })
         ));
     }
 

@@ -19,12 +19,14 @@ const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// `{"node":...,"epoch":E,"entries":[{"seq":N,"record":<stored JSON>},...]}`,
 /// built from the stored records without decoding them; a record that
-/// `--new-epoch` renumbered carries its `origin`.
+/// `--new-epoch` renumbered carries its `origin`, and one a writer waits
+/// on (a forward store) asks for its `outcome`.
 fn encode_batch(
     node: &str,
     epoch: u64,
     records: &[(u64, outpost_store::IVec)],
     origin: impl Fn(u64) -> Option<outpost_wire::Origin>,
+    awaited: &[u64],
 ) -> Bytes {
     let node = serde_json::to_string(node).expect("strings serialize");
     let size: usize = records.iter().map(|(_, r)| r.len() + 32).sum();
@@ -37,6 +39,9 @@ fn encode_batch(
             out.push(b',');
         }
         out.extend_from_slice(format!("{{\"seq\":{seq},").as_bytes());
+        if awaited.binary_search(seq).is_ok() {
+            out.extend_from_slice(b"\"outcome\":true,");
+        }
         if let Some(o) = origin(*seq) {
             out.extend_from_slice(
                 format!("\"origin\":{{\"epoch\":{},\"seq\":{}}},", o.epoch, o.seq).as_bytes(),
@@ -151,7 +156,8 @@ pub async fn run(storage: Arc<Storage>, link: Link, batch_max: usize) {
             }
         };
         let origin = |seq| origins.get(&seq).copied();
-        let body = encode_batch(storage.node_id(), storage.epoch(), &batch, origin);
+        let awaited = storage.awaiting().awaited(batch[0].0, last);
+        let body = encode_batch(storage.node_id(), storage.epoch(), &batch, origin, &awaited);
         link.metrics.ship_bytes.inc_by(body.len() as u64);
         let (read, bytes) = (started.elapsed(), body.len());
         match link.client.ingest(body).await {
@@ -186,6 +192,9 @@ pub async fn run(storage: Arc<Storage>, link: Link, batch_max: usize) {
                     tracing::info!(target: "outpost::replication::shipper", code = %blocked.code, "the cloud accepts this node's stream again; shipping resumed");
                 }
                 link.status.acked(through);
+                if !storage.awaiting().is_empty() {
+                    answer_waiters(&storage, &ack, through);
+                }
                 if !dropped(dropping.take()).await {
                     // Its records are still there: read them again, and
                     // the cloud counts them as duplicates.
@@ -230,6 +239,7 @@ pub async fn run(storage: Arc<Storage>, link: Link, batch_max: usize) {
                         );
                     }
                     link.status.block(blocked);
+                    storage.awaiting().all_queued();
                     tokio::time::sleep(BLOCKED_RETRY).await;
                 }
                 Verdict::Narrow(reason) if batch.len() > 1 => {
@@ -263,6 +273,9 @@ pub async fn run(storage: Arc<Storage>, link: Link, batch_max: usize) {
                 Verdict::Retry => {
                     count("failed");
                     link.status.unreachable(&e);
+                    // Writers waiting on the cloud hear "queued" now, not
+                    // at their timeout: the records stay and ship later.
+                    storage.awaiting().all_queued();
                     let delay = backoff.next_delay();
                     if let CloudError::Status {
                         code: None, status, ..
@@ -281,6 +294,22 @@ pub async fn run(storage: Arc<Storage>, link: Link, batch_max: usize) {
             },
         }
     }
+}
+
+/// Tells the writers waiting on records up to `through` what the cloud
+/// said of each: refused (quarantined), superseded by a newer version, or
+/// applied.
+fn answer_waiters(storage: &Storage, ack: &outpost_wire::Ack, through: u64) {
+    use outpost_store::CloudAnswer;
+    storage.awaiting().answer_through(through, |seq| {
+        if let Some(refused) = ack.refused.iter().find(|r| r.seq == seq) {
+            CloudAnswer::Refused(format!("{}: {}", refused.code, refused.reason))
+        } else if let Some(lost) = ack.superseded.iter().find(|s| s.seq == seq) {
+            CloudAnswer::Superseded(lost.winner.clone())
+        } else {
+            CloudAnswer::Applied
+        }
+    });
 }
 
 /// Waits for the previous drop of acknowledged records; false if it failed
@@ -332,7 +361,7 @@ mod tests {
         };
         let raw: outpost_store::IVec = serde_json::to_vec(&record).unwrap().into();
         let origin = |seq| (seq == 4).then_some(outpost_wire::Origin { epoch: 6, seq: 40 });
-        let batch = encode_batch("edge \"1\"", 7, &[(3, raw.clone()), (4, raw)], origin);
+        let batch = encode_batch("edge \"1\"", 7, &[(3, raw.clone()), (4, raw)], origin, &[4]);
         let parsed: Batch = serde_json::from_slice(&batch).unwrap();
         assert_eq!(parsed.node, "edge \"1\"");
         assert_eq!(parsed.epoch, 7);
@@ -340,6 +369,7 @@ mod tests {
         assert_eq!(parsed.entries[1].seq, 4);
         assert_eq!(parsed.entries[0].record, record);
         assert_eq!(parsed.entries[0].origin, None);
+        assert!(!parsed.entries[0].outcome && parsed.entries[1].outcome);
         assert_eq!(
             parsed.entries[1].origin.map(|o| (o.epoch, o.seq)),
             Some((6, 40))

@@ -114,6 +114,21 @@ impl ReplicationStatus {
     }
 }
 
+/// What the capabilities read (freshness, forward writes).
+impl outpost_caps::link::LinkState for ReplicationStatus {
+    fn reachable(&self) -> Option<bool> {
+        self.with(|s| match &s.blocked {
+            // A refused stream ships nothing: as good as unreachable.
+            Some(_) => Some(false),
+            None => s.reachable,
+        })
+    }
+
+    fn lag(&self) -> Duration {
+        ReplicationStatus::lag(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -79,8 +79,11 @@ impl Step<'_> {
 }
 
 /// What a committed group changed besides the trees.
+/// One op's answer: what it did, and the outbox record it made.
+pub(super) type OpResult = Result<(Written, Option<Receipt>), StorageError>;
+
 struct Outcome {
-    results: Vec<Result<(Written, Option<Receipt>), StorageError>>,
+    results: Vec<OpResult>,
     hlc: u64,
     next_seq: u64,
     outbox_added: u64,
@@ -116,7 +119,7 @@ impl Committer {
     pub(super) fn apply_group(
         &mut self,
         ops: &[&WriteOp],
-    ) -> Result<Vec<Result<(Written, Option<Receipt>), StorageError>>, sled::Error> {
+    ) -> Result<Vec<OpResult>, sled::Error> {
         let mut trees = vec![
             self.meta.clone(),
             self.outbox.clone(),

@@ -204,12 +204,15 @@ impl Handle {
         work: impl FnOnce(&Handles) -> Result<T, StorageError> + Send + 'static,
     ) -> Result<T, StorageError> {
         let (done, result) = oneshot::channel();
-        self.send(Work::Run(Box::new(move |handles| {
-            let outcome = work(handles);
-            let failed = io_failure(&outcome);
-            let _ = done.send(outcome);
-            failed
-        })), false)
+        self.send(
+            Work::Run(Box::new(move |handles| {
+                let outcome = work(handles);
+                let failed = io_failure(&outcome);
+                let _ = done.send(outcome);
+                failed
+            })),
+            false,
+        )
         .await?;
         result.await.map_err(|_| StorageError::Stopped)?
     }

@@ -1154,11 +1154,17 @@ async fn a_write_that_awaits_the_cloud_is_registered_before_its_record_can_ship(
     // Shippable now, and already registered.
     let batch = storage.outbox_batch(10, usize::MAX).unwrap();
     assert_eq!(batch.last().map(|(seq, _)| *seq), Some(receipt.seq));
-    assert_eq!(storage.awaiting().awaited(0, receipt.seq), vec![receipt.seq]);
+    assert_eq!(
+        storage.awaiting().awaited(0, receipt.seq),
+        vec![receipt.seq]
+    );
     storage
         .awaiting()
         .answer_through(receipt.seq, |_| crate::CloudAnswer::Applied);
-    assert_eq!(reply.answer.unwrap().await.unwrap(), crate::CloudAnswer::Applied);
+    assert_eq!(
+        reply.answer.unwrap().await.unwrap(),
+        crate::CloudAnswer::Applied
+    );
     // A local write has no record to wait on.
     let local = storage
         .write_awaiting_cloud(set("l", b"v", false))

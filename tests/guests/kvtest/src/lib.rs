@@ -6,7 +6,9 @@
 //! `limit`), `incr` (`delta`), `cas` (`expected`, or `absent=1`),
 //! `enqueue` (`topic`, `idem`; STORE is ignored), `hello` (no kv call at
 //! all: this guest's own cost, what the benchmarks compare kv ops with),
-//! `sdk-open` (opens STORE and answers through the SDK's `Result` handling).
+//! `sdk-open` (opens STORE and answers through the SDK's `Result` handling),
+//! `write` (the value in the body, `delete=1` for none: the outcome and
+//! version), `versioned` (value, version, acknowledged), `freshness`.
 
 use outpost_sdk::{Request, Response, http, kv, queue};
 use serde_json::{Value, json};
@@ -121,6 +123,43 @@ fn handle(req: Request) -> Response {
             store
                 .compare_and_swap(key, expected.as_deref(), &body)
                 .map(|()| Value::Bool(true))
+        }
+        "versioned" => store.get_versioned(key).map(|v| match v {
+            None => Value::Null,
+            Some(v) => json!({
+                "value": v.value.map(text),
+                "hlc": v.version.hlc,
+                "node": v.version.node,
+                "acknowledged": v.acknowledged,
+            }),
+        }),
+        "freshness" => {
+            let f = store.freshness();
+            Ok(json!({
+                "replicated": f.replicated,
+                "stale_ms": f.stale_ms,
+                "connected": f.connected,
+                "pending": f.pending,
+                "mode": match f.mode { kv::WriteMode::Local => "local", kv::WriteMode::Forward => "forward" },
+            }))
+        }
+        "write" => {
+            let value = (!params.contains_key("delete")).then_some(body.as_slice());
+            return reply(match store.write(key, value) {
+                Ok(outcome) => {
+                    let version = match &outcome {
+                        kv::WriteOutcome::Local => None,
+                        kv::WriteOutcome::Queued(v)
+                        | kv::WriteOutcome::Applied(v)
+                        | kv::WriteOutcome::Superseded(v) => {
+                            Some(json!({ "hlc": v.hlc, "node": v.node }))
+                        }
+                    };
+                    json!({ "ok": { "outcome": outcome.name(), "version": version } })
+                }
+                Err(kv::WriteError::Unavailable) => json!({ "error": "unavailable" }),
+                Err(kv::WriteError::Store(e)) => kv_error(e),
+            });
         }
         other => return reply(json!({ "error": format!("unknown op {other}") })),
     };
