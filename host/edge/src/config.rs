@@ -550,6 +550,30 @@ mod tests {
     }
 
     #[test]
+    fn a_host_store_forwards_only_if_it_replicates() {
+        let resolve = |toml: &str| {
+            let file = FileConfig::parse(Path::new("outpost.toml"), toml).unwrap();
+            ServeConfig::resolve(FlagConfig::default(), file, &no_env)
+        };
+        let c = resolve(
+            "[stores.stock]\nreplicated = true\nmode = \"forward\"\nfallback = \"queue\"\ntimeout-ms = 500\n",
+        )
+        .unwrap();
+        let write = c.stores["stock"].write();
+        assert_eq!(write.mode, outpost_caps::kv::mode::Mode::Forward);
+        assert_eq!(write.fallback, outpost_caps::kv::mode::Fallback::Queue);
+        assert_eq!(write.timeout(), Duration::from_millis(500));
+        let err = resolve("[stores.stock]\nmode = \"forward\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs replicated = true"), "{err}");
+        assert!(
+            resolve("[stores.stock]\nreplicated = true\nmode = \"forward\"\ntimeout-ms = 0\n")
+                .is_err()
+        );
+    }
+
+    #[test]
     fn bad_env_value_names_the_variable() {
         let env = |k: &str| (k == "OUTPOST_MAX_INSTANCES").then(|| "lots".to_string());
         let err = ServeConfig::resolve(FlagConfig::default(), FileConfig::default(), &env)

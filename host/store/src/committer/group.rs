@@ -116,10 +116,7 @@ impl Committer {
     /// Applies `ops` in one transaction: one answer per op, in order, or
     /// the sled error that failed the whole group (nothing of it applied,
     /// unless it was an I/O error during the commit: then it is unknown).
-    pub(super) fn apply_group(
-        &mut self,
-        ops: &[&WriteOp],
-    ) -> Result<Vec<OpResult>, sled::Error> {
+    pub(super) fn apply_group(&mut self, ops: &[&WriteOp]) -> Result<Vec<OpResult>, sled::Error> {
         let mut trees = vec![
             self.meta.clone(),
             self.outbox.clone(),
