@@ -623,7 +623,7 @@ fn apply_batch(
         batch
             .entries
             .iter()
-            .filter(|(e, verdict)| e.seq <= mark || verdict.is_none())
+            .filter(|(_, verdict)| verdict.is_none())
             .map(|(e, _)| e),
         |seq| seq <= mark && refused_before.binary_search_by_key(&seq, |r| r.seq).is_ok(),
     );
@@ -633,6 +633,7 @@ fn apply_batch(
         through: 0,
         refused: refused_before,
         superseded: Vec::new(),
+        answered: Vec::new(),
     };
     // What each new entry keeps, and whether it was applied before at its
     // place or (renumbered by `--new-epoch`, or carried by a copy) at its
@@ -727,6 +728,7 @@ fn apply_batch(
     let next = match result {
         Ok((next, superseded)) => {
             ack.superseded = superseded;
+            ack.answered = awaited.iter().map(|w| w.seq).collect();
             next
         }
         Err(TransactionError::Storage(e)) => return Err(e.into()),

@@ -535,6 +535,7 @@ async fn a_waiting_write_that_loses_hears_the_winner<B: Backend>() {
             winner: version(20, "b")
         }]
     );
+    assert_eq!(ack.answered, [1]);
     assert_eq!(value_of(&store, "k").await.unwrap(), b"from-b");
     let ack = store
         .ingest(batch(
@@ -548,6 +549,7 @@ async fn a_waiting_write_that_loses_hears_the_winner<B: Backend>() {
         .unwrap();
     assert_eq!(ack.applied, 2);
     assert!(ack.superseded.is_empty(), "{:?}", ack.superseded);
+    assert_eq!(ack.answered, [2, 3], "both answered: the edge says applied");
     assert_eq!(value_of(&store, "k").await.unwrap(), b"newest");
 }
 

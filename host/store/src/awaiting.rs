@@ -67,6 +67,13 @@ impl Awaiting {
         }
     }
 
+    /// Answers the waiter on record `seq`, if any (a record set aside).
+    pub fn answer(&self, seq: u64, answer: CloudAnswer) {
+        if let Some(waiter) = self.lock().remove(&seq) {
+            let _ = waiter.send(answer);
+        }
+    }
+
     /// Tells every waiter "queued": the link is down, or the stream is
     /// blocked. Their records stay in the outbox.
     pub fn all_queued(&self) {

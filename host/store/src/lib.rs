@@ -354,6 +354,20 @@ impl Storage {
         version.node != self.node_id || version.hlc <= self.progress.pending.acked_hlc()
     }
 
+    /// The cloud acknowledged `records` (a batch just shipped) up to
+    /// `through`: versions up to the newest stamp among them read as
+    /// answered from now on, before their drop from the outbox runs.
+    pub fn mark_answered(&self, records: &[(u64, IVec)], through: u64) {
+        let newest = records
+            .iter()
+            .rev()
+            .filter(|(seq, _)| *seq <= through)
+            .find_map(|(_, record)| pending::record_hlc(record));
+        if let Some(hlc) = newest {
+            self.progress.pending.answered_through(hlc);
+        }
+    }
+
     /// Local writes of `store` still waiting in the outbox for the cloud.
     pub fn pending_writes(&self, store: &str) -> u64 {
         self.progress.pending.of(store)

@@ -29,6 +29,10 @@ pub struct Pending {
 /// batch runs this for each).
 pub(crate) fn record_store(record: &[u8]) -> Option<String> {
     const PREFIX: &[u8] = br#"{"kind":"kv","store":""#;
+    // Events and placeholders: no store, and their payloads are not parsed.
+    if record.starts_with(br#"{"kind":""#) && !record.starts_with(br#"{"kind":"kv""#) {
+        return None;
+    }
     if let Some(rest) = record.strip_prefix(PREFIX)
         && let Some(end) = rest.iter().position(|&b| b == b'"' || b == b'\\')
         && rest[end] == b'"'
@@ -59,8 +63,9 @@ impl Pending {
         let mut oldest = None;
         for record in records {
             let record = record.as_ref();
+            // Placeholders carry no stamp: the oldest stamped record counts.
             if oldest.is_none() {
-                oldest = Some(record_hlc(record).unwrap_or(0));
+                oldest = record_hlc(record);
             }
             if let Some(store) = record_store(record) {
                 *by_store.entry(store).or_insert(0) += 1;

@@ -97,8 +97,13 @@ impl Storage {
             })
             .await?;
         let (moved, removed, store) = moved;
-        // Set aside, it no longer waits for the cloud.
+        // Set aside, it no longer waits for the cloud, and whoever waited
+        // on it must not hear "applied" when its placeholder is acked.
         self.progress.pending.removed(store);
+        self.progress.awaiting.answer(
+            seq,
+            crate::CloudAnswer::Refused(reason.chars().take(1024).collect()),
+        );
         if removed {
             self.progress.outbox_records.fetch_sub(1, Ordering::AcqRel);
         }

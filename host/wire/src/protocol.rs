@@ -115,6 +115,12 @@ pub struct Ack {
     /// current version. Absent from clouds that predate it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub superseded: Vec<Superseded>,
+    /// The sequence numbers of the flagged KV entries the cloud answered
+    /// (those in `superseded` and the current ones): the edge says
+    /// "applied" only for one listed here, so a cloud that predates the
+    /// flag, or an entry it did not answer, never reads as applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answered: Vec<u64>,
 }
 
 /// A write that lost, as the cloud tells the edge that waits on it.

@@ -131,9 +131,9 @@ impl KvView<'_> {
         store: &str,
         replicated: bool,
         op: WriteOp,
-    ) -> Result<Written, Error> {
+    ) -> Result<(Written, Outcome), Error> {
         match self.commit(store, replicated, op).await? {
-            Some((written, _)) => Ok(written),
+            Some(done) => Ok(done),
             None => Err(Error::Io(format!(
                 "unavailable: the cloud is unreachable and store {store:?} forwards its writes (fallback = \"fail\"); nothing was written"
             ))),
@@ -308,7 +308,7 @@ impl kv::HostStore for KvView<'_> {
                 key,
                 delta,
             };
-            match self.write(&store, replicated, op).await? {
+            match self.write(&store, replicated, op).await?.0 {
                 Written::Number(n) => Ok(n),
                 other => unreachable!("increment answered {other:?}"),
             }
@@ -336,7 +336,12 @@ impl kv::HostStore for KvView<'_> {
                 expected,
                 new,
             };
-            self.write(&store, replicated, op).await.map(drop)
+            match self.write(&store, replicated, op).await? {
+                // Swapped here, but the cloud holds a newer value: as far
+                // as the caller's protocol goes, the swap lost.
+                (_, Outcome::Superseded(_)) => Err(Error::Conflict),
+                _ => Ok(()),
+            }
         }
         .await;
         Ok(self.counted("compare-and-swap", result))

@@ -158,6 +158,7 @@ async fn plan_and_write(
             through: 0,
             refused: Vec::new(),
             superseded: Vec::new(),
+            answered: Vec::new(),
         });
     }
 
@@ -317,6 +318,7 @@ async fn plan_and_write(
         through: batch.entries.last().map_or(0, |(e, _)| e.seq),
         refused: Vec::new(),
         superseded: Vec::new(),
+        answered: Vec::new(),
     };
     // Redeliveries must carry what was applied; a refusal is said again,
     // in case the first answer was lost.
@@ -341,7 +343,7 @@ async fn plan_and_write(
         batch
             .entries
             .iter()
-            .filter(|(e, verdict)| e.seq <= mark || verdict.is_none())
+            .filter(|(_, verdict)| verdict.is_none())
             .map(|(e, _)| e),
         |seq| seq <= mark && ack.refused.binary_search_by_key(&seq, |r| r.seq).is_ok(),
     );
@@ -354,6 +356,7 @@ async fn plan_and_write(
             let read = tx.prepare_cached(CURRENT_VERSIONS).await?;
             let rows = tx.query(&read, outcome_params).await?;
             ack.superseded = superseded_by(&awaited, &rows)?;
+            ack.answered = awaited.iter().map(|w| w.seq).collect();
         }
         return Ok(ack);
     }
@@ -698,6 +701,7 @@ async fn plan_and_write(
         return Err(e.into());
     }
     ack.superseded = superseded_by(&awaited, &outcome_rows)?;
+    ack.answered = awaited.iter().map(|w| w.seq).collect();
 
     if plan.feed.is_empty() && plan.conflicts.is_empty() && plan.events.is_empty() {
         return Ok(ack);

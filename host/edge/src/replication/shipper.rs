@@ -192,6 +192,7 @@ pub async fn run(storage: Arc<Storage>, link: Link, batch_max: usize) {
                     tracing::info!(target: "outpost::replication::shipper", code = %blocked.code, "the cloud accepts this node's stream again; shipping resumed");
                 }
                 link.status.acked(through);
+                storage.mark_answered(&batch, through);
                 if !storage.awaiting().is_empty() {
                     answer_waiters(&storage, &ack, through);
                 }
@@ -259,6 +260,7 @@ pub async fn run(storage: Arc<Storage>, link: Link, batch_max: usize) {
                     };
                     tracing::error!(target: "outpost::replication::shipper", seq = last, "the cloud refuses this node's stream; shipping stopped, records kept: {}", blocked.message);
                     link.status.block(blocked);
+                    storage.awaiting().all_queued();
                     tokio::time::sleep(BLOCKED_RETRY).await;
                 }
                 Verdict::Narrow(reason) => {
@@ -297,8 +299,9 @@ pub async fn run(storage: Arc<Storage>, link: Link, batch_max: usize) {
 }
 
 /// Tells the writers waiting on records up to `through` what the cloud
-/// said of each: refused (quarantined), superseded by a newer version, or
-/// applied.
+/// said of each: refused (quarantined), superseded by a newer version,
+/// applied (only when the cloud says it answered that record: a cloud
+/// that predates the flag answers none), or else queued.
 fn answer_waiters(storage: &Storage, ack: &outpost_wire::Ack, through: u64) {
     use outpost_store::CloudAnswer;
     storage.awaiting().answer_through(through, |seq| {
@@ -306,8 +309,10 @@ fn answer_waiters(storage: &Storage, ack: &outpost_wire::Ack, through: u64) {
             CloudAnswer::Refused(format!("{}: {}", refused.code, refused.reason))
         } else if let Some(lost) = ack.superseded.iter().find(|s| s.seq == seq) {
             CloudAnswer::Superseded(lost.winner.clone())
-        } else {
+        } else if ack.answered.contains(&seq) {
             CloudAnswer::Applied
+        } else {
+            CloudAnswer::Queued
         }
     });
 }
