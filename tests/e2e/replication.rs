@@ -221,6 +221,12 @@ fn concurrent_writes_converge_to_the_last_writer_and_record_a_conflict() {
     assert_eq!(conflict["store"], "@kv");
     assert_eq!(conflict["winner"]["node"], "edge-b");
     assert_eq!(conflict["loser"]["node"], "edge-a");
+    // Explained for people: a lost write, why it lost, when, and what.
+    assert_eq!(conflict["kind"], "divergent");
+    assert_eq!(conflict["reason"], "higher-hlc");
+    assert!(conflict["winner_ms"].as_u64().unwrap() >= conflict["loser_ms"].as_u64().unwrap());
+    assert_eq!(conflict["loser_shown"]["text"], "from-a");
+    assert_eq!(conflict["winner_shown"]["format"], "text");
 }
 
 fn the_cloud_refuses_requests_without_the_token(backend: Backend) {

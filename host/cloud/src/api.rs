@@ -7,7 +7,7 @@
 //! | `GET /_outpost/health` | 200, or 503 (`storage-failing`, since when, why) while storage refuses writes | anyone |
 //! | `POST /v1/ingest` | apply a [`Batch`], answer an [`outpost_wire::Ack`] once durable | the batch's node |
 //! | `GET /v1/feed?since=C&limit=N&wait=S` | accepted KV writes after cursor C, long-polling up to S seconds | nodes (their stores), readers |
-//! | `GET /v1/conflicts?since=I&limit=N` | recorded conflicts | nodes (their stores), readers |
+//! | `GET /v1/conflicts?since=I&limit=N` | recorded conflicts, explained (`wire::explain`: benign or divergent, why the winner won, wall-clock times, values decoded) | nodes (their stores), readers |
 //! | `GET /v1/events/TOPIC?since=I&limit=N` | events of a topic | readers |
 //! | `GET /v1/kv?store=S&key=K` | the cloud's current value of a key | readers |
 //! | `GET /metrics` | Prometheus metrics | readers |
@@ -455,7 +455,15 @@ impl<S: CloudStore> Cloud<S> {
                 Ok(p) => match self.store.conflicts(p.since, p.limit).await {
                     Ok(mut page) => {
                         page.items.retain(|c| principal.may_see(&c.store));
-                        json(&page)
+                        let explained = outpost_wire::Page {
+                            items: page
+                                .items
+                                .into_iter()
+                                .map(outpost_wire::explain::explain)
+                                .collect(),
+                            next: page.next,
+                        };
+                        json(&explained)
                     }
                     Err(e) => storage_failure(e),
                 },

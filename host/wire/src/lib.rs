@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod envelope;
+pub mod explain;
 pub mod hlc;
 pub mod names;
 pub mod protocol;
