@@ -46,11 +46,7 @@ impl KvCtx {
         let storage = &self.services.storage;
         let write = self.services.catalog.write_of(&self.policy, store);
         if !replicated || write.mode == Mode::Local {
-            let (written, receipt) = storage.write_receipt(op).await.map_err(Refused::Storage)?;
-            return Ok((
-                written,
-                receipt.map_or(Outcome::Local, |r| Outcome::Queued(r.version)),
-            ));
+            return self.commit_locally(op).await;
         }
         let link = &self.services.link;
         // Down for sure: no replication here, or the last exchange failed
@@ -62,14 +58,7 @@ impl KvCtx {
                     tracing::debug!(target: "outpost::kv", function = %self.function, store, "forward write refused: the cloud is unreachable (fallback = fail)");
                     return Err(Refused::Unavailable);
                 }
-                Fallback::Queue => {
-                    let (written, receipt) =
-                        storage.write_receipt(op).await.map_err(Refused::Storage)?;
-                    return Ok((
-                        written,
-                        receipt.map_or(Outcome::Local, |r| Outcome::Queued(r.version)),
-                    ));
-                }
+                Fallback::Queue => return self.commit_locally(op).await,
             }
         }
         let reply = storage
@@ -93,5 +82,20 @@ impl KvCtx {
             }
         };
         Ok((reply.written, outcome))
+    }
+
+    /// Commits `op` without waiting for the cloud: queued if it made an
+    /// outbox record, else local.
+    async fn commit_locally(&self, op: WriteOp) -> Result<(Written, Outcome), Refused> {
+        let (written, receipt) = self
+            .services
+            .storage
+            .write_receipt(op)
+            .await
+            .map_err(Refused::Storage)?;
+        Ok((
+            written,
+            receipt.map_or(Outcome::Local, |r| Outcome::Queued(r.version)),
+        ))
     }
 }
