@@ -3,6 +3,7 @@
 
 mod cloud_file;
 mod dev;
+mod lab_cli;
 mod new_project;
 
 use clap::{Parser, Subcommand};
@@ -42,6 +43,8 @@ enum Command {
     Bench(BenchCommand),
     /// Write a new function project (Rust, JavaScript or Python) to build and deploy.
     New(new_project::NewArgs),
+    /// A local cloud and N edges behind links you can cut, slow and make lossy; scenario files for partition tests.
+    Lab(lab_cli::LabArgs),
 }
 
 #[derive(Subcommand)]
@@ -416,6 +419,13 @@ fn main() -> anyhow::Result<()> {
     init_logging(cli.log_format);
     match cli.command {
         Command::New(args) => new_project::run(args),
+        Command::Lab(args) => {
+            let code = lab_cli::run(args, shutdown_signal())?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
         Command::Dev(args) => dev::run(args, shutdown_signal()),
         Command::Serve(args) => {
             let config = serve_config(args)?;
