@@ -331,6 +331,11 @@ fn send(
     }
 }
 
+/// Any request with its own agent, to any URL.
+pub fn http_request(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    send(&http_agent(), method, url, headers, body)
+}
+
 /// A GET with its own agent, to any URL.
 pub fn http_get(url: &str, headers: &[(&str, &str)]) -> Reply {
     send(&http_agent(), "GET", url, headers, b"")
@@ -1063,5 +1068,82 @@ impl Proxy {
         self.held.store(false, std::sync::atomic::Ordering::SeqCst);
         self.held_answers
             .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// `outpost lab` with its own modules folder: a cloud and edges behind
+/// the lab's links, driven through the lab's API and CLI.
+pub struct Lab {
+    pub process: Process,
+    /// The lab's API and dashboard, `http://ADDR`.
+    pub api: String,
+    /// Each edge's public URL, edge-1 first.
+    pub edges: Vec<String>,
+    _dir: Arc<tempfile::TempDir>,
+}
+
+impl Lab {
+    /// Starts a lab of `edges` edges serving `dir`'s modules folder, its
+    /// API on a fresh loopback port.
+    pub fn start(dir: Arc<tempfile::TempDir>, edges: usize) -> Lab {
+        let mut cmd = Command::new(outpost_bin());
+        cmd.arg("lab")
+            .arg("--edges")
+            .arg(edges.to_string())
+            .arg("--modules")
+            .arg(dir.path().join("modules"))
+            .arg("--dir")
+            .arg(dir.path().join("lab"))
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .env("RUST_LOG", "info,outpost=debug");
+        let process = Process::spawn(cmd, "lab");
+        let api = process.wait_addr(r"dashboard\s+http://(\S+?)/");
+        let edges = (1..=edges)
+            .map(|i| {
+                let addr = process.wait_addr(&format!(r"^\s+edge-{i}\s+http://(\S+)"));
+                format!("http://{addr}")
+            })
+            .collect();
+        Lab {
+            process,
+            api: format!("http://{api}"),
+            edges,
+            _dir: dir,
+        }
+    }
+
+    /// The lab's answer to `method path` with a JSON `body`.
+    pub fn call(&self, method: &str, path: &str, body: &str) -> Reply {
+        send(
+            &http_agent(),
+            method,
+            &format!("{}{path}", self.api),
+            &[("content-type", "application/json")],
+            body.as_bytes(),
+        )
+    }
+
+    /// `GET path` on the lab's API, as JSON.
+    pub fn get(&self, path: &str) -> serde_json::Value {
+        let reply = self.call("GET", path, "");
+        assert_eq!(reply.status, 200, "GET {path}: {}", reply.body);
+        reply.json()
+    }
+
+    /// Runs `outpost lab ARGS --lab ADDR` (the CLI against this lab).
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(outpost_bin())
+            .arg("lab")
+            .args(args)
+            .arg("--lab")
+            .arg(&self.api)
+            .output()
+            .expect("run outpost lab")
+    }
+
+    /// `edge-N`'s entry in the lab's status (1-based).
+    pub fn edge_status(&self, n: usize) -> serde_json::Value {
+        self.get("/api/status")["edges"][n - 1].clone()
     }
 }

@@ -21,6 +21,7 @@ mod hostile_guests;
 mod isolation;
 mod keyvalue;
 mod kv;
+mod lab;
 mod lifecycle;
 mod mixed;
 mod observability;

@@ -477,4 +477,92 @@ mod tests {
         // The debt carries over: the next sender waits longer still.
         assert!(b.take(1024, 1024) > wait);
     }
+
+    /// A server that echoes what it reads, for the links' own tests.
+    async fn echo_server() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = stream.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// Sends `bytes` through `link` and reads them back; the time it took.
+    async fn round_trip(link: &Link, bytes: usize) -> std::io::Result<Duration> {
+        let start = Instant::now();
+        let mut stream = TcpStream::connect(link.addr).await?;
+        let sent = vec![7u8; bytes];
+        let (mut r, mut w) = stream.split();
+        let mut back = vec![0u8; bytes];
+        let (wrote, read) = tokio::join!(w.write_all(&sent), r.read_exact(&mut back));
+        wrote?;
+        read?;
+        assert_eq!(back, sent);
+        Ok(start.elapsed())
+    }
+
+    fn change(f: impl FnOnce(&mut FaultChange)) -> FaultChange {
+        let mut c = FaultChange::default();
+        f(&mut c);
+        c
+    }
+
+    #[tokio::test]
+    async fn latency_delays_each_way_and_bandwidth_caps_the_rate() {
+        let link = Link::start("edge-1", echo_server().await).await.unwrap();
+        round_trip(&link, 100).await.unwrap();
+        link.change(&change(|c| c.latency_ms = Some(200))).unwrap();
+        // A delay the link adds is a floor, never a race: connect, there
+        // and back are each held at least 200 ms.
+        let slow = round_trip(&link, 100).await.unwrap();
+        assert!(slow >= Duration::from_millis(600), "{slow:?}");
+        link.change(&change(|c| {
+            c.reset = true;
+            c.bandwidth = Some(8 * 1024);
+        }))
+        .unwrap();
+        // 16 KiB each way at 8 KiB/s from an empty bucket: two seconds.
+        let capped = round_trip(&link, 16 * 1024).await.unwrap();
+        assert!(capped >= Duration::from_millis(1900), "{capped:?}");
+        let stats = link.stats();
+        assert_eq!(stats.bytes_to_cloud, 100 + 100 + 16 * 1024);
+        assert_eq!(stats.bytes_from_cloud, stats.bytes_to_cloud);
+        assert_eq!(stats.connections, 3);
+    }
+
+    #[tokio::test]
+    async fn a_cut_closes_open_connections_and_refuses_new_ones_until_healed() {
+        let link = Link::start("edge-1", echo_server().await).await.unwrap();
+        let mut open = TcpStream::connect(link.addr).await.unwrap();
+        open.write_all(b"hi").await.unwrap();
+        let mut two = [0u8; 2];
+        open.read_exact(&mut two).await.unwrap();
+        link.change(&change(|c| c.cut = Some(true))).unwrap();
+        let mut rest = Vec::new();
+        // The open connection ends (EOF or reset), it does not hang.
+        let _ = open.read_to_end(&mut rest).await;
+        assert!(round_trip(&link, 10).await.is_err());
+        assert!(link.stats().refused >= 1);
+        assert_eq!(link.stats().cut_connections, 1);
+        link.change(&change(|c| c.cut = Some(false))).unwrap();
+        round_trip(&link, 10).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn total_loss_breaks_every_exchange_and_reset_clears_it() {
+        let link = Link::start("edge-1", echo_server().await).await.unwrap();
+        link.change(&change(|c| c.loss = Some(1.0))).unwrap();
+        for _ in 0..3 {
+            assert!(round_trip(&link, 10).await.is_err());
+        }
+        assert_eq!(link.stats().refused, 3);
+        link.change(&change(|c| c.reset = true)).unwrap();
+        round_trip(&link, 10).await.unwrap();
+    }
 }
