@@ -47,13 +47,14 @@ fn dependencies(package: &str) -> BTreeSet<String> {
 }
 
 #[test]
-fn the_cloud_wire_http_and_store_crates_do_not_link_wasmtime() {
+fn the_cloud_wire_http_store_and_lab_crates_do_not_link_wasmtime() {
     for package in [
         "outpost-cloud",
         "outpost-wire",
         "outpost-http",
         "outpost-store",
         "outpost-sled-guard",
+        "outpost-lab",
     ] {
         let deps = dependencies(package);
         assert!(
@@ -119,6 +120,16 @@ fn the_layers_depend_only_downwards() {
         (
             "outpost-caps",
             &["outpost-edge", "outpost-cloud", "outpost-http"],
+        ),
+        // The lab runs the tiers as processes and talks HTTP to them.
+        (
+            "outpost-lab",
+            &[
+                "outpost-edge",
+                "outpost-cloud",
+                "outpost-store",
+                "outpost-caps",
+            ],
         ),
     ];
     for (package, forbidden) in rules {
@@ -224,6 +235,7 @@ fn no_host_crate_has_an_import_loop() {
         "wire",
         "http",
         "sled-guard",
+        "lab",
     ] {
         let graph = module_graph(&root().join("host").join(krate).join("src"));
         assert!(!graph.is_empty(), "host/{krate}: no modules found");
