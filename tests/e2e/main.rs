@@ -13,6 +13,7 @@ mod dashboard;
 mod dev;
 mod disk_full;
 mod examples;
+mod explorer;
 mod failover;
 mod failures;
 mod hostile_clients;

@@ -7,16 +7,23 @@
 //! | `GET /_outpost/health` | 200, or 503 (`storage-failing`, since when, why) while storage refuses writes | anyone |
 //! | `POST /v1/ingest` | apply a [`Batch`], answer an [`outpost_wire::Ack`] once durable | the batch's node |
 //! | `GET /v1/feed?since=C&limit=N&wait=S` | accepted KV writes after cursor C, long-polling up to S seconds | nodes (their stores), readers |
-//! | `GET /v1/conflicts?since=I&limit=N` | recorded conflicts, explained (`wire::explain`: benign or divergent, why the winner won, wall-clock times, values decoded) | nodes (their stores), readers |
+//! | `GET /v1/conflicts?since=I&limit=N&store=S&prefix=P&node=N&kind=K&reviewed=B` | recorded conflicts, explained (`wire::explain`: benign or divergent, why the winner won, wall-clock times, values decoded), each with its `review` (or null); filtered here (`store` exact, key `prefix`, either writer `node`, `kind` benign/divergent, `reviewed` true/false), scanning at most 10,000 records; `next` is the last one scanned | nodes (their stores), readers |
+//! | `GET /v1/conflicts/stats?store=&prefix=&node=&kind=&reviewed=&bucket_s=60&window=N` | counts over the most recent `window` (default and at most 100,000) conflicts: kinds, reviewed, per store, per node pair, per time bucket (of the later write); `window`, `complete` | nodes (their stores), readers |
+//! | `POST /v1/conflicts/ID/review` | marks a conflict reviewed (`{"note": ...}` or no body): by whom (from the credential) and when (the cloud's clock); the first review stands | the operator, dev token, nodes (their stores) |
+//! | `GET /v1/history?store=S&key=K&limit=N&window=W` | a key's versions the cloud accepted among the last `window` (default 20,000, at most 100,000) feed changes, newest first, each with the conflicts it won, and the writes that lost (from as many recent conflicts); its current version | nodes (their stores), readers |
 //! | `GET /v1/events/TOPIC?since=I&limit=N` | events of a topic | readers |
 //! | `GET /v1/kv?store=S&key=K` | the cloud's current value of a key | readers |
+//! | `GET /v1/kv?store=S&after=K&limit=N` | the store's keys in key order, tombstones included, with versions and values (`next`: the last key, if more follow) | readers, nodes (their stores) |
 //! | `GET /metrics` | Prometheus metrics | readers |
 //! | `POST /v1/credentials`, `GET /v1/credentials`, `DELETE /v1/credentials/ID` | enrol, list, revoke | the operator |
 //!
 //! The operator (admin token) may do everything; development mode's
-//! shared token may ship as any node and read, not manage credentials.
+//! shared token may ship as any node, read, and review conflicts, not
+//! manage credentials. "Readers" above are reader credentials, the
+//! operator and the dev token; readers themselves never write (a review
+//! from one is 403).
 
-use crate::contract::{Checked, CloudStore, CloudStoreError, MAX_BATCH_ENTRIES};
+use crate::contract::{Checked, CloudStore, CloudStoreError, MAX_BATCH_ENTRIES, Reviewed};
 use crate::credentials::{Enrol, Principal, token_hash};
 use crate::guard::StorageHealth;
 use crate::metrics::CloudMetrics;
@@ -32,10 +39,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod explorer;
+pub use explorer::Scans;
+
 /// Largest ingest body accepted.
 pub const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
 /// Largest enrolment request.
 const MAX_ENROL_BYTES: usize = 64 * 1024;
+/// Largest review request: a note of 1 KiB, even written all in JSON
+/// escapes.
+const MAX_REVIEW_BYTES: usize = 8 * 1024;
 /// Most items one read returns.
 const MAX_LIMIT: usize = 1000;
 /// Longest a feed read may wait for changes.
@@ -76,6 +89,8 @@ pub struct Cloud<S> {
     /// Set when the tier shuts down: waiting feed reads answer at once
     /// (an empty page), so the drain does not sit out their long polls.
     pub stopping: Arc<Stopping>,
+    /// The explorer's windowed scans (stats, history), one at a time.
+    pub scans: Arc<Scans>,
 }
 
 /// The shutdown signal a waiting feed read listens for.
@@ -433,6 +448,18 @@ impl<S: CloudStore> Cloud<S> {
                     Err(e) => storage_failure(e),
                 }
             }
+            p if p.starts_with("/v1/conflicts/") && p.ends_with("/review") => {
+                if method != Method::POST {
+                    return method_not_allowed("POST", &path);
+                }
+                // `/v1/conflicts/review` has no id: "" (the two share a `/`).
+                let id = p
+                    .strip_prefix("/v1/conflicts/")
+                    .and_then(|rest| rest.strip_suffix("/review"))
+                    .unwrap_or("")
+                    .to_owned();
+                self.review(req, &principal, &id).await
+            }
             _ if method != Method::GET => method_not_allowed("GET", &path),
             "/metrics" => {
                 if !principal.may_read_all() {
@@ -451,29 +478,59 @@ impl<S: CloudStore> Cloud<S> {
                 )
             }
             "/v1/feed" => self.feed(&req, &principal).await,
-            "/v1/conflicts" => match Paging::parse(&query(&req)) {
-                Ok(p) => match self.store.conflicts(p.since, p.limit).await {
-                    Ok(mut page) => {
-                        page.items.retain(|c| principal.may_see(&c.store));
-                        let explained = outpost_wire::Page {
-                            items: page
-                                .items
-                                .into_iter()
-                                .map(outpost_wire::explain::explain)
-                                .collect(),
-                            next: page.next,
-                        };
-                        json(&explained)
+            "/v1/conflicts" => {
+                let params = query(&req);
+                let (paging, filter) = match Paging::parse(&params)
+                    .and_then(|p| Ok((p, explorer::Filter::parse(&params)?)))
+                {
+                    Ok(parsed) => parsed,
+                    Err(message) => {
+                        return error(StatusCode::BAD_REQUEST, "bad-request", &message, "");
                     }
-                    Err(e) => storage_failure(e),
-                },
-                Err(message) => error(StatusCode::BAD_REQUEST, "bad-request", &message, ""),
-            },
+                };
+                explorer::list(&self.store, &principal, paging.since, paging.limit, &filter)
+                    .await
+                    .map_or_else(storage_failure, |page| json(&page))
+            }
+            "/v1/conflicts/stats" => {
+                let query = match explorer::StatsQuery::parse(&query(&req)) {
+                    Ok(query) => query,
+                    Err(message) => {
+                        return error(StatusCode::BAD_REQUEST, "bad-request", &message, "");
+                    }
+                };
+                let Some(_turn) = self.scans.turn().await else {
+                    return scans_busy(&path);
+                };
+                explorer::stats(&self.store, &principal, &query)
+                    .await
+                    .map_or_else(storage_failure, |stats| json(&stats))
+            }
+            "/v1/history" => {
+                let query = match explorer::HistoryQuery::parse(&query(&req)) {
+                    Ok(query) => query,
+                    Err(message) => {
+                        return error(StatusCode::BAD_REQUEST, "bad-request", &message, "");
+                    }
+                };
+                if !principal.may_see(query.store()) {
+                    return forbidden("read this store's history", &principal);
+                }
+                let Some(_turn) = self.scans.turn().await else {
+                    return scans_busy(&path);
+                };
+                explorer::history(&self.store, &query)
+                    .await
+                    .map_or_else(storage_failure, |history| json(&history))
+            }
             "/v1/kv" => {
+                let params = query(&req);
+                if !params.contains_key("key") {
+                    return self.keys(&params, &principal).await;
+                }
                 if !principal.may_read_all() {
                     return forbidden("read keys", &principal);
                 }
-                let params = query(&req);
                 let (Some(store), Some(key)) = (params.get("store"), params.get("key")) else {
                     return error(
                         StatusCode::BAD_REQUEST,
@@ -511,6 +568,104 @@ impl<S: CloudStore> Cloud<S> {
                 "no such endpoint",
                 &path,
             ),
+        }
+    }
+
+    /// `GET /v1/kv?store=S&after=K&limit=N`: the store's keys in order.
+    async fn keys(
+        &self,
+        params: &HashMap<String, String>,
+        principal: &Principal,
+    ) -> Response<Full> {
+        let Some(store) = params.get("store") else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                "store is required (and key, to read one key)",
+                "",
+            );
+        };
+        // Readers and operators see every store; a node, the ones it may
+        // write (what a convergence check compares with its own).
+        if !principal.may_see(store) {
+            return forbidden("list this store's keys", principal);
+        }
+        let limit = match Paging::parse(params) {
+            Ok(paging) => paging.limit,
+            Err(message) => return error(StatusCode::BAD_REQUEST, "bad-request", &message, ""),
+        };
+        let after = params.get("after").map(String::as_str);
+        match self.store.keys(store, after, limit).await {
+            Ok(page) => json(&serde_json::json!({
+                "items": page
+                    .items
+                    .iter()
+                    .map(|(key, (version, value))| serde_json::json!({
+                        "key": key,
+                        "version": version,
+                        "value": value.as_ref().map(|v| base64::engine::general_purpose::STANDARD.encode(v)),
+                    }))
+                    .collect::<Vec<_>>(),
+                "next": page.next,
+            })),
+            Err(e) => storage_failure(e),
+        }
+    }
+
+    /// `POST /v1/conflicts/ID/review`: who is the credential's, when is
+    /// this cloud's clock; the first review stands.
+    async fn review(
+        &self,
+        req: Request<RequestBody>,
+        principal: &Principal,
+        id: &str,
+    ) -> Response<Full> {
+        let Some(by) = explorer::reviewer(principal) else {
+            return forbidden("review conflicts (it is read-only)", principal);
+        };
+        let Ok(id) = id.parse::<u64>() else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                "a conflict id is a non-negative integer",
+                &format!("{:?}", id.chars().take(40).collect::<String>()),
+            );
+        };
+        let body = match read_body(req, MAX_REVIEW_BYTES).await {
+            Ok(body) => body,
+            Err(reply) => return reply,
+        };
+        let note = match explorer::review_note(&body) {
+            Ok(note) => note,
+            Err(message) => return error(StatusCode::BAD_REQUEST, "bad-request", &message, ""),
+        };
+        // A node reviews only what it may see; the others see everything.
+        let conflict = match self.store.conflicts(id.saturating_sub(1), 1).await {
+            Ok(page) => page.items.into_iter().find(|c| c.id == id),
+            Err(e) => return storage_failure(e),
+        };
+        let Some(conflict) = conflict else {
+            return not_found_conflict(id);
+        };
+        if !principal.may_see(&conflict.store) {
+            return forbidden("review conflicts of this store", principal);
+        }
+        let review = outpost_wire::explain::Review {
+            by,
+            at_ms: crate::credentials::now_ms(),
+            note,
+        };
+        match self.store.review_conflict(id, review).await {
+            Ok(Reviewed::Recorded(review)) => {
+                tracing::info!(target: "outpost::cloud::api", conflict = id, store = %conflict.store, key = %conflict.key, by = %review.by, note = review.note.is_some(), "conflict reviewed");
+                json(&serde_json::json!({ "id": id, "review": review }))
+            }
+            Ok(Reviewed::Already(review)) => {
+                tracing::debug!(target: "outpost::cloud::api", conflict = id, by = %review.by, "conflict reviewed before; the first review stands");
+                json(&serde_json::json!({ "id": id, "review": review }))
+            }
+            Ok(Reviewed::NoSuchConflict) => not_found_conflict(id),
+            Err(e) => storage_failure(e),
         }
     }
 
@@ -698,6 +853,30 @@ impl<S: CloudStore> Cloud<S> {
             }
         }
     }
+}
+
+fn not_found_conflict(id: u64) -> Response<Full> {
+    error(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "no such conflict",
+        &id.to_string(),
+    )
+}
+
+/// A stats or history request that waited too long for the scan before it.
+fn scans_busy(path: &str) -> Response<Full> {
+    let mut response = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "busy",
+        "another stats or history scan is running; retry",
+        path,
+    );
+    response.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+    response
 }
 
 /// The `result` label of an ingest answer.

@@ -11,11 +11,15 @@
 //! - KV writes resolve last-writer-wins by (HLC, node id), and a write made
 //!   without seeing the current version is recorded as a conflict;
 //! - the feed, events and conflicts are served only below the durable
-//!   marks, so no reader holds a position a crash could take back.
+//!   marks, so no reader holds a position a crash could take back;
+//! - a conflict is reviewed at most once: the first review is durable and
+//!   stands, and reviewing again answers it.
 
 use crate::credentials::Credential;
+use outpost_wire::explain::Review;
 use outpost_wire::validate::Invalid;
 use outpost_wire::{Ack, Conflict, Entry, Event, FeedPage, Page, Record, Superseded, Version};
+use std::collections::BTreeMap;
 use tokio::sync::Notify;
 
 /// A batch as the API hands it to the store: the authenticated sender,
@@ -139,6 +143,28 @@ pub const MAX_PAGE_BYTES: usize = 8 * 1024 * 1024;
 /// A key's current version, and its value (`None`: deleted).
 pub type Current = (Version, Option<Vec<u8>>);
 
+/// A page of one store's keys at the cloud, in key (byte) order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPage {
+    /// Each key with its current version and value; tombstones included.
+    pub items: Vec<(String, Current)>,
+    /// The last key of the page when more keys follow it (ask again with
+    /// it as `after`); `None` once the store's keys are all listed.
+    pub next: Option<String>,
+}
+
+/// What [`CloudStore::review_conflict`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reviewed {
+    /// The review was recorded, durably, by this call.
+    Recorded(Review),
+    /// The conflict had been reviewed before: that first review, which
+    /// stands (reviewing is idempotent).
+    Already(Review),
+    /// No conflict readers may see has this id.
+    NoSuchConflict,
+}
+
 /// Why a cloud store call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CloudStoreError {
@@ -252,4 +278,38 @@ pub trait CloudStore: Clone + Send + Sync + 'static {
         store: &str,
         key: &str,
     ) -> impl Future<Output = Result<Option<Current>, CloudStoreError>> + Send;
+
+    /// The cursor of the last change a feed reader may see now (0: none
+    /// yet). Cursors are dense from 1, so the most recent `n` changes are
+    /// those after `feed_head() - n`.
+    fn feed_head(&self) -> impl Future<Output = Result<u64, CloudStoreError>> + Send;
+
+    /// Records, durably, that conflict `id` was reviewed, unless it was
+    /// before: the first review stands and is answered again. A conflict
+    /// past what readers may see is no conflict yet. Refused like any
+    /// write while storage fails (a repeated review is answered from what
+    /// is stored, without a write).
+    fn review_conflict(
+        &self,
+        id: u64,
+        review: Review,
+    ) -> impl Future<Output = Result<Reviewed, CloudStoreError>> + Send;
+
+    /// The reviews of the conflicts with ids in `after + 1 ..= through`.
+    fn reviews(
+        &self,
+        after: u64,
+        through: u64,
+    ) -> impl Future<Output = Result<BTreeMap<u64, Review>, CloudStoreError>> + Send;
+
+    /// Up to `limit` (at least one) keys of `store` after `after` (from
+    /// the first if `None`), in byte order of the key, tombstones included,
+    /// stopping once [`MAX_PAGE_BYTES`] of values are reached (a page
+    /// holds at least one key).
+    fn keys(
+        &self,
+        store: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<KeyPage, CloudStoreError>> + Send;
 }

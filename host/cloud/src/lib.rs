@@ -264,6 +264,7 @@ async fn run<S: contract::CloudStore>(
         ingesting: Arc::default(),
         storage,
         stopping: Arc::default(),
+        scans: Arc::default(),
     };
     let stopping = handler.stopping.clone();
     let shutdown = async move {

@@ -19,7 +19,7 @@
 //! no id is ever handed out twice.
 
 use crate::contract::{Checked, MAX_PAGE_BYTES, entry_digest};
-use crate::contract::{CloudStore, CloudStoreError, Current};
+use crate::contract::{CloudStore, CloudStoreError, Current, KeyPage, Reviewed};
 use crate::credentials::Credential;
 use crate::guard::{
     self, Guard, HealthCell, Recovered, Reopen, ReopenError, StorageHealth, StorageOptions,
@@ -27,10 +27,13 @@ use crate::guard::{
 use crate::sled_digests::{Digests, encode_row, place as digest_key};
 use arc_swap::ArcSwap;
 use outpost_wire::envelope;
+use outpost_wire::explain::Review;
 use outpost_wire::{Ack, Change, Conflict, Entry, Event, FeedPage, Page, Record, Refusal};
 use sled::Transactional;
 use sled::Tree;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -103,6 +106,9 @@ struct Handles {
     feed: Tree,
     /// id -> [`Conflict`] JSON.
     conflicts: Tree,
+    /// Conflict id -> its [`Review`] JSON. A tree of its own, written
+    /// only when someone reviews: ingest never touches it.
+    reviews: Tree,
     /// `topic \0 id` -> [`Event`] JSON.
     events: Tree,
     /// `topic \0 idempotency key` -> event id.
@@ -127,6 +133,7 @@ impl Handles {
             kv: db.open_tree("kv")?,
             feed: db.open_tree("feed")?,
             conflicts: db.open_tree("conflicts")?,
+            reviews: db.open_tree("conflict_reviews")?,
             events: db.open_tree("events")?,
             idempotency: db.open_tree("idempotency")?,
             meta: db.open_tree("meta")?,
@@ -533,6 +540,116 @@ impl SledStore {
             .and_then(|bytes| envelope::decode(&bytes))
             .map(|stored| (stored.version, stored.value)))
     }
+
+    /// The cursor of the last durable change (0: none).
+    pub fn feed_head(&self) -> u64 {
+        self.durable.feed.load(Ordering::Acquire).saturating_sub(1)
+    }
+
+    /// Whether conflict `id` is one readers may see, and its review if it
+    /// has one.
+    fn review_of(
+        &self,
+        handles: &Handles,
+        id: u64,
+    ) -> Result<Option<Option<Review>>, CloudStoreError> {
+        let durable = self.durable.conflict.load(Ordering::Acquire);
+        if id == 0 || id >= durable || !handles.conflicts.contains_key(be(id))? {
+            return Ok(None);
+        }
+        Ok(Some(match handles.reviews.get(be(id))? {
+            Some(json) => Some(decode_review(id, &json)?),
+            None => None,
+        }))
+    }
+
+    /// Records `review` for conflict `id` unless it has one (then that
+    /// one is answered), durably; see [`CloudStore::review_conflict`].
+    pub fn review_conflict(&self, id: u64, review: &Review) -> Result<Reviewed, CloudStoreError> {
+        // Looked up before the writer: a repeated review, or an unknown id,
+        // needs no write (and is answered while storage fails).
+        match self.review_of(&self.handles(), id)? {
+            None => return Ok(Reviewed::NoSuchConflict),
+            Some(Some(kept)) => return Ok(Reviewed::Already(kept)),
+            Some(None) => {}
+        }
+        let json = serde_json::to_vec(review).expect("serializes");
+        self.write(|handles, _| {
+            // Again as the one writer: another review may have come first.
+            match self.review_of(handles, id)? {
+                None => Ok(Reviewed::NoSuchConflict),
+                Some(Some(kept)) => Ok(Reviewed::Already(kept)),
+                Some(None) => {
+                    handles.reviews.insert(be(id), json.as_slice())?;
+                    Ok(Reviewed::Recorded(review.clone()))
+                }
+            }
+        })
+    }
+
+    /// The reviews of conflicts `after + 1 ..= through`.
+    pub fn reviews(
+        &self,
+        after: u64,
+        through: u64,
+    ) -> Result<BTreeMap<u64, Review>, CloudStoreError> {
+        let mut all = BTreeMap::new();
+        if through <= after {
+            return Ok(all);
+        }
+        for item in self.handles().reviews.range(be(after + 1)..=be(through)) {
+            let (key, json) = item?;
+            let id = u64_of(Some(key));
+            all.insert(id, decode_review(id, &json)?);
+        }
+        Ok(all)
+    }
+
+    /// Up to `limit` keys of `store` after `after`; see [`CloudStore::keys`].
+    pub fn keys(
+        &self,
+        store: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<KeyPage, CloudStoreError> {
+        let prefix = kv_key(store, "");
+        let start = match after {
+            Some(key) => Bound::Excluded(kv_key(store, key)),
+            None => Bound::Included(prefix.clone()),
+        };
+        // Store ids hold no NUL, so `store \x01` is just past its keys.
+        let end = Bound::Excluded([store.as_bytes(), b"\x01"].concat());
+        let (mut items, mut bytes, mut more) = (Vec::new(), 0, false);
+        for item in self.handles().kv.range::<Vec<u8>, _>((start, end)) {
+            let (storage_key, envelope) = item?;
+            if items.len() >= limit.max(1)
+                || (!items.is_empty() && bytes + envelope.len() > MAX_PAGE_BYTES)
+            {
+                more = true;
+                break;
+            }
+            bytes += envelope.len();
+            let key = std::str::from_utf8(&storage_key[prefix.len()..]);
+            match (key, envelope::decode(&envelope)) {
+                (Ok(key), Some(stored)) => {
+                    items.push((key.to_owned(), (stored.version, stored.value)));
+                }
+                _ => {
+                    tracing::error!(target: "outpost::cloud::store", store, "skipping an undecodable key");
+                }
+            }
+        }
+        let next = more
+            .then(|| items.last().map(|(key, _): &(String, Current)| key.clone()))
+            .flatten();
+        Ok(KeyPage { items, next })
+    }
+}
+
+fn decode_review(id: u64, json: &[u8]) -> Result<Review, CloudStoreError> {
+    serde_json::from_slice(json).map_err(|e| {
+        CloudStoreError::Internal(format!("the review of conflict {id} does not decode: {e}"))
+    })
 }
 
 /// Probes a failing store every `every` (see [`SledStore::probe`]) until
@@ -926,6 +1043,34 @@ impl CloudStore for Sled {
 
     async fn get(&self, store: &str, key: &str) -> Result<Option<Current>, CloudStoreError> {
         self.0.get(store, key)
+    }
+
+    async fn feed_head(&self) -> Result<u64, CloudStoreError> {
+        Ok(self.0.feed_head())
+    }
+
+    async fn review_conflict(&self, id: u64, review: Review) -> Result<Reviewed, CloudStoreError> {
+        let store = self.0.clone();
+        tokio::task::spawn_blocking(move || store.review_conflict(id, &review))
+            .await
+            .map_err(|e| CloudStoreError::Internal(e.to_string()))?
+    }
+
+    async fn reviews(
+        &self,
+        after: u64,
+        through: u64,
+    ) -> Result<BTreeMap<u64, Review>, CloudStoreError> {
+        self.0.reviews(after, through)
+    }
+
+    async fn keys(
+        &self,
+        store: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<KeyPage, CloudStoreError> {
+        self.0.keys(store, after, limit)
     }
 }
 

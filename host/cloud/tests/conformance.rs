@@ -6,13 +6,18 @@
 //! PostgreSQL a second connection pool and LISTEN connection, as a second
 //! `outpost cloud` process would; for sled, the one process it can be).
 
-use outpost_cloud::contract::{Checked, CloudStore, CloudStoreError, MAX_PAGE_BYTES};
-use outpost_cloud::credentials::{Enrol, token_hash};
+use outpost_cloud::api::explorer;
+use outpost_cloud::contract::{
+    Checked, CloudStore, CloudStoreError, KeyPage, MAX_PAGE_BYTES, Reviewed,
+};
+use outpost_cloud::credentials::{Enrol, Principal, token_hash};
 use outpost_cloud::pg::{Pg, PgOptions};
 use outpost_cloud::sled_store::Sled;
+use outpost_wire::explain::Review;
 use outpost_wire::validate::Invalid;
 use outpost_wire::{Entry, Origin, Record, Superseded, Version};
-use std::collections::HashSet;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +28,9 @@ trait Backend: Sized + Send + Sync + 'static {
     fn store(&self) -> Self::Store;
     /// Another replica over the same database.
     async fn replica(&self) -> Self::Store;
+    /// The same database closed and opened again, as a restart does (the
+    /// caller drops its handles first).
+    async fn reopen(self) -> Self;
 }
 
 struct SledBackend {
@@ -45,6 +53,21 @@ impl Backend for SledBackend {
     async fn replica(&self) -> Sled {
         self.store.clone()
     }
+    async fn reopen(self) -> Self {
+        let Self { store, _dir: dir } = self;
+        drop(store);
+        // The old instance's threads let go of sled's lock soon after.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match Sled::open(dir.path()) {
+                Ok(store) => return Self { store, _dir: dir },
+                Err(e) if std::time::Instant::now() > deadline => {
+                    panic!("cannot reopen the database: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
 }
 
 struct PgBackend {
@@ -66,6 +89,12 @@ impl Backend for PgBackend {
     }
     async fn replica(&self) -> Pg {
         Pg::connect(&self.url, PgOptions::default()).await.unwrap()
+    }
+    async fn reopen(self) -> Self {
+        let Self { url, store } = self;
+        drop(store);
+        let store = Pg::connect(&url, PgOptions::default()).await.unwrap();
+        Self { url, store }
     }
 }
 
@@ -975,6 +1004,427 @@ async fn a_change_at_one_replica_wakes_a_reader_waiting_on_another<B: Backend>()
     }
 }
 
+/// A KV write of `value` (`None`: a delete) to `store`.
+fn kv_in(store: &str, seq: u64, key: &str, value: Option<&[u8]>, hlc: u64, node: &str) -> Entry {
+    Entry {
+        origin: None,
+        outcome: false,
+        seq,
+        record: Record::Kv {
+            store: store.into(),
+            key: key.into(),
+            value: value.map(<[u8]>::to_vec),
+            version: version(hlc, node),
+            seen: None,
+        },
+    }
+}
+
+fn review(by: &str, at_ms: u64, note: Option<&str>) -> Review {
+    Review {
+        by: by.into(),
+        at_ms,
+        note: note.map(Into::into),
+    }
+}
+
+/// Conflict 1: `a` wrote `k` blind under b's newer write.
+async fn one_conflict(store: &impl CloudStore) {
+    store
+        .ingest(batch("b", vec![kv(1, "k", "from-b", 20, "b", None)]))
+        .await
+        .unwrap();
+    store
+        .ingest(batch("a", vec![kv(1, "k", "from-a", 10, "a", None)]))
+        .await
+        .unwrap();
+    assert_eq!(store.conflict_count().await.unwrap(), 1);
+}
+
+async fn a_review_is_kept_once_and_survives_a_reopen<B: Backend>() {
+    let db = B::fresh().await;
+    let store = db.store();
+    one_conflict(&store).await;
+    let first = review(
+        "operator",
+        1_700_000_000_000,
+        Some("lost a cart; told the shop"),
+    );
+    assert_eq!(
+        store.review_conflict(1, first.clone()).await.unwrap(),
+        Reviewed::Recorded(first.clone())
+    );
+    // Again, here or at another replica: the first review stands.
+    let later = review("dev", 1_700_000_000_500, None);
+    assert_eq!(
+        store.review_conflict(1, later.clone()).await.unwrap(),
+        Reviewed::Already(first.clone())
+    );
+    assert_eq!(
+        db.replica()
+            .await
+            .review_conflict(1, later.clone())
+            .await
+            .unwrap(),
+        Reviewed::Already(first.clone())
+    );
+    for unknown in [0, 2, u64::MAX >> 1] {
+        assert_eq!(
+            store.review_conflict(unknown, later.clone()).await.unwrap(),
+            Reviewed::NoSuchConflict,
+            "conflict {unknown}"
+        );
+    }
+    assert_eq!(
+        store.reviews(0, 10).await.unwrap(),
+        BTreeMap::from([(1, first.clone())])
+    );
+    assert!(store.reviews(1, 10).await.unwrap().is_empty());
+    assert!(store.reviews(0, 0).await.unwrap().is_empty());
+    assert!(store.reviews(5, 1).await.unwrap().is_empty());
+
+    drop(store);
+    let db = db.reopen().await;
+    let store = db.store();
+    assert_eq!(
+        store.reviews(0, 10).await.unwrap(),
+        BTreeMap::from([(1, first.clone())]),
+        "durable"
+    );
+    assert_eq!(
+        store.review_conflict(1, later).await.unwrap(),
+        Reviewed::Already(first)
+    );
+}
+
+async fn two_reviews_at_two_replicas_at_once_keep_one<B: Backend>() {
+    let db = B::fresh().await;
+    let (store, other) = (db.store(), db.replica().await);
+    one_conflict(&store).await;
+    let (mine, theirs) = (
+        review("operator", 1, Some("mine")),
+        review("node:edge-a", 2, None),
+    );
+    let (a, b) = tokio::join!(
+        store.review_conflict(1, mine.clone()),
+        other.review_conflict(1, theirs.clone())
+    );
+    let kept = match (a.unwrap(), b.unwrap()) {
+        (Reviewed::Recorded(won), Reviewed::Already(kept))
+        | (Reviewed::Already(kept), Reviewed::Recorded(won)) => {
+            assert_eq!(won, kept, "the loser hears the winner's review");
+            won
+        }
+        other => panic!("one review must win: {other:?}"),
+    };
+    assert!(kept == mine || kept == theirs);
+    assert_eq!(
+        other.reviews(0, 1).await.unwrap(),
+        BTreeMap::from([(1, kept)])
+    );
+}
+
+async fn keys_are_listed_in_byte_order_with_tombstones_in_pages<B: Backend>() {
+    let db = B::fresh().await;
+    let store = db.store();
+    store
+        .ingest(batch(
+            "a",
+            vec![
+                kv_in("s", 1, "b", Some(b"2"), 10, "a"),
+                kv_in("s", 2, "\u{e9}", Some(b"5"), 11, "a"),
+                kv_in("s", 3, "a\u{0}x", Some(b"1"), 12, "a"),
+                kv_in("s", 4, "c", None, 13, "a"),
+                kv_in("s", 5, "a", Some(b"0"), 14, "a"),
+                // Neighbouring stores stay out of it.
+                kv_in("s2", 6, "a", Some(b"other"), 15, "a"),
+                kv_in("r", 7, "z", Some(b"other"), 16, "a"),
+            ],
+        ))
+        .await
+        .unwrap();
+    let keys =
+        |page: &KeyPage| -> Vec<String> { page.items.iter().map(|(k, _)| k.clone()).collect() };
+    let all = store.keys("s", None, 100).await.unwrap();
+    assert_eq!(keys(&all), ["a", "a\u{0}x", "b", "c", "\u{e9}"]);
+    assert_eq!(all.next, None);
+    let (version_c, value_c) = &all.items[3].1;
+    assert_eq!(
+        (version_c, value_c),
+        (&version(13, "a"), &None),
+        "a tombstone"
+    );
+    assert_eq!(all.items[0].1.1.as_deref(), Some(&b"0"[..]));
+
+    let first = store.keys("s", None, 2).await.unwrap();
+    assert_eq!(keys(&first), ["a", "a\u{0}x"]);
+    assert_eq!(first.next.as_deref(), Some("a\u{0}x"));
+    let second = store.keys("s", first.next.as_deref(), 2).await.unwrap();
+    assert_eq!(keys(&second), ["b", "c"]);
+    assert_eq!(second.next.as_deref(), Some("c"));
+    let last = store.keys("s", Some("c"), 2).await.unwrap();
+    assert_eq!(keys(&last), ["\u{e9}"]);
+    assert_eq!(last.next, None);
+    // A page that ends exactly at the last key says there is no more.
+    assert_eq!(store.keys("s", Some("b"), 2).await.unwrap().next, None);
+    // `after` need not be a key there.
+    assert_eq!(
+        keys(&store.keys("s", Some("bb"), 100).await.unwrap()),
+        ["c", "\u{e9}"]
+    );
+    let none = store.keys("nope", None, 10).await.unwrap();
+    assert!(none.items.is_empty() && none.next.is_none());
+
+    // Large values: a page stops at the byte budget, holding at least one.
+    let big = vec![b'x'; MAX_PAGE_BYTES / 3];
+    store
+        .ingest(batch(
+            "b",
+            (1..=4)
+                .map(|i| kv_in("big", i, &format!("k{i}"), Some(&big), 20 + i, "b"))
+                .collect(),
+        ))
+        .await
+        .unwrap();
+    let (mut after, mut sizes) = (None, Vec::new());
+    loop {
+        let page = store.keys("big", after.as_deref(), 100).await.unwrap();
+        sizes.push(page.items.len());
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(sizes.iter().sum::<usize>(), 4);
+    assert!(sizes.iter().all(|&n| (1..=3).contains(&n)), "{sizes:?}");
+    assert!(sizes.len() >= 2, "the budget cut a page: {sizes:?}");
+}
+
+fn query(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+async fn history_of<S: CloudStore>(store: &S, pairs: &[(&str, &str)]) -> Value {
+    let q = explorer::HistoryQuery::parse(&query(pairs)).unwrap();
+    serde_json::to_value(explorer::history(store, &q).await.unwrap()).unwrap()
+}
+
+fn versions(list: &Value) -> Vec<(u64, String)> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"]["hlc"].as_u64().unwrap(),
+                v["version"]["node"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn a_keys_history_links_its_versions_to_the_writes_they_beat<B: Backend>() {
+    let db = B::fresh().await;
+    let store = db.store();
+    let ms = |ms: u64| ms << 16;
+    // b writes k (v1); a writes it blind, older: loses (conflict 1). b
+    // writes again having seen v1: no conflict. c writes blind, newer:
+    // wins over b's second (conflict 2). Other keys go by meanwhile.
+    store
+        .ingest(batch(
+            "b",
+            vec![
+                kv(1, "k", "v1", ms(2000), "b", None),
+                kv(2, "other", "x", ms(2001), "b", None),
+            ],
+        ))
+        .await
+        .unwrap();
+    store
+        .ingest(batch("a", vec![kv(1, "k", "from-a", ms(1000), "a", None)]))
+        .await
+        .unwrap();
+    store
+        .ingest(batch(
+            "b",
+            vec![kv(
+                3,
+                "k",
+                r#"{"v":2}"#,
+                ms(3000),
+                "b",
+                Some(version(ms(2000), "b")),
+            )],
+        ))
+        .await
+        .unwrap();
+    store
+        .ingest(batch("c", vec![kv(1, "k", "from-c", ms(4000), "c", None)]))
+        .await
+        .unwrap();
+    store
+        .ingest(batch("a", vec![kv(2, "after", "x", ms(5000), "a", None)]))
+        .await
+        .unwrap();
+    assert_eq!(store.feed_head().await.unwrap(), 5, "k thrice, two others");
+    assert_eq!(store.conflict_count().await.unwrap(), 2);
+
+    let h = history_of(&store, &[("store", "s"), ("key", "k")]).await;
+    assert_eq!(
+        (h["store"].as_str(), h["key"].as_str()),
+        (Some("s"), Some("k"))
+    );
+    assert_eq!(
+        h["current"]["version"],
+        json!({"hlc": ms(4000), "node": "c"})
+    );
+    assert_eq!(h["current"]["at_ms"], 4000);
+    assert_eq!(
+        h["current"]["shown"],
+        json!({"format": "text", "text": "from-c"})
+    );
+    assert_eq!(
+        versions(&h["versions"]),
+        [
+            (ms(4000), "c".into()),
+            (ms(3000), "b".into()),
+            (ms(2000), "b".into())
+        ],
+        "newest first"
+    );
+    let cursors: Vec<u64> = h["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["cursor"].as_u64().unwrap())
+        .collect();
+    assert_eq!(cursors, [4, 3, 1]);
+    assert_eq!(h["versions"][0]["conflicts"], json!([2]));
+    assert_eq!(h["versions"][1]["conflicts"], json!([]));
+    assert_eq!(h["versions"][2]["conflicts"], json!([1]));
+    assert_eq!(h["versions"][1]["shown"]["format"], "json");
+    assert_eq!(h["versions"][1]["at_ms"], 3000);
+    assert_eq!(
+        versions(&h["lost"]),
+        [(ms(3000), "b".into()), (ms(1000), "a".into())]
+    );
+    assert_eq!(h["lost"][0]["conflict"], 2);
+    assert_eq!(
+        h["lost"][0]["lost_to"],
+        json!({"hlc": ms(4000), "node": "c"})
+    );
+    assert_eq!(h["lost"][1]["conflict"], 1);
+    assert_eq!(h["lost"][1]["shown"]["text"], "from-a");
+    assert_eq!(
+        h["window"],
+        json!({"changes_scanned": 5, "conflicts_scanned": 2, "complete": true})
+    );
+
+    // A limit keeps the newest; a window looks back only so far.
+    let h = history_of(&store, &[("store", "s"), ("key", "k"), ("limit", "1")]).await;
+    assert_eq!(versions(&h["versions"]), [(ms(4000), "c".into())]);
+    assert_eq!(versions(&h["lost"]), [(ms(3000), "b".into())]);
+    let h = history_of(&store, &[("store", "s"), ("key", "k"), ("window", "2")]).await;
+    assert_eq!(versions(&h["versions"]), [(ms(4000), "c".into())]);
+    assert_eq!(
+        h["window"],
+        json!({"changes_scanned": 2, "conflicts_scanned": 2, "complete": false})
+    );
+    // An unknown key is no error: nothing to show.
+    let h = history_of(&store, &[("store", "s"), ("key", "never")]).await;
+    assert_eq!(
+        (&h["current"], &h["versions"], &h["lost"]),
+        (&Value::Null, &json!([]), &json!([]))
+    );
+}
+
+async fn a_filtered_list_scans_on_and_says_where_it_stopped<B: Backend>() {
+    let db = B::fresh().await;
+    let store = db.store();
+    // Conflicts 1..=6 alternate between stores `s` (odd) and `t` (even);
+    // the ones in `t` are benign.
+    for (i, name) in ["s", "t", "s", "t", "s", "t"].into_iter().enumerate() {
+        let key = format!("k{i}");
+        let loser = if name == "t" { "same" } else { "lost" };
+        let seq = i as u64 + 1;
+        store
+            .ingest(batch(
+                "b",
+                vec![kv_in(name, seq, &key, Some(b"same"), 20, "b")],
+            ))
+            .await
+            .unwrap();
+        store
+            .ingest(batch(
+                "a",
+                vec![kv_in(name, seq, &key, Some(loser.as_bytes()), 10, "a")],
+            ))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.conflict_count().await.unwrap(), 6);
+    store
+        .review_conflict(4, review("operator", 7, None))
+        .await
+        .unwrap();
+    let list = async |since: u64, limit: usize, pairs: &[(&str, &str)]| {
+        let filter = explorer::Filter::parse(&query(pairs)).unwrap();
+        let page = explorer::list(&store, &Principal::Admin, since, limit, &filter)
+            .await
+            .unwrap();
+        let page = serde_json::to_value(page).unwrap();
+        let ids: Vec<u64> = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_u64().unwrap())
+            .collect();
+        (ids, page["next"].as_u64().unwrap(), page)
+    };
+    let (ids, next, _) = list(0, 2, &[("store", "t")]).await;
+    assert_eq!(
+        (ids, next),
+        (vec![2, 4], 4),
+        "next: the last match, when full"
+    );
+    let (ids, next, _) = list(4, 2, &[("store", "t")]).await;
+    assert_eq!((ids, next), (vec![6], 6), "next: the last scanned");
+    let (ids, next, _) = list(6, 2, &[("store", "t")]).await;
+    assert_eq!((ids, next), (vec![], 6), "at the end, next stays");
+    let (ids, _, page) = list(0, 100, &[("reviewed", "true")]).await;
+    assert_eq!(ids, [4]);
+    assert_eq!(page["items"][0]["review"]["by"], "operator");
+    assert_eq!(page["items"][0]["kind"], "benign");
+    let (ids, _, page) = list(0, 100, &[]).await;
+    assert_eq!(ids, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(page["items"][0]["review"], Value::Null);
+    let (ids, _, _) = list(0, 100, &[("kind", "divergent"), ("node", "a")]).await;
+    assert_eq!(ids, [1, 3, 5]);
+    let (ids, _, _) = list(0, 100, &[("prefix", "k1")]).await;
+    assert_eq!(ids, [2]);
+    // A node sees the stores it may write, and pages on past the rest.
+    let (node, _) = Enrol {
+        stores: Some(vec!["s".into()]),
+        ..Enrol::node("edge-s")
+    }
+    .issue()
+    .unwrap();
+    let page = explorer::list(
+        &store,
+        &Principal::Holder(node),
+        0,
+        100,
+        &explorer::Filter::default(),
+    )
+    .await
+    .unwrap();
+    let page = serde_json::to_value(page).unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 3);
+    assert_eq!(page["next"], 6);
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sled {
@@ -1024,6 +1474,11 @@ conformance!(
     two_edges_racing_on_new_keys_at_two_replicas_resolve_once,
     readers_see_every_change_once_while_two_replicas_commit,
     a_change_at_one_replica_wakes_a_reader_waiting_on_another,
+    a_review_is_kept_once_and_survives_a_reopen,
+    two_reviews_at_two_replicas_at_once_keep_one,
+    keys_are_listed_in_byte_order_with_tombstones_in_pages,
+    a_keys_history_links_its_versions_to_the_writes_they_beat,
+    a_filtered_list_scans_on_and_says_where_it_stopped,
 );
 
 /// What only the PostgreSQL backend has: migrations under concurrent

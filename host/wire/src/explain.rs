@@ -1,8 +1,9 @@
 //! A recorded conflict explained for people: both writes' wall-clock
 //! times (from their HLC stamps), both values decoded for display, why the
 //! winner won, and whether the conflict is benign (both wrote the same) or
-//! divergent (a write was lost). What the cloud's `/v1/conflicts` serves,
-//! so every dashboard shows the same reading of a conflict.
+//! divergent (a write was lost), and who marked it reviewed. What the
+//! cloud's `/v1/conflicts` serves, so every dashboard shows the same
+//! reading of a conflict.
 
 use crate::{Conflict, Version};
 use serde::{Deserialize, Serialize};
@@ -57,9 +58,28 @@ pub struct Explained {
     pub loser_shown: Shown,
 }
 
+/// Who marked a conflict reviewed, and when: an operator's "someone has
+/// looked at this". Kept once: the first review of a conflict stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Review {
+    /// Who, from the reviewer's credential (never from what they sent):
+    /// `operator`, `dev`, or `node:<node id>`.
+    pub by: String,
+    /// When, by the cloud's wall clock (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// What the reviewer noted, if anything.
+    pub note: Option<String>,
+}
+
 /// The wall-clock milliseconds of an HLC stamp (its high 48 bits).
 pub fn wall_ms(version: &Version) -> u64 {
     version.hlc >> 16
+}
+
+/// When a conflict happened: the later of its two writes' wall-clock
+/// times (the conflict exists from the moment both writes do).
+pub fn conflict_ms(conflict: &Conflict) -> u64 {
+    wall_ms(&conflict.winner).max(wall_ms(&conflict.loser))
 }
 
 /// `value` as a person should see it: pretty JSON if it parses as JSON,
@@ -91,13 +111,19 @@ pub fn show(value: Option<&[u8]>) -> Shown {
     }
 }
 
-/// Explains `conflict`.
-pub fn explain(conflict: Conflict) -> Explained {
-    let kind = if conflict.winner_value == conflict.loser_value {
+/// Whether `conflict` lost anything: benign if both writes carried the
+/// same value (or both deleted).
+pub fn kind_of(conflict: &Conflict) -> ConflictKind {
+    if conflict.winner_value == conflict.loser_value {
         ConflictKind::Benign
     } else {
         ConflictKind::Divergent
-    };
+    }
+}
+
+/// Explains `conflict`.
+pub fn explain(conflict: Conflict) -> Explained {
+    let kind = kind_of(&conflict);
     let reason = if conflict.winner.hlc == conflict.loser.hlc {
         WinReason::NodeIdTie
     } else {
@@ -148,6 +174,9 @@ mod tests {
             (ConflictKind::Benign, WinReason::HigherHlc)
         );
         assert_eq!(e.winner_ms, 1_700_000_000_000);
+        let mut late_loser = e.conflict.clone();
+        late_loser.loser.hlc = (1_700_000_000_007u64 << 16) + 1;
+        assert_eq!(conflict_ms(&late_loser), 1_700_000_000_007);
         let e = explain(conflict((stamp, "b", Some(b"x")), (stamp, "a", None)));
         assert_eq!(
             (e.kind, e.reason),

@@ -14,12 +14,15 @@ mod listen;
 pub mod schema;
 
 use crate::contract::{
-    Checked, CloudStore, CloudStoreError, Current, MAX_BATCH_ENTRIES, MAX_PAGE_BYTES,
+    Checked, CloudStore, CloudStoreError, Current, KeyPage, MAX_BATCH_ENTRIES, MAX_PAGE_BYTES,
+    Reviewed,
 };
 use crate::credentials::Credential;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use health::DbHealth;
+use outpost_wire::explain::Review;
 use outpost_wire::{Ack, Change, Conflict, Event, FeedPage, Page, Version};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -650,6 +653,155 @@ impl CloudStore for Pg {
             }))
         })
         .await
+    }
+
+    async fn feed_head(&self) -> Result<u64, CloudStoreError> {
+        self.read(async |client| {
+            // The counters row moves in the transaction that adds the
+            // feed rows, so every cursor below it is committed.
+            let statement = client
+                .prepare_cached("SELECT next_feed FROM outpost_counters WHERE id = 1")
+                .await?;
+            let row = client.query_one(&statement, &[]).await?;
+            Ok(u64_of(row.get::<_, i64>(0)).saturating_sub(1))
+        })
+        .await
+    }
+
+    async fn review_conflict(&self, id: u64, review: Review) -> Result<Reviewed, CloudStoreError> {
+        let outcome = async {
+            let client = self.pool.get().await?;
+            // One statement: the conflict must exist, and a review already
+            // there (made here or at another replica, even concurrently:
+            // the insert waits for it) is kept.
+            let insert = client
+                .prepare_cached(
+                    "INSERT INTO outpost_conflict_reviews (id, by_whom, at_ms, note)
+                     SELECT $1::INT8, $2::TEXT, $3::INT8, $4::TEXT
+                     WHERE EXISTS (SELECT 1 FROM outpost_conflicts WHERE id = $1::INT8)
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .await?;
+            let inserted = client
+                .execute(
+                    &insert,
+                    &[&i64_of(id), &review.by, &i64_of(review.at_ms), &review.note],
+                )
+                .await?;
+            if inserted == 1 {
+                return Ok(Reviewed::Recorded(review));
+            }
+            let kept = client
+                .prepare_cached(
+                    "SELECT by_whom, at_ms, note FROM outpost_conflict_reviews WHERE id = $1",
+                )
+                .await?;
+            Ok(match client.query_opt(&kept, &[&i64_of(id)]).await? {
+                Some(row) => Reviewed::Already(review_of(&row, 0)),
+                None => Reviewed::NoSuchConflict,
+            })
+        };
+        self.settle(outcome.await, true)
+    }
+
+    async fn reviews(
+        &self,
+        after: u64,
+        through: u64,
+    ) -> Result<BTreeMap<u64, Review>, CloudStoreError> {
+        if through <= after {
+            return Ok(BTreeMap::new());
+        }
+        self.read(async |client| {
+            let statement = client
+                .prepare_cached(
+                    "SELECT id, by_whom, at_ms, note FROM outpost_conflict_reviews
+                     WHERE id > $1 AND id <= $2",
+                )
+                .await?;
+            let rows = client
+                .query(&statement, &[&i64_of(after), &i64_of(through)])
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|row| (u64_of(row.get(0)), review_of(row, 1)))
+                .collect())
+        })
+        .await
+    }
+
+    async fn keys(
+        &self,
+        store: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<KeyPage, CloudStoreError> {
+        self.read(async |client| {
+            // Rows past the byte budget are not fetched (bar the first);
+            // `total` says whether the page was cut short of `limit + 1`.
+            let sized = |range: &str| {
+                format!(
+                    "SELECT key, hlc, node, value, total FROM (
+                         SELECT page.*, COUNT(*) OVER () AS total,
+                                SUM(octet_length(key) + COALESCE(octet_length(value), 0)) OVER (ORDER BY key) AS upto
+                         FROM (SELECT key, hlc, node, value FROM outpost_kv
+                               WHERE store = $1 AND {range} ORDER BY key LIMIT $2) AS page
+                     ) AS sized
+                     WHERE upto <= $3 OR upto = octet_length(key) + COALESCE(octet_length(value), 0)
+                     ORDER BY key"
+                )
+            };
+            let limit = page_limit(limit);
+            // One more than asked: whether more keys follow.
+            let fetch = limit + 1;
+            let budget = i64::try_from(MAX_PAGE_BYTES).expect("fits");
+            let rows = match after {
+                Some(after) => {
+                    let statement = client.prepare_cached(&sized("key > $4")).await?;
+                    client
+                        .query(&statement, &[&store, &fetch, &budget, &after.as_bytes()])
+                        .await?
+                }
+                None => {
+                    let statement = client.prepare_cached(&sized("TRUE")).await?;
+                    client.query(&statement, &[&store, &fetch, &budget]).await?
+                }
+            };
+            let total = rows.first().map_or(0, |row| row.get::<_, i64>(4));
+            let mut items = Vec::with_capacity(rows.len());
+            for row in rows.iter().take(limit as usize) {
+                match String::from_utf8(row.get::<_, Vec<u8>>(0)) {
+                    Ok(key) => items.push((
+                        key,
+                        (
+                            Version {
+                                hlc: u64_of(row.get(1)),
+                                node: row.get(2),
+                            },
+                            row.get(3),
+                        ),
+                    )),
+                    Err(_) => {
+                        tracing::error!(target: "outpost::cloud::pg", store, "skipping a key that is not UTF-8")
+                    }
+                }
+            }
+            let more = total > (rows.len().min(limit as usize)) as i64;
+            let next = more
+                .then(|| items.last().map(|(key, _): &(String, Current)| key.clone()))
+                .flatten();
+            Ok(KeyPage { items, next })
+        })
+        .await
+    }
+}
+
+/// A review from the row's columns `by_whom, at_ms, note` from `first` on.
+fn review_of(row: &tokio_postgres::Row, first: usize) -> Review {
+    Review {
+        by: row.get(first),
+        at_ms: u64_of(row.get(first + 1)),
+        note: row.get(first + 2),
     }
 }
 

@@ -80,6 +80,16 @@ pub const MIGRATIONS: &[&str] = &[
         body         TEXT NOT NULL
     );
     "#,
+    // 2: who reviewed which conflict, and when (the first review stands).
+    // A table of its own, so ingest, which writes conflicts, never touches it.
+    r#"
+    CREATE TABLE outpost_conflict_reviews (
+        id      INT8 PRIMARY KEY,
+        by_whom TEXT NOT NULL,
+        at_ms   INT8 NOT NULL,
+        note    TEXT
+    );
+    "#,
 ];
 
 /// Errors two replicas creating the same table at once can get from
