@@ -42,7 +42,8 @@ fn a_cut_edge_keeps_serving_and_after_heal_the_lab_converges_and_shows_the_confl
     let cut = lab.cli(&["link", "edge-2", "cut"]);
     assert!(cut.status.success(), "{cut:?}");
     assert_eq!(String::from_utf8_lossy(&cut.stdout).trim(), "edge-2: cut");
-    lab.process.wait_log("link changed link=edge-2 faults=Faults \\{ cut: true");
+    lab.process
+        .wait_log("link changed link=edge-2 faults=Faults \\{ cut: true");
 
     let one = put(&format!("{edge1}/profile/alice"), r#"{"city":"Lisbon"}"#);
     assert_eq!(one.status, 200, "{}", one.body);

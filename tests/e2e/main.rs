@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod admin_explorer;
 mod bench_cli;
 mod cloud_disk;
 mod cloud_pg;

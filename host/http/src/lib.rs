@@ -20,3 +20,10 @@ pub mod tls;
 
 pub use body::{BodyError, RequestBody};
 pub use listener::{ConnectionLimits, Handler, run, run_tls};
+
+/// The conflict explorer, one dependency-free script shared by every
+/// dashboard that shows the cloud's conflicts (the edge admin's, the
+/// lab's): `OutpostExplorer.mount(element, {base, headers})` over an API
+/// with `/conflicts`, `/conflicts/stats`, `/history` and
+/// `/conflicts/ID/review` under `base`.
+pub const CONFLICT_EXPLORER_JS: &str = include_str!("explorer.js");

@@ -10,7 +10,18 @@
 //! | `GET /outbox` | outbox depth and age, epoch, last ack, cloud link (the replica in use, all replicas, blocked or not), replication lag |
 //! | `GET /outbox/quarantine?since=I&limit=N` | records the cloud refused for good, with its reason |
 //! | `POST /outbox/quarantine/ID/resend` | put a quarantined record back in the outbox (new sequence number) |
-//! | `GET /conflicts?since=I&limit=N` | the cloud tier's conflicts, passed through |
+//! | `GET /explorer.js` | the conflict explorer the dashboard mounts (static, [`outpost_http::CONFLICT_EXPLORER_JS`]) |
+//! | `GET /kv?store=S&after=K&limit=N` | this node's copy of a store in key order, tombstones included: `{"items": [{"key", "version", "value": base64\|null}], "next": key\|null}` |
+//! | `GET /stores` | store ids: `replicated` (ever, on this node) and `local` (what serving functions may open that does not replicate) |
+//! | `GET /conflicts?since=I&limit=N&store=S&prefix=P&node=N&kind=K&reviewed=B` | the cloud tier's conflicts, filtered there, passed through |
+//! | `GET /conflicts/stats?store=S&prefix=P&node=N&kind=K&reviewed=B&bucket_s=T&window=W` | the cloud's conflict counts (per store, node pair, over time), passed through |
+//! | `POST /conflicts/ID/review` | mark a conflict reviewed at the cloud (body `{"note": ...}`, optional), as this node (`node:ID`) |
+//! | `GET /history?store=S&key=K&limit=N&window=W` | one key's history at the cloud (versions, lost writes), passed through |
+//!
+//! What goes to the cloud is this node's request with its own credential:
+//! the query's names are checked against each endpoint's list (an unknown
+//! one is refused, not dropped), numbers checked, values re-encoded, empty
+//! ones left out.
 
 use crate::activity::{Activity, rfc3339};
 use crate::invoke::admission::Admission;
@@ -28,11 +39,38 @@ use std::time::SystemTime;
 
 const DASHBOARD: &str = include_str!("dashboard.html");
 
-/// Most items one `/events` or `/conflicts` read returns.
+/// Most items one `/events`, `/conflicts` or `/kv` read returns.
 const MAX_LIMIT: usize = 1000;
 
-/// Everything the admin listener reads; the one thing it changes is a
-/// re-send of a quarantined record.
+/// Largest review body (`{"note": ...}`) accepted.
+const MAX_REVIEW_BYTES: usize = 16 * 1024;
+
+/// What each pass-through endpoint may ask the cloud: its query names, and
+/// which of them are numbers.
+struct CloudQuery {
+    names: &'static [&'static str],
+    numbers: &'static [&'static str],
+}
+
+const CONFLICTS_QUERY: CloudQuery = CloudQuery {
+    names: &[
+        "since", "limit", "store", "prefix", "node", "kind", "reviewed",
+    ],
+    numbers: &["since", "limit"],
+};
+const STATS_QUERY: CloudQuery = CloudQuery {
+    names: &[
+        "store", "prefix", "node", "kind", "reviewed", "bucket_s", "window",
+    ],
+    numbers: &["bucket_s", "window"],
+};
+const HISTORY_QUERY: CloudQuery = CloudQuery {
+    names: &["store", "key", "limit", "window"],
+    numbers: &["limit", "window"],
+};
+
+/// Everything the admin listener reads; the things it changes are a
+/// re-send of a quarantined record and, at the cloud, a conflict's review.
 #[derive(Clone)]
 pub struct Admin {
     /// When set, every path but `/` needs `Authorization: Bearer TOKEN`.
@@ -79,6 +117,150 @@ fn bad_number(given: &str) -> Response<Full> {
     )
 }
 
+/// A query the admin API will not pass on: what is wrong, and the
+/// offending text (for the log).
+struct BadQuery {
+    message: String,
+    detail: String,
+}
+
+impl BadQuery {
+    fn reply(&self) -> Response<Full> {
+        error(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            &self.message,
+            &self.detail,
+        )
+    }
+}
+
+/// `req`'s query for the cloud under `rules`: an unknown or repeated name
+/// is refused (a typo must not widen a filter silently), a number must be
+/// one, `limit` is held to `1..=MAX_LIMIT`, empty values are left out;
+/// the rest re-encoded, in the order given.
+fn cloud_query(
+    req: &Request<RequestBody>,
+    rules: &CloudQuery,
+) -> Result<Vec<(String, String)>, BadQuery> {
+    let query = req.uri().query().unwrap_or("");
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        if !rules.names.contains(&name.as_ref()) {
+            return Err(BadQuery {
+                message: format!(
+                    "unknown query parameter {name:?}; this endpoint takes {}",
+                    rules.names.join(", ")
+                ),
+                detail: name.into_owned(),
+            });
+        }
+        if pairs.iter().any(|(n, _)| *n == name) {
+            return Err(BadQuery {
+                message: format!("query parameter {name:?} given twice"),
+                detail: name.into_owned(),
+            });
+        }
+        if value.is_empty() {
+            continue;
+        }
+        let mut value = value.into_owned();
+        if rules.numbers.contains(&name.as_ref()) {
+            let Ok(number) = value.parse::<u64>() else {
+                return Err(BadQuery {
+                    message: format!("{name} must be a non-negative integer"),
+                    detail: format!("{name}={value}"),
+                });
+            };
+            if name == "limit" {
+                value = number.clamp(1, MAX_LIMIT as u64).to_string();
+            }
+        }
+        pairs.push((name.into_owned(), value));
+    }
+    Ok(pairs)
+}
+
+/// What the pass-through endpoints answer on a node without a cloud tier.
+fn no_cloud() -> Response<Full> {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no-cloud",
+        "this node has no cloud tier configured (--cloud); conflicts live there",
+        "",
+    )
+}
+
+/// `pairs` as a query string.
+fn encode_query(pairs: &[(String, String)]) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+}
+
+/// The answer to a pass-through call that failed: the cloud's own
+/// refusal (a 4xx: a bad filter, no such conflict, not this node's store)
+/// keeps its status and code; no answer, or any other failure (the
+/// cloud refusing this node's credential included), is a 502.
+fn cloud_failure(e: CloudError, what: &str) -> Response<Full> {
+    match e {
+        CloudError::Unreachable(_) | CloudError::Timeout(_) => error(
+            StatusCode::BAD_GATEWAY,
+            "cloud-unreachable",
+            &format!("cannot reach the cloud tier for {what}"),
+            &e.to_string(),
+        ),
+        CloudError::Status {
+            status,
+            code: Some(ref code),
+            ref body,
+        } if status.is_client_error() => {
+            let message = serde_json::from_str::<Value>(body)
+                .ok()
+                .and_then(|b| b["message"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| format!("the cloud tier refused the request for {what}"));
+            error(
+                status,
+                code,
+                &format!("cloud tier: {message}"),
+                &e.to_string(),
+            )
+        }
+        e => error(
+            StatusCode::BAD_GATEWAY,
+            "cloud-error",
+            &format!("the cloud tier did not answer with {what}"),
+            &e.to_string(),
+        ),
+    }
+}
+
+/// Reads a request body of at most `limit` bytes.
+async fn read_body(
+    req: Request<RequestBody>,
+    limit: usize,
+) -> Result<bytes::Bytes, Response<Full>> {
+    use http_body_util::BodyExt as _;
+    match http_body_util::Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+    {
+        Ok(body) => Ok(body.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            &format!("bodies here are limited to {limit} bytes"),
+            "",
+        )),
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "cannot read the body",
+            &e.to_string(),
+        )),
+    }
+}
+
 fn age_seconds(at: SystemTime) -> f64 {
     SystemTime::now()
         .duration_since(at)
@@ -88,24 +270,34 @@ fn age_seconds(at: SystemTime) -> f64 {
 
 impl Admin {
     async fn handle(self, req: Request<RequestBody>) -> Response<Full> {
-        let path = req.uri().path();
+        let path = req.uri().path().to_owned();
         let resend = path
             .strip_prefix("/outbox/quarantine/")
             .and_then(|rest| rest.strip_suffix("/resend"));
-        let allowed = match resend {
-            Some(_) => req.method() == Method::POST,
-            None => req.method() == Method::GET || req.method() == Method::HEAD,
+        let review = path
+            .strip_prefix("/conflicts/")
+            .and_then(|rest| rest.strip_suffix("/review"));
+        let allowed = match (resend, review) {
+            (Some(_), _) | (_, Some(_)) => req.method() == Method::POST,
+            _ => req.method() == Method::GET || req.method() == Method::HEAD,
         };
         if !allowed {
             return error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
-                "the admin API is read-only: use GET (POST only for .../resend)",
+                "the admin API reads with GET; POST only for .../resend and .../review",
                 req.method().as_str(),
             );
         }
-        if path == "/" {
-            return reply::ok("text/html; charset=utf-8", DASHBOARD);
+        match path.as_str() {
+            "/" => return reply::ok("text/html; charset=utf-8", DASHBOARD),
+            "/explorer.js" => {
+                return reply::ok(
+                    "application/javascript; charset=utf-8",
+                    outpost_http::CONFLICT_EXPLORER_JS,
+                );
+            }
+            _ => {}
         }
         if let Some(token) = &self.token
             && !outpost_http::bearer::authorized(req.headers(), token)
@@ -114,10 +306,17 @@ impl Admin {
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "missing or wrong bearer token (see --admin-token)",
-                path,
+                &path,
             );
         }
-        match path {
+        if let Some(id) = resend {
+            return self.resend(id).await;
+        }
+        if let Some(id) = review {
+            let id = id.to_owned();
+            return self.review(&id, req).await;
+        }
+        match path.as_str() {
             "/metrics" => reply::ok(metrics::CONTENT_TYPE, self.scrape()),
             "/functions" => reply::json(StatusCode::OK, self.functions()),
             "/events" => match number(&req, "limit") {
@@ -132,13 +331,16 @@ impl Admin {
             },
             "/outbox" => reply::json(StatusCode::OK, self.outbox()),
             "/outbox/quarantine" => self.quarantine(&req),
-            _ if resend.is_some() => self.resend(resend.unwrap_or_default()).await,
+            "/kv" => self.kv(&req),
+            "/stores" => self.stores(),
             "/conflicts" => self.conflicts(&req).await,
+            "/conflicts/stats" => self.conflict_stats(&req).await,
+            "/history" => self.history(&req).await,
             _ => error(
                 StatusCode::NOT_FOUND,
                 "not-found",
                 "no such admin endpoint",
-                path,
+                &path,
             ),
         }
     }
@@ -342,33 +544,205 @@ impl Admin {
         }
     }
 
+    /// The cloud client, if this node has a cloud tier.
+    fn cloud_client(&self) -> Option<&CloudClient> {
+        self.cloud.as_ref().map(|(_, client)| &**client)
+    }
+
     async fn conflicts(&self, req: &Request<RequestBody>) -> Response<Full> {
-        let Some((_, client)) = &self.cloud else {
+        let Some(client) = self.cloud_client() else {
+            return no_cloud();
+        };
+        let mut pairs = match cloud_query(req, &CONFLICTS_QUERY) {
+            Ok(pairs) => pairs,
+            Err(bad) => return bad.reply(),
+        };
+        for (name, default) in [("since", "0"), ("limit", "100")] {
+            if !pairs.iter().any(|(n, _)| n == name) {
+                pairs.push((name.into(), default.into()));
+            }
+        }
+        match client.conflicts_matching(&encode_query(&pairs)).await {
+            Ok(body) => reply::ok("application/json", body),
+            Err(e) => cloud_failure(e, "its conflicts"),
+        }
+    }
+
+    async fn conflict_stats(&self, req: &Request<RequestBody>) -> Response<Full> {
+        let Some(client) = self.cloud_client() else {
+            return no_cloud();
+        };
+        let pairs = match cloud_query(req, &STATS_QUERY) {
+            Ok(pairs) => pairs,
+            Err(bad) => return bad.reply(),
+        };
+        match client.conflict_stats(&encode_query(&pairs)).await {
+            Ok(body) => reply::ok("application/json", body),
+            Err(e) => cloud_failure(e, "its conflict counts"),
+        }
+    }
+
+    async fn history(&self, req: &Request<RequestBody>) -> Response<Full> {
+        let Some(client) = self.cloud_client() else {
+            return no_cloud();
+        };
+        let pairs = match cloud_query(req, &HISTORY_QUERY) {
+            Ok(pairs) => pairs,
+            Err(bad) => return bad.reply(),
+        };
+        for required in ["store", "key"] {
+            if !pairs.iter().any(|(n, _)| n == required) {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad-request",
+                    "store and key are required",
+                    required,
+                );
+            }
+        }
+        match client.history(&encode_query(&pairs)).await {
+            Ok(body) => reply::ok("application/json", body),
+            Err(e) => cloud_failure(e, "the key's history"),
+        }
+    }
+
+    /// Marks conflict `id` reviewed at the cloud, as this node. The body
+    /// is `{"note": "..."}`, `{}` or empty; only the note goes on.
+    async fn review(&self, id: &str, req: Request<RequestBody>) -> Response<Full> {
+        let Some(client) = self.cloud_client() else {
+            return no_cloud();
+        };
+        let Ok(id) = id.parse::<u64>() else {
             return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no-cloud",
-                "this node has no cloud tier configured (--cloud); conflicts live there",
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                "a conflict id is a non-negative integer",
+                id,
+            );
+        };
+        let body = match read_body(req, MAX_REVIEW_BYTES).await {
+            Ok(body) => body,
+            Err(reply) => return reply,
+        };
+        let note = if body.iter().all(u8::is_ascii_whitespace) {
+            None
+        } else {
+            match serde_json::from_slice::<Value>(&body) {
+                Ok(Value::Object(fields))
+                    if fields.keys().all(|k| k == "note")
+                        && fields
+                            .get("note")
+                            .is_none_or(|n| n.is_string() || n.is_null()) =>
+                {
+                    fields
+                        .get("note")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                }
+                _ => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "bad-request",
+                        "expected {\"note\": \"...\"}, {} or no body",
+                        "",
+                    );
+                }
+            }
+        };
+        let forward = match &note {
+            Some(note) => json!({ "note": note }),
+            None => json!({}),
+        };
+        match client.review_conflict(id, forward.to_string().into()).await {
+            Ok(body) => {
+                tracing::info!(target: "outpost::admin", conflict = id, "conflict marked reviewed at the cloud");
+                reply::ok("application/json", body)
+            }
+            Err(e) => cloud_failure(e, "the review"),
+        }
+    }
+
+    /// This node's copy of a store, tombstones included (see the table).
+    fn kv(&self, req: &Request<RequestBody>) -> Response<Full> {
+        let query = req.uri().query().unwrap_or("");
+        let param = |name: &str| {
+            form_urlencoded::parse(query.as_bytes())
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+        };
+        let Some(store) = param("store") else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                "store is required",
                 "",
             );
         };
-        let (since, limit) = match (number(req, "since"), number(req, "limit")) {
-            (Ok(since), Ok(limit)) => (since.unwrap_or(0), limit.unwrap_or(100) as usize),
-            (Err(given), _) | (_, Err(given)) => return bad_number(&given),
+        let limit = match number(req, "limit") {
+            Ok(limit) => limit.map_or(100, |l| l as usize).clamp(1, MAX_LIMIT),
+            Err(given) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad-request",
+                    "limit must be a non-negative integer",
+                    &given,
+                );
+            }
         };
-        match client.conflicts(since, limit.clamp(1, MAX_LIMIT)).await {
-            Ok(body) => reply::ok("application/json", body),
-            Err(e @ (CloudError::Unreachable(_) | CloudError::Timeout(_))) => error(
-                StatusCode::BAD_GATEWAY,
-                "cloud-unreachable",
-                "cannot reach the cloud tier for its conflicts",
-                &e.to_string(),
-            ),
+        let after = param("after");
+        use base64::Engine as _;
+        match self.storage.list_versioned(&store, after.as_deref(), limit) {
+            Ok(page) => {
+                let items: Vec<Value> = page
+                    .items
+                    .into_iter()
+                    .map(|(key, stored)| {
+                        json!({
+                            "key": key,
+                            "version": stored.version,
+                            "value": stored.value.map(|v| base64::engine::general_purpose::STANDARD.encode(v)),
+                        })
+                    })
+                    .collect();
+                reply::json(StatusCode::OK, json!({ "items": items, "next": page.next }))
+            }
             Err(e) => error(
-                StatusCode::BAD_GATEWAY,
-                "cloud-error",
-                "the cloud tier did not answer with its conflicts",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage",
+                "cannot read the store",
                 &e.to_string(),
             ),
         }
+    }
+
+    /// Store ids: every store that ever replicated here, and the ones the
+    /// serving functions may open that do not.
+    fn stores(&self) -> Response<Full> {
+        let replicated = match self.storage.replicated_stores() {
+            Ok(stores) => stores,
+            Err(e) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "storage",
+                    "cannot read which stores replicate",
+                    &e.to_string(),
+                );
+            }
+        };
+        let mut local = std::collections::BTreeSet::new();
+        for function in self.registry.functions() {
+            let kv = &function.policy.kv;
+            local.insert(kv.own_store.clone());
+            local.extend(kv.grants.iter().cloned());
+        }
+        for store in &replicated {
+            local.remove(store);
+        }
+        let mut replicated = replicated;
+        replicated.sort();
+        reply::json(
+            StatusCode::OK,
+            json!({ "replicated": replicated, "local": local }),
+        )
     }
 }

@@ -1,8 +1,9 @@
 //! HTTP client for the cloud tier's API (`/v1/ingest`, `/v1/feed`,
-//! `/v1/conflicts`), over https (the server verified against the
-//! `webpki-roots` set or a given CA) or, for development, plain http; with
-//! several cloud replicas, a request that one of them fails (no connection,
-//! no answer in time, a 5xx) goes to the next.
+//! `/v1/conflicts` with its stats and reviews, `/v1/history`), over https
+//! (the server verified against the `webpki-roots` set or a given CA) or,
+//! for development, plain http; with several cloud replicas, a request
+//! that one of them fails (no connection, no answer in time, a 5xx) goes
+//! to the next.
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
@@ -99,6 +100,12 @@ struct Replica {
     /// is warned about once per outage, not once per retry.
     answering: AtomicBool,
 }
+
+/// How long an operator's read of conflicts, or a review, may take.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a windowed scan (stats, a key's history) may take: the cloud
+/// runs one at a time and may first wait its turn for up to 10 s.
+const SCAN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a health probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -350,6 +357,40 @@ impl CloudClient {
     pub async fn conflicts(&self, since: u64, limit: usize) -> Result<Bytes, CloudError> {
         let path = format!("/v1/conflicts?since={since}&limit={limit}");
         self.call(Method::GET, &path, Bytes::new(), Duration::from_secs(10))
+            .await
+    }
+
+    /// A page of recorded conflicts matching `query` (an encoded query
+    /// string: `since`, `limit` and the cloud's filters), as the cloud's
+    /// JSON.
+    pub async fn conflicts_matching(&self, query: &str) -> Result<Bytes, CloudError> {
+        let path = format!("/v1/conflicts?{query}");
+        self.call(Method::GET, &path, Bytes::new(), READ_TIMEOUT)
+            .await
+    }
+
+    /// Counts of the conflicts matching `query` (per store, per node
+    /// pair, over time), as the cloud's JSON.
+    pub async fn conflict_stats(&self, query: &str) -> Result<Bytes, CloudError> {
+        let path = format!("/v1/conflicts/stats?{query}");
+        self.call(Method::GET, &path, Bytes::new(), SCAN_TIMEOUT)
+            .await
+    }
+
+    /// Marks conflict `id` reviewed with this node's credential (a node
+    /// credential's review is recorded as `node:<id>`); `body` is
+    /// `{"note": ...}` or `{}`. The cloud's JSON answer (the first review
+    /// stands).
+    pub async fn review_conflict(&self, id: u64, body: Bytes) -> Result<Bytes, CloudError> {
+        let path = format!("/v1/conflicts/{id}/review");
+        self.call(Method::POST, &path, body, READ_TIMEOUT).await
+    }
+
+    /// One key's history at the cloud (`query`: `store`, `key`, `limit`):
+    /// its versions, the writes it lost, as the cloud's JSON.
+    pub async fn history(&self, query: &str) -> Result<Bytes, CloudError> {
+        let path = format!("/v1/history?{query}");
+        self.call(Method::GET, &path, Bytes::new(), SCAN_TIMEOUT)
             .await
     }
 
