@@ -483,3 +483,116 @@ fn the_conflict_explorer_shows_both_values_in_full_the_winner_and_the_kind() {
     );
     drop(b);
 }
+
+/// Clicks the element with `data-testid` `id` on the page.
+fn click_testid(browser: &Session, id: &str) {
+    let clicked = browser.execute(&format!(
+        r#"
+        const e = document.querySelector('[data-testid=' + JSON.stringify({id}) + ']');
+        if (!e) return false;
+        e.click();
+        return true;
+    "#,
+        id = json!(id),
+    ));
+    assert_eq!(clicked, json!(true), "no element {id}");
+}
+
+/// The text of the element with `data-testid` `id`, or null.
+fn testid_text(browser: &Session, id: &str) -> Value {
+    browser.execute(&format!(
+        r#"
+        const e = document.querySelector('[data-testid=' + JSON.stringify({id}) + ']');
+        return e ? e.textContent.trim() : null;
+    "#,
+        id = json!(id),
+    ))
+}
+
+#[test]
+fn the_lab_dashboard_cuts_and_heals_a_link_by_button_and_shows_the_conflict_in_full() {
+    use crate::harness::{Lab, eventually, http_request, prepare, write_settings};
+    let dir = prepare(&[("profile", "profile")]);
+    write_settings(&dir, "profile", "[kv]\nreplicated = [\"default\"]\n");
+    let lab = Lab::start(dir, 2);
+    let driver = ChromeDriver::start();
+    let profile = tempfile::tempdir().unwrap();
+    let browser = browser(&driver, profile.path());
+    browser.goto(&format!("{}/", lab.api));
+    let link_text = |edge: &str| testid_text(&browser, &format!("link-{edge}"));
+    eventually("the lab's edge cards", || {
+        (link_text("edge-2") == json!("link: ok")).then_some(())
+    });
+
+    // The Cut button cuts the link in the lab (not only on the page).
+    click_testid(&browser, "cut-edge-2");
+    eventually("edge-2's link cut", || {
+        (lab.edge_status(2)["link"]["faults"]["cut"] == true).then_some(())
+    });
+    eventually("the card says cut", || {
+        (link_text("edge-2") == json!("link: cut")).then_some(())
+    });
+    let put = |edge: &str, body: &str| {
+        let reply = http_request(
+            "PUT",
+            &format!("{edge}/profile/alice"),
+            &[("content-type", "application/json")],
+            body.as_bytes(),
+        );
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    };
+    // Longer than the panel, and without a space to wrap at.
+    let long: String = (0..300)
+        .map(|i| format!("{i:04}-lab--"))
+        .collect::<String>()
+        + "|END";
+    put(&lab.edges[0], r#"{"bio":"short"}"#);
+    std::thread::sleep(Duration::from_millis(5));
+    put(&lab.edges[1], &format!(r#"{{"bio":"{long}"}}"#));
+    eventually("edge-2's outbox shows the queued write", || {
+        (testid_text(&browser, "outbox-edge-2")
+            .as_str()
+            .is_some_and(|t| t.starts_with("outbox 1 records")))
+        .then_some(())
+    });
+
+    click_testid(&browser, "heal-edge-2");
+    eventually("the badge says converged", || {
+        testid_text(&browser, "converged")
+            .as_str()
+            .is_some_and(|t| t.starts_with("converged"))
+            .then_some(())
+    });
+    // The conflict, through the lab's pass-through to the cloud: both
+    // values in full, the later (edge-2's) write the winner.
+    let state = wait_explorer(&browser, "the conflict on the lab page", |s| {
+        s["conflicts"]["user/alice"].is_object()
+    });
+    let conflict = &state["conflicts"]["user/alice"];
+    assert_eq!(conflict["kind"], "divergent", "{conflict}");
+    assert_eq!(conflict["store"], "@profile");
+    assert_eq!(conflict["winner"]["node"], "edge-2");
+    assert_eq!(conflict["loser"]["node"], "edge-1");
+    assert_eq!(conflict["winner"]["format"], "json");
+    assert!(
+        conflict["winner"]["value"]
+            .as_str()
+            .unwrap()
+            .contains(&long),
+        "the long value is cut: {conflict}"
+    );
+    assert!(
+        conflict["loser"]["value"]
+            .as_str()
+            .unwrap()
+            .contains("short")
+    );
+    click_in_conflict(
+        &browser,
+        "user/alice",
+        "[data-testid=\"conflict-winner\"] [data-testid=\"value-toggle\"]",
+    );
+    let open = value_box(&browser, "user/alice", "winner");
+    assert_eq!(open["clipped"], false, "{open}");
+    assert_eq!(open["overflows_sideways"], false, "{open}");
+}
