@@ -296,3 +296,47 @@ fn a_scenario_that_holds_exits_0_one_that_fails_exits_1_and_a_bad_file_exits_2()
     assert_eq!(unknown.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("edge-1 to edge-2"));
 }
+
+/// The pids of `pid`'s children, from /proc.
+fn children(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        found.extend(
+            list.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+    }
+    found
+}
+
+/// Whether `pid` still runs (a zombie waiting to be reaped does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .next()?
+                .to_owned();
+            Some(state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_lab_killed_with_sigkill_takes_its_cloud_and_edges_with_it() {
+    let mut lab = Lab::start(profile_modules(), 2);
+    let kids = children(lab.process.pid());
+    assert_eq!(kids.len(), 3, "a cloud and two edges: {kids:?}");
+    assert!(kids.iter().all(|&p| running(p)));
+    lab.process.kill();
+    eventually("the children die with the lab", || {
+        kids.iter().all(|&p| !running(p)).then_some(())
+    });
+}

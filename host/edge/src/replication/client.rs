@@ -394,14 +394,16 @@ impl CloudClient {
             .await
     }
 
-    /// Changes after `since`, waiting up to [`FEED_WAIT`] for some to arrive.
-    pub async fn feed(&self, since: u64, limit: usize) -> Result<FeedPage, CloudError> {
+    /// Changes after `since`, waiting up to [`FEED_WAIT`] for some to arrive
+    /// (`wait`: false answers at once, even with none).
+    pub async fn feed(&self, since: u64, limit: usize, wait: bool) -> Result<FeedPage, CloudError> {
+        let wait = if wait { FEED_WAIT } else { Duration::ZERO };
         let path = format!(
             "/v1/feed?since={since}&limit={limit}&wait={}",
-            FEED_WAIT.as_secs()
+            wait.as_secs()
         );
         let body = self
-            .call(Method::GET, &path, Bytes::new(), FEED_WAIT + INGEST_TIMEOUT)
+            .call(Method::GET, &path, Bytes::new(), wait + INGEST_TIMEOUT)
             .await?;
         serde_json::from_slice(&body).map_err(|e| CloudError::Decode(e.to_string()))
     }

@@ -57,6 +57,10 @@ fn admissible(
 pub async fn run(storage: Arc<Storage>, link: Link) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     let mut failing = false;
+    // The first read after start or after a failure answers at once: a
+    // node must not say "unreachable" to its functions for a whole long
+    // poll while the cloud is there, only with nothing new to send.
+    let mut settled = false;
     loop {
         let position = storage.pull_cursor().and_then(|cursor| {
             // A store that started replicating here owes a re-read from the
@@ -73,8 +77,9 @@ pub async fn run(storage: Arc<Storage>, link: Link) {
                 continue;
             }
         };
-        match link.client.feed(cursor, PAGE).await {
+        match link.client.feed(cursor, PAGE, settled).await {
             Ok(page) => {
+                settled = true;
                 if failing {
                     failing = false;
                     tracing::info!(target: "outpost::replication::puller", cursor, "change feed reachable again");
@@ -138,6 +143,7 @@ pub async fn run(storage: Arc<Storage>, link: Link) {
                 }
             }
             Err(e) => {
+                settled = false;
                 link.status.unreachable(&e);
                 if !failing {
                     failing = true;
