@@ -243,28 +243,26 @@ fn a_scenario_that_holds_exits_0_one_that_fails_exits_1_and_a_bad_file_exits_2()
     assert!(out.contains("FAIL 0 conflicts: 1 recorded"), "{out}");
     assert!(out.contains("FAILED: "), "{out}");
 
-    // A write that never happened is caught as lost: a step claims a
-    // write its request does not make (GET), so the cloud has no trace.
-    let lost = run_scenario(
+    // A step that says it writes but is not acknowledged fails: a 404 is
+    // not a write, and must not be left out of the count unnoticed.
+    let unacknowledged = run_scenario(
         &dir,
-        "lost.toml",
+        "unacknowledged.toml",
         r#"
         [[step]]
         edge = "edge-1"
         request = "GET /profile/nobody"
         write = { store = "@profile", key = "user/nobody", value = "never written" }
-        [[step]]
-        edge = "edge-1"
-        request = "PUT /profile/dora"
-        body = '{"n": 1}'
-        status = 200
-        write = { store = "@profile", key = "user/dora" }
         "#,
     );
-    // A 404 is not an acknowledgement: nothing to lose, the run passes.
-    let out = String::from_utf8_lossy(&lost.stdout);
-    assert_eq!(lost.status.code(), Some(0), "{out}");
-    assert!(out.contains("0 lost acknowledged writes (of 1)"), "{out}");
+    let out = String::from_utf8_lossy(&unacknowledged.stdout);
+    assert_eq!(unacknowledged.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("FAIL step 1: edge-1 GET /profile/nobody acknowledges its write: 404"),
+        "{out}"
+    );
+    // A write the cloud has no trace of is lost: here the step claims a
+    // value its request does not write.
     let claimed = run_scenario(
         &dir,
         "claimed.toml",
@@ -339,4 +337,70 @@ fn a_lab_killed_with_sigkill_takes_its_cloud_and_edges_with_it() {
     eventually("the children die with the lab", || {
         kids.iter().all(|&p| !running(p)).then_some(())
     });
+}
+
+#[test]
+fn the_lab_api_refuses_other_hosts_and_posts_a_web_page_could_send() {
+    let lab = Lab::start(profile_modules(), 1);
+    let url = format!("{}/api/links/edge-1/cut", lab.api);
+    // DNS rebinding: a page on evil.example resolving to 127.0.0.1.
+    let rebound = http_request(
+        "GET",
+        &format!("{}/api/status", lab.api),
+        &[("host", "evil.example:7700")],
+        b"",
+    );
+    assert_eq!(rebound.status, 403, "{}", rebound.body);
+    assert!(
+        rebound.body.contains("answers requests for 127.0.0.1:"),
+        "{}",
+        rebound.body
+    );
+    // A form post or a no-cors fetch: no JSON content type.
+    let form = http_request("POST", &url, &[("content-type", "text/plain")], b"x");
+    assert_eq!(form.status, 403, "{}", form.body);
+    let foreign = http_request(
+        "POST",
+        &url,
+        &[
+            ("content-type", "application/json"),
+            ("origin", "http://evil.example"),
+        ],
+        b"",
+    );
+    assert_eq!(foreign.status, 403, "{}", foreign.body);
+    assert_eq!(lab.edge_status(1)["link"]["faults"]["cut"], false);
+    // The lab's own dashboard and tools still get through.
+    let ok = lab.call("POST", "/api/links/edge-1/cut", "");
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(lab.edge_status(1)["link"]["faults"]["cut"], true);
+}
+
+#[test]
+fn an_interrupted_scenario_stops_its_lab_and_exits_2() {
+    let dir = profile_modules();
+    let file = dir.path().join("long.toml");
+    std::fs::write(&file, "[[step]]\nsleep-ms = 600000\n").unwrap();
+    let lab_dir = dir.path().join("kept");
+    let mut run = std::process::Command::new(outpost_bin())
+        .args(["lab", "run"])
+        .arg(&file)
+        .arg("--modules")
+        .arg(dir.path().join("modules"))
+        .arg("--dir")
+        .arg(&lab_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = run.id();
+    let kids = eventually("the lab's cloud and edge are up", || {
+        let kids = children(pid);
+        (kids.len() == 2 && lab_dir.join("edge-1.log").exists()).then_some(kids)
+    });
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let status = run.wait().unwrap();
+    assert_eq!(status.code(), Some(2));
+    assert!(kids.iter().all(|&p| !running(p)), "children left running");
 }

@@ -50,6 +50,9 @@ impl Handler for Api {
 
 impl Api {
     async fn handle(self, req: Request<RequestBody>) -> Response<Full> {
+        if let Err(why) = same_machine(&req, self.listen.port()) {
+            return reply::error(StatusCode::FORBIDDEN, "forbidden", &why, "");
+        }
         let path = req.uri().path().to_owned();
         let method = req.method().clone();
         match (method, path.as_str()) {
@@ -203,6 +206,44 @@ impl Api {
             ),
         }
     }
+}
+
+/// Refuses what a web page in the user's browser could send: a `Host`
+/// that is not this machine's loopback name (DNS rebinding), a POST from
+/// another origin or without a JSON content type (a form or `no-cors`
+/// fetch cannot set one without the browser asking first).
+fn same_machine(req: &Request<RequestBody>, port: u16) -> Result<(), String> {
+    let header = |name: http::header::HeaderName| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let host = header(http::header::HOST).unwrap_or_default();
+    let allowed = [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+    ];
+    if !allowed.contains(&host.to_ascii_lowercase()) {
+        return Err(format!(
+            "the lab answers requests for {} only, not {host:?}",
+            allowed.join(", ")
+        ));
+    }
+    if req.method() == Method::POST {
+        if let Some(origin) = header(http::header::ORIGIN)
+            && !origin.eq_ignore_ascii_case(&format!("http://{host}"))
+        {
+            return Err(format!("POST from another origin ({origin})"));
+        }
+        let json = header(http::header::CONTENT_TYPE)
+            .is_some_and(|t| t.to_ascii_lowercase().starts_with("application/json"));
+        if !json {
+            return Err("a POST to the lab needs content-type: application/json".into());
+        }
+    }
+    Ok(())
 }
 
 /// Runs `futures` at once and returns their outputs in order.

@@ -12,8 +12,10 @@ const MAX_KEYS: usize = 100_000;
 /// Most differences reported.
 const MAX_DIFFERENCES: usize = 20;
 
-/// One key's version: HLC and node.
-type Version = (u64, String);
+/// One key's version (HLC and node) and its value as the API gives it
+/// (base64, `None` for a deletion): equal versions with different values
+/// would be a corrupt copy, and must not pass as converged.
+type Version = (u64, String, Option<String>);
 
 /// The answer of one check.
 #[derive(Debug, Clone, Serialize)]
@@ -146,7 +148,8 @@ async fn versions(
             ) else {
                 return Err(format!("an item without key or version: {item}"));
             };
-            all.insert(key.to_owned(), (hlc, node.to_owned()));
+            let value = item["value"].as_str().map(str::to_owned);
+            all.insert(key.to_owned(), (hlc, node.to_owned(), value));
         }
         if all.len() > MAX_KEYS {
             return Err(format!("more than {MAX_KEYS} keys: not compared"));
@@ -165,17 +168,21 @@ fn compare(
     cloud: &BTreeMap<String, Version>,
     here: &BTreeMap<String, Version>,
 ) -> Vec<String> {
-    let show =
-        |v: Option<&Version>| v.map_or_else(|| "nothing".to_owned(), |(h, n)| format!("{n}@{h}"));
+    let show = |v: Option<&Version>| {
+        v.map_or_else(|| "nothing".to_owned(), |(h, n, _)| format!("{n}@{h}"))
+    };
     let keys: BTreeSet<&String> = cloud.keys().chain(here.keys()).collect();
     keys.into_iter()
         .filter(|k| cloud.get(*k) != here.get(*k))
-        .map(|k| {
-            format!(
+        .map(|k| match (here.get(k), cloud.get(k)) {
+            (Some((h, n, _)), Some((ch, cn, _))) if h == ch && n == cn => {
+                format!("{edge} {store}/{k}: same version {n}@{h} as the cloud, another value")
+            }
+            (mine, theirs) => format!(
                 "{edge} {store}/{k}: has {}, the cloud {}",
-                show(here.get(k)),
-                show(cloud.get(k))
-            )
+                show(mine),
+                show(theirs)
+            ),
         })
         .collect()
 }
@@ -190,19 +197,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_missing_key_and_a_different_version_are_both_differences() {
-        let v = |h: u64, n: &str| (h, n.to_owned());
+    fn a_missing_key_a_different_version_and_a_different_value_are_differences() {
+        let v = |h: u64, n: &str, value: &str| (h, n.to_owned(), Some(value.to_owned()));
         let cloud = BTreeMap::from([
-            ("a".to_owned(), v(2, "edge-1")),
-            ("b".to_owned(), v(1, "edge-2")),
+            ("a".to_owned(), v(2, "edge-1", "AA==")),
+            ("b".to_owned(), v(1, "edge-2", "AA==")),
+            ("c".to_owned(), v(1, "edge-2", "AA==")),
         ]);
-        let here = BTreeMap::from([("a".to_owned(), v(1, "edge-2"))]);
+        let here = BTreeMap::from([
+            ("a".to_owned(), v(1, "edge-2", "AA==")),
+            ("c".to_owned(), v(1, "edge-2", "AQ==")),
+        ]);
         let found = compare("edge-2", "s", &cloud, &here);
         assert_eq!(
             found,
             vec![
                 "edge-2 s/a: has edge-2@1, the cloud edge-1@2".to_owned(),
                 "edge-2 s/b: has nothing, the cloud edge-2@1".to_owned(),
+                "edge-2 s/c: same version edge-2@1 as the cloud, another value".to_owned(),
             ]
         );
         assert!(compare("edge-1", "s", &cloud, &cloud).is_empty());

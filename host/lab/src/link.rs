@@ -34,7 +34,7 @@ pub struct Faults {
     /// Up to this much more delay, uniformly at random, per chunk; order
     /// is kept.
     pub jitter_ms: u64,
-    /// Chance (0..=1) that a chunk resets its connection, or that a new
+    /// Chance (0..=1) that a chunk breaks its connection, or that a new
     /// connection is refused.
     pub loss: f64,
     /// Bytes per second each way, shared by the link's connections; 0 is
@@ -223,12 +223,35 @@ impl Link {
     }
 
     /// Applies `change`; a cut closes every open connection at once.
+    ///
+    /// Read and write are one step (two changes at once both apply), and
+    /// the faults are set before a cut is announced: a connection accepted
+    /// meanwhile either sees the cut in the faults or hears the
+    /// announcement it subscribed to first (see [`accept`]).
     pub fn change(&self, change: &FaultChange) -> Result<Faults, FaultError> {
-        let before = self.faults();
-        let next = change.apply(before)?;
-        self.faults.send_replace(next);
+        let mut outcome = Err(FaultError::Loss);
+        let mut before = Faults::default();
+        self.faults.send_if_modified(|faults| {
+            before = *faults;
+            outcome = change.apply(*faults);
+            match outcome {
+                Ok(next) if next != *faults => {
+                    *faults = next;
+                    true
+                }
+                _ => false,
+            }
+        });
+        let next = outcome?;
         if next.cut && !before.cut {
             self.cuts.send_modify(|n| *n += 1);
+        }
+        if next.bandwidth != before.bandwidth {
+            // A new cap starts from an empty bucket, not a second's worth
+            // saved up while there was none.
+            for bucket in [&self.up, &self.down] {
+                *bucket.lock().expect("bucket lock") = Bucket::new();
+            }
         }
         if next != before {
             tracing::info!(target: "outpost::lab", link = %self.name, faults = ?next, "link changed");
@@ -275,12 +298,15 @@ async fn accept(link: Arc<Link>, listener: TcpListener) {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        // Subscribed before the faults are read: a cut after this point is
+        // heard by the connection.
+        let cuts = link.cuts.subscribe();
         if link.faults().cut || link.lost() {
             link.counters.refused.fetch_add(1, Ordering::Relaxed);
             drop(client);
             continue;
         }
-        tokio::spawn(carry(link.clone(), client));
+        tokio::spawn(carry(link.clone(), client, cuts));
     }
 }
 
@@ -291,9 +317,7 @@ enum Ended {
     Closed,
 }
 
-async fn carry(link: Arc<Link>, client: TcpStream) {
-    let mut cuts = link.cuts.subscribe();
-    cuts.mark_unchanged();
+async fn carry(link: Arc<Link>, client: TcpStream, mut cuts: watch::Receiver<u64>) {
     let delay = link.delay();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -302,6 +326,11 @@ async fn carry(link: Arc<Link>, client: TcpStream) {
         link.counters.refused.fetch_add(1, Ordering::Relaxed);
         return;
     };
+    if cuts.has_changed().unwrap_or(true) {
+        // Cut while this connection was on its way.
+        link.counters.refused.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     link.counters.connections.fetch_add(1, Ordering::Relaxed);
@@ -527,7 +556,8 @@ mod tests {
             c.bandwidth = Some(8 * 1024);
         }))
         .unwrap();
-        // 16 KiB each way at 8 KiB/s from an empty bucket: two seconds.
+        // 16 KiB each way at 8 KiB/s, the bucket emptied by the new cap:
+        // two seconds.
         let capped = round_trip(&link, 16 * 1024).await.unwrap();
         assert!(capped >= Duration::from_millis(1900), "{capped:?}");
         let stats = link.stats();

@@ -135,6 +135,8 @@ pub fn spawn(
     let (addr, admin) = match addresses.recv_timeout(START_TIMEOUT) {
         Ok(Ok(found)) => found,
         Ok(Err(last_line)) => {
+            // Its stderr closed: it exited, or will not say more.
+            let _ = child.kill();
             let _ = child.wait();
             return Err(failed(last_line));
         }
@@ -175,8 +177,18 @@ fn copy_log(
     let (mut addr, mut admin) = (None, None);
     let mut reported = false;
     let mut last = String::new();
-    for line in BufReader::new(stderr).lines() {
-        let Ok(line) = line else { break };
+    let mut reader = BufReader::new(stderr);
+    let mut bytes = Vec::new();
+    loop {
+        bytes.clear();
+        // Bytes, not `lines()`: one line that is not UTF-8 must not end the
+        // copy (the pipe would close and the rest of the log be lost).
+        match reader.read_until(b'\n', &mut bytes) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let line = String::from_utf8_lossy(&bytes);
+        let line = line.trim_end_matches(['\n', '\r']).to_owned();
         if let Some(f) = file.as_mut() {
             let _ = writeln!(f, "{line}");
         }
@@ -221,10 +233,16 @@ fn die_with_parent(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: prctl is async-signal-safe; nothing else runs between fork
     // and exec.
+    let parent = std::process::id() as libc::pid_t;
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            // The lab died between fork and prctl: the signal will never
+            // come, so do not start at all.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("the lab exited"));
             }
             Ok(())
         });

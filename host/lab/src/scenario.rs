@@ -383,7 +383,45 @@ pub struct Check {
 struct Acknowledged {
     step: usize,
     write: Write,
-    value: Vec<u8>,
+    /// What it wrote (`None`: a DELETE).
+    value: Option<Vec<u8>>,
+    /// The version the edge gave it, read from the edge right after the
+    /// answer; `None` if the key already held something else by then (a
+    /// newer write from the feed), and the value is all there is to go on.
+    version: Option<Version>,
+}
+
+/// A version as the APIs give it: HLC and node.
+type Version = (u64, String);
+
+fn version_of(v: &serde_json::Value) -> Option<Version> {
+    Some((v["hlc"].as_u64()?, v["node"].as_str()?.to_owned()))
+}
+
+/// The version `edge` holds for the write's key, if it holds `value`.
+async fn version_at_edge(
+    lab: &Lab,
+    edge: &str,
+    write: &Write,
+    value: Option<&[u8]>,
+) -> Option<Version> {
+    let admin = lab.edge(edge)?.node.admin?;
+    let url = format!(
+        "http://{admin}/kv?store={}&key={}",
+        crate::converge::encode(&write.store),
+        crate::converge::encode(&write.key)
+    );
+    let page = lab.fetch.get_json(&url, None).await.ok()?;
+    let item = page["items"].get(0)?;
+    let held = match item["value"].as_str() {
+        Some(b64) => Some(base64::engine::general_purpose::STANDARD.decode(b64).ok()?),
+        None => None,
+    };
+    if held.as_deref() == value {
+        version_of(&item["version"])
+    } else {
+        None
+    }
 }
 
 /// Runs `scenario` on `lab` and returns every check, in order. The run
@@ -436,19 +474,35 @@ pub async fn run(lab: &Lab, scenario: &Scenario, out: &mut impl std::io::Write) 
                         },
                     });
                 }
-                if let (Some(write), Ok(a)) = (write, &answer)
-                    && a.status.is_success()
-                {
-                    let value = write
-                        .value
-                        .clone()
-                        .unwrap_or_else(|| body.clone())
-                        .into_bytes();
-                    acknowledged.push(Acknowledged {
-                        step: index,
-                        write: write.clone(),
-                        value,
-                    });
+                if let Some(write) = write {
+                    match &answer {
+                        Ok(a) if a.status.is_success() => {
+                            let value = (method != Method::DELETE).then(|| {
+                                write
+                                    .value
+                                    .clone()
+                                    .unwrap_or_else(|| body.clone())
+                                    .into_bytes()
+                            });
+                            let version = version_at_edge(lab, edge, write, value.as_deref()).await;
+                            acknowledged.push(Acknowledged {
+                                step: index,
+                                write: write.clone(),
+                                value,
+                                version,
+                            });
+                        }
+                        // A step that says it writes expects its write to
+                        // be acknowledged: anything else is a failure, not
+                        // a write quietly left out of the count.
+                        other => checks.push(fail(
+                            format!("step {index}: {edge} {method} {path} acknowledges its write"),
+                            match other {
+                                Ok(a) => format!("{} {}", a.status, one_line(&a.body)),
+                                Err(e) => e.to_string(),
+                            },
+                        )),
+                    }
                 }
             }
             Action::Link { edge, change } => {
@@ -486,16 +540,28 @@ pub async fn run(lab: &Lab, scenario: &Scenario, out: &mut impl std::io::Write) 
         }
     }
     let expect = &scenario.expect;
-    let within = expect
-        .within_ms
-        .map_or(DEFAULT_WITHIN, Duration::from_millis);
-    let (converged, detail) = converge_within(lab, within).await;
     if expect.converged {
+        let within = expect
+            .within_ms
+            .map_or(DEFAULT_WITHIN, Duration::from_millis);
+        let (converged, detail) = converge_within(lab, within).await;
         checks.push(Check {
             what: format!("converged within {} ms", within.as_millis()),
             ok: converged,
             detail,
         });
+        if !acknowledged.is_empty() {
+            // Writes were made, so something must have been compared: a
+            // lab of empty stores converges trivially.
+            let c = crate::converge::check(lab).await;
+            checks.push(Check {
+                what: "the writes' stores were compared".into(),
+                ok: acknowledged
+                    .iter()
+                    .all(|a| c.stores.contains(&a.write.store)),
+                detail: format!("stores compared: {:?}", c.stores),
+            });
+        }
     }
     let lost = lost_writes(lab, &acknowledged).await;
     checks.push(Check {
@@ -575,51 +641,42 @@ async fn converge_within(lab: &Lab, within: Duration) -> (bool, String) {
 }
 
 /// The acknowledged writes the cloud has no trace of: not the key's
-/// current value, not among the versions it accepted for the key, and not
-/// the loser of a recorded conflict. A write that lost last-writer-wins
-/// is not lost: the conflict records it.
+/// current version, not among the versions it accepted for the key, and
+/// not the loser of a recorded conflict. A write that lost
+/// last-writer-wins is not lost: the conflict records it. Writes are
+/// found by their version when the edge told it (exact), else by value.
 async fn lost_writes(lab: &Lab, acknowledged: &[Acknowledged]) -> Vec<String> {
     let mut lost = Vec::new();
     for a in acknowledged {
-        let shown = outpost_wire::explain::show(Some(&a.value));
-        let found = trace_of(lab, &a.write, &a.value, &shown).await;
-        match found {
+        let what = format!(
+            "step {}: {}/{} = {}",
+            a.step,
+            a.write.store,
+            a.write.key,
+            a.value.as_deref().map_or_else(
+                || "(deleted)".to_owned(),
+                |v| format!("{:?}", String::from_utf8_lossy(v))
+            )
+        );
+        match trace_of(lab, a).await {
             Ok(true) => {}
-            Ok(false) => lost.push(format!(
-                "step {}: {}/{} = {:?} is nowhere at the cloud",
-                a.step,
-                a.write.store,
-                a.write.key,
-                String::from_utf8_lossy(&a.value)
-            )),
-            Err(e) => lost.push(format!("step {}: cannot check: {e}", a.step)),
+            Ok(false) => lost.push(format!("{what} is nowhere at the cloud")),
+            Err(e) => lost.push(format!("{what}: cannot tell: {e}")),
         }
     }
     lost
 }
 
-async fn trace_of(
-    lab: &Lab,
-    write: &Write,
-    value: &[u8],
-    shown: &outpost_wire::explain::Shown,
-) -> Result<bool, String> {
+async fn trace_of(lab: &Lab, a: &Acknowledged) -> Result<bool, String> {
     let cloud = lab.cloud_url();
     let token = Some(lab.token.as_str());
-    let key = crate::converge::encode(&write.key);
-    let store = crate::converge::encode(&write.store);
-    if let Ok(current) = lab
+    let key = crate::converge::encode(&a.write.key);
+    let store = crate::converge::encode(&a.write.store);
+    let current = lab
         .fetch
         .get_json(&format!("{cloud}/v1/kv?store={store}&key={key}"), token)
         .await
-    {
-        let current = current["value"]
-            .as_str()
-            .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok());
-        if current.as_deref() == Some(value) {
-            return Ok(true);
-        }
-    }
+        .ok();
     let history = lab
         .fetch
         .get_json(
@@ -628,16 +685,42 @@ async fn trace_of(
         )
         .await
         .map_err(|e| e.to_string())?;
-    let same = |v: &serde_json::Value| {
-        v["shown"]["format"].as_str() == Some(shown.format.as_str())
-            && v["shown"]["text"].as_str() == Some(shown.text.as_str())
+    let entries = || {
+        history["versions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(history["lost"].as_array().into_iter().flatten())
     };
-    Ok(history["versions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(same)
-        || history["lost"].as_array().into_iter().flatten().any(same))
+    let found = match &a.version {
+        Some(version) => {
+            current
+                .as_ref()
+                .and_then(|c| version_of(&c["version"]))
+                .as_ref()
+                == Some(version)
+                || entries().any(|e| version_of(&e["version"]).as_ref() == Some(version))
+        }
+        None => {
+            let current_value = current.as_ref().map(|c| {
+                c["value"]
+                    .as_str()
+                    .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+            });
+            let shown = outpost_wire::explain::show(a.value.as_deref());
+            current_value
+                .as_ref()
+                .is_some_and(|v| v.as_deref() == a.value.as_deref())
+                || entries().any(|e| {
+                    e["shown"]["format"].as_str() == Some(shown.format.as_str())
+                        && e["shown"]["text"].as_str() == Some(shown.text.as_str())
+                })
+        }
+    };
+    if !found && history["window"]["complete"] == false {
+        return Err("the key's history reaches back past the cloud's window".into());
+    }
+    Ok(found)
 }
 
 /// Conflicts the cloud recorded: total, benign, divergent.

@@ -54,7 +54,7 @@ enum LabAction {
         lab: String,
     },
     /// Start a lab, run a scenario file in it, check its expectations and stop;
-    /// exits 1 if one failed, 2 if the file or the lab is wrong.
+    /// exits 1 if one failed, 2 if the file or the lab is wrong or the run was interrupted.
     Run {
         /// The scenario (TOML).
         file: PathBuf,
@@ -160,12 +160,14 @@ pub fn run(args: LabArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<
             listen,
             dir,
             json,
-        }) => runtime.block_on(scenario(file, edges, modules, listen, dir, json)),
+        }) => runtime.block_on(scenario(file, edges, modules, listen, dir, json, shutdown)),
         None => {
             let start = args.start;
             // Everything in block_on: the children must be forked by this
             // thread, which lives as long as the lab (see `Lab::start`).
             runtime.block_on(async {
+                let mut shutdown = std::pin::pin!(shutdown);
+                listen_for_signals(shutdown.as_mut()).await;
                 let listener = outpost_lab::bind(start.listen).await?;
                 let listen = listener.local_addr()?;
                 let lab = Lab::start(LabConfig {
@@ -183,6 +185,17 @@ pub fn run(args: LabArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<
     }
 }
 
+/// Polls `shutdown` once, which installs its signal handlers: a signal
+/// while the lab starts is then caught and acted on once it has started,
+/// instead of killing the process with the lab half made.
+async fn listen_for_signals(shutdown: std::pin::Pin<&mut impl Future<Output = ()>>) {
+    tokio::select! {
+        biased;
+        () = shutdown => {}
+        () = std::future::ready(()) => {}
+    }
+}
+
 async fn scenario(
     file: PathBuf,
     edges: Option<usize>,
@@ -190,8 +203,11 @@ async fn scenario(
     listen: SocketAddr,
     dir: Option<PathBuf>,
     json: bool,
+    shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<i32> {
     use outpost_lab::scenario::Scenario;
+    let mut shutdown = std::pin::pin!(shutdown);
+    listen_for_signals(shutdown.as_mut()).await;
     let scenario = match Scenario::load(&file) {
         Ok(s) => s,
         Err(e) => {
@@ -243,9 +259,18 @@ async fn scenario(
         let _ = stopped.await;
     }));
     let mut out = std::io::stderr();
-    let checks = outpost_lab::scenario::run(&lab, &scenario, &mut out).await;
+    // A CI job's timeout or a Ctrl-C stops the children and removes the
+    // lab's folder, instead of leaving both behind.
+    let checks = tokio::select! {
+        checks = outpost_lab::scenario::run(&lab, &scenario, &mut out) => Some(checks),
+        () = &mut shutdown => None,
+    };
     let _ = stop.send(());
     let _ = server.await;
+    let Some(checks) = checks else {
+        eprintln!("error: interrupted before the scenario ended");
+        return Ok(2);
+    };
     let failed = checks.iter().filter(|c| !c.ok).count();
     if json {
         println!(

@@ -11,7 +11,7 @@
 //! | `GET /outbox/quarantine?since=I&limit=N` | records the cloud refused for good, with its reason |
 //! | `POST /outbox/quarantine/ID/resend` | put a quarantined record back in the outbox (new sequence number) |
 //! | `GET /explorer.js` | the conflict explorer the dashboard mounts (static, [`outpost_http::CONFLICT_EXPLORER_JS`]) |
-//! | `GET /kv?store=S&after=K&limit=N` | this node's copy of a store in key order, tombstones included: `{"items": [{"key", "version", "value": base64\|null}], "next": key\|null}` |
+//! | `GET /kv?store=S&after=K&limit=N` (or `&key=K` for one key) | this node's copy of a store in key order, tombstones included: `{"items": [{"key", "version", "value": base64\|null}], "next": key\|null}` |
 //! | `GET /stores` | store ids: `replicated` (ever, on this node) and `local` (what serving functions may open that does not replicate) |
 //! | `GET /conflicts?since=I&limit=N&store=S&prefix=P&node=N&kind=K&reviewed=B` | the cloud tier's conflicts, filtered there, passed through |
 //! | `GET /conflicts/stats?store=S&prefix=P&node=N&kind=K&reviewed=B&bucket_s=T&window=W` | the cloud's conflict counts (per store, node pair, over time), passed through |
@@ -663,6 +663,45 @@ impl Admin {
     }
 
     /// This node's copy of a store, tombstones included (see the table).
+    /// `/kv?store=S&key=K`: one key, in the listing's shape (no item when
+    /// the key or the store does not exist; a tombstone is an item).
+    fn kv_key(&self, store: &str, key: &str) -> Response<Full> {
+        use base64::Engine as _;
+        // An empty listing is an unknown (or empty) store: reading the key
+        // would create the store's tree.
+        let read = self
+            .storage
+            .list_versioned(store, None, 1)
+            .and_then(|page| {
+                if page.items.is_empty() {
+                    Ok(None)
+                } else {
+                    self.storage.get_versioned(store, key)
+                }
+            });
+        match read {
+            Ok(found) => {
+                let items: Vec<Value> = found
+                    .into_iter()
+                    .map(|stored| {
+                        json!({
+                            "key": key,
+                            "version": stored.version,
+                            "value": stored.value.map(|v| base64::engine::general_purpose::STANDARD.encode(v)),
+                        })
+                    })
+                    .collect();
+                reply::json(StatusCode::OK, json!({ "items": items, "next": null }))
+            }
+            Err(e) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage",
+                "cannot read the store",
+                &e.to_string(),
+            ),
+        }
+    }
+
     fn kv(&self, req: &Request<RequestBody>) -> Response<Full> {
         let query = req.uri().query().unwrap_or("");
         let param = |name: &str| {
@@ -691,6 +730,9 @@ impl Admin {
         };
         let after = param("after");
         use base64::Engine as _;
+        if let Some(key) = param("key") {
+            return self.kv_key(&store, &key);
+        }
         match self.storage.list_versioned(&store, after.as_deref(), limit) {
             Ok(page) => {
                 let items: Vec<Value> = page
