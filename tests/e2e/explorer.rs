@@ -2,7 +2,8 @@
 //! divergent conflict made by two edges cut off from each other, then
 //! filters, stats, a key's history, the key listing a convergence check
 //! reads, and reviews (who, when, kept across a restart, refused to
-//! readers).
+//! readers and to nodes that wrote neither side, replaced by the
+//! operator's, notes without control characters).
 
 use crate::harness::{
     Backend, Cloud, Node, Reply, TOKEN, edge_on, encode, eventually, free_port, prepare,
@@ -224,6 +225,7 @@ fn the_explorer_filters_counts_links_and_keeps_reviews(backend: Backend) {
         .collect();
     assert_eq!(writers, BTreeSet::from(["edge-a", "edge-b"]));
     assert_eq!(history["window"]["complete"], true);
+    assert_eq!(history["window"]["truncated"], false);
     let unknown = ok_json(cloud.get("/v1/history?store=%40kv&key=never"));
     assert_eq!(
         (&unknown["current"], &unknown["versions"], &unknown["lost"]),
@@ -290,16 +292,60 @@ fn the_explorer_filters_counts_links_and_keeps_reviews(backend: Backend) {
     let again = ok_json(review(&cloud, TOKEN, &div.to_string(), ""));
     assert_eq!(again["review"], reviewed["review"]);
 
-    // A node reviews only what it may see, and is named for its node.
-    let outsider = cloud.enrol("edge-x", &["@elsewhere"]);
-    assert_eq!(
-        review(&cloud, &outsider, &ben.to_string(), "{}").status,
-        403
+    // A node reviews only conflicts it wrote a side of. One in a store it
+    // may not see is answered as a missing id is (nothing of other stores
+    // leaks); one between others in its own store is refused, so it can
+    // hide no conflict of others from review.
+    let missing = review(&cloud, &cloud.enrol("edge-x", &["@elsewhere"]), "9999", "");
+    let outsider = cloud.enrol("edge-a", &["@elsewhere"]);
+    let hidden = review(&cloud, &outsider, &ben.to_string(), "{}");
+    assert_eq!(hidden.status, 404, "{}", hidden.body);
+    assert_eq!(missing.status, 404, "{}", missing.body);
+    assert_eq!(hidden.json()["error"], missing.json()["error"]);
+    assert_eq!(hidden.json()["message"], missing.json()["message"]);
+    let bystander = cloud.enrol("edge-r", &["@kv2"]);
+    let refused = review(&cloud, &bystander, &ben.to_string(), "{}");
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(
+        refused.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("only conflicts it wrote one side of"),
+        "{}",
+        refused.body
     );
-    let insider = cloud.enrol("edge-r", &["@kv2"]);
-    let by_node = ok_json(review(&cloud, &insider, &ben.to_string(), "{}"));
-    assert_eq!(by_node["review"]["by"], "node:edge-r");
-    assert_eq!(by_node["review"]["note"], Value::Null);
+    // A note with a control character other than newline and tab is
+    // refused before anything is stored (PostgreSQL's TEXT refuses NUL).
+    let writer = cloud.enrol("edge-a", &["@kv2"]);
+    for bad in [r#"{"note": "a\u0000b"}"#, r#"{"note": "\u001b[2J"}"#] {
+        bad_request(&review(&cloud, &writer, &ben.to_string(), bad), bad);
+    }
+    assert_eq!(listed(&cloud, "reviewed=false").0, [ben], "nothing stored");
+    let by_node = ok_json(review(
+        &cloud,
+        &writer,
+        &ben.to_string(),
+        r#"{"note": "same on both\n\tfine"}"#,
+    ));
+    assert_eq!(by_node["review"]["by"], "node:edge-a");
+    assert_eq!(by_node["review"]["note"], "same on both\n\tfine");
+    // Anyone but the operator reviewing again keeps it.
+    let again = ok_json(review(&cloud, TOKEN, &ben.to_string(), ""));
+    assert_eq!(again["review"], by_node["review"]);
+    // The operator's replaces it, and then stands.
+    let by_operator = ok_json(review(
+        &cloud,
+        &admin,
+        &ben.to_string(),
+        r#"{"note": "looked at it"}"#,
+    ));
+    assert_eq!(by_operator["id"], ben);
+    assert_eq!(by_operator["review"]["by"], "operator");
+    assert_eq!(by_operator["review"]["note"], "looked at it");
+    for token in [writer.as_str(), TOKEN, admin.as_str()] {
+        let again = ok_json(review(&cloud, token, &ben.to_string(), r#"{"note": "x"}"#));
+        assert_eq!(again["review"], by_operator["review"]);
+    }
 
     let (ids, page) = listed(&cloud, "reviewed=true");
     assert_eq!(ids, both);

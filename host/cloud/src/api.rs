@@ -7,10 +7,10 @@
 //! | `GET /_outpost/health` | 200, or 503 (`storage-failing`, since when, why) while storage refuses writes | anyone |
 //! | `POST /v1/ingest` | apply a [`Batch`], answer an [`outpost_wire::Ack`] once durable | the batch's node |
 //! | `GET /v1/feed?since=C&limit=N&wait=S` | accepted KV writes after cursor C, long-polling up to S seconds | nodes (their stores), readers |
-//! | `GET /v1/conflicts?since=I&limit=N&store=S&prefix=P&node=N&kind=K&reviewed=B` | recorded conflicts, explained (`wire::explain`: benign or divergent, why the winner won, wall-clock times, values decoded), each with its `review` (or null); filtered here (`store` exact, key `prefix`, either writer `node`, `kind` benign/divergent, `reviewed` true/false), scanning at most 10,000 records; `next` is the last one scanned | nodes (their stores), readers |
-//! | `GET /v1/conflicts/stats?store=&prefix=&node=&kind=&reviewed=&bucket_s=60&window=N` | counts over the most recent `window` (default and at most 100,000) conflicts: kinds, reviewed, per store, per node pair, per time bucket (of the later write); `window`, `complete` | nodes (their stores), readers |
-//! | `POST /v1/conflicts/ID/review` | marks a conflict reviewed (`{"note": ...}` or no body): by whom (from the credential) and when (the cloud's clock); the first review stands | the operator, dev token, nodes (their stores) |
-//! | `GET /v1/history?store=S&key=K&limit=N&window=W` | a key's versions the cloud accepted among the last `window` (default 20,000, at most 100,000) feed changes, newest first, each with the conflicts it won, and the writes that lost (from as many recent conflicts); its current version | nodes (their stores), readers |
+//! | `GET /v1/conflicts?since=I&limit=N&store=S&prefix=P&node=N&kind=K&reviewed=B` | recorded conflicts, explained (`wire::explain`: benign or divergent, why the winner won, wall-clock times, values decoded), each with its `review` (or null); filtered here (`store` exact, key `prefix`, either writer `node`, `kind` benign/divergent, `reviewed` true/false), scanning at most 10,000 records; a page ends before 8 MiB (values' displays measured exactly, plus the base64 values); a first conflict showing more has its values' displays cut to 8 MiB (`"cut": true`, `full_bytes`); `next` is the last one scanned | nodes (their stores), readers |
+//! | `GET /v1/conflicts/stats?store=&prefix=&node=&kind=&reviewed=&bucket_s=60&window=N` | counts over the most recent `window` (default and at most 100,000) conflicts, read newest first until 256 MiB of values or 5 s: kinds, reviewed, per store, per node pair, per time bucket (of the later write), only of conflicts the caller may see; `window` (records scanned, of any store), `complete` | nodes (their stores), readers |
+//! | `POST /v1/conflicts/ID/review` | marks a conflict reviewed (`{"note": ...}` or no body; a note holds no control characters but newline and tab): by whom (from the credential) and when (the cloud's clock); the first review stands, but the operator's replaces anyone else's; answers `{id, review}` with the review that stands | the operator, dev token, nodes (conflicts they wrote a side of; one in a store they may not see is 404) |
+//! | `GET /v1/history?store=S&key=K&limit=N&window=W` | a key's versions the cloud accepted among the last `window` (default 20,000, at most 100,000) feed changes, newest first, each with the conflicts it won, and the writes that lost (from as many recent conflicts); its current version; both read newest first until 256 MiB of values or 5 s (`window.complete`), and listed until 8 MiB of values' displays (`window.truncated`; one larger value is shown cut, `"cut": true`, `full_bytes`) | nodes (their stores), readers |
 //! | `GET /v1/events/TOPIC?since=I&limit=N` | events of a topic | readers |
 //! | `GET /v1/kv?store=S&key=K` | the cloud's current value of a key | readers |
 //! | `GET /v1/kv?store=S&after=K&limit=N` | the store's keys in key order, tombstones included, with versions and values (`next`: the last key, if more follow) | readers, nodes (their stores) |
@@ -502,9 +502,14 @@ impl<S: CloudStore> Cloud<S> {
                 let Some(_turn) = self.scans.turn().await else {
                     return scans_busy(&path);
                 };
-                explorer::stats(&self.store, &principal, &query)
-                    .await
-                    .map_or_else(storage_failure, |stats| json(&stats))
+                explorer::stats(
+                    &self.store,
+                    &principal,
+                    &query,
+                    &explorer::ScanLimits::default(),
+                )
+                .await
+                .map_or_else(storage_failure, |stats| json(&stats))
             }
             "/v1/history" => {
                 let query = match explorer::HistoryQuery::parse(&query(&req)) {
@@ -519,7 +524,7 @@ impl<S: CloudStore> Cloud<S> {
                 let Some(_turn) = self.scans.turn().await else {
                     return scans_busy(&path);
                 };
-                explorer::history(&self.store, &query)
+                explorer::history(&self.store, &query, &explorer::ScanLimits::default())
                     .await
                     .map_or_else(storage_failure, |history| json(&history))
             }
@@ -613,7 +618,10 @@ impl<S: CloudStore> Cloud<S> {
     }
 
     /// `POST /v1/conflicts/ID/review`: who is the credential's, when is
-    /// this cloud's clock; the first review stands.
+    /// this cloud's clock; the first review stands, bar the operator's,
+    /// which replaces anyone else's. A node reviews only conflicts it
+    /// wrote a side of, and hears of one in a store it may not see what it
+    /// hears of a missing id.
     async fn review(
         &self,
         req: Request<RequestBody>,
@@ -635,11 +643,11 @@ impl<S: CloudStore> Cloud<S> {
             Ok(body) => body,
             Err(reply) => return reply,
         };
+        // Checked whole before the store is touched.
         let note = match explorer::review_note(&body) {
             Ok(note) => note,
             Err(message) => return error(StatusCode::BAD_REQUEST, "bad-request", &message, ""),
         };
-        // A node reviews only what it may see; the others see everything.
         let conflict = match self.store.conflicts(id.saturating_sub(1), 1).await {
             Ok(page) => page.items.into_iter().find(|c| c.id == id),
             Err(e) => return storage_failure(e),
@@ -647,8 +655,22 @@ impl<S: CloudStore> Cloud<S> {
         let Some(conflict) = conflict else {
             return not_found_conflict(id);
         };
-        if !principal.may_see(&conflict.store) {
-            return forbidden("review conflicts of this store", principal);
+        match explorer::may_review(principal, &conflict) {
+            Ok(()) => {}
+            Err(explorer::NotTheirs::Hidden) => return not_found_conflict(id),
+            Err(explorer::NotTheirs::NotAWriter) => {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    refusal::FORBIDDEN,
+                    "a node may review only conflicts it wrote one side of (the operator may review any)",
+                    &format!(
+                        "{}: conflict {id} is between {} and {}",
+                        principal.describe(),
+                        conflict.winner.node,
+                        conflict.loser.node
+                    ),
+                );
+            }
         }
         let review = outpost_wire::explain::Review {
             by,
@@ -661,7 +683,7 @@ impl<S: CloudStore> Cloud<S> {
                 json(&serde_json::json!({ "id": id, "review": review }))
             }
             Ok(Reviewed::Already(review)) => {
-                tracing::debug!(target: "outpost::cloud::api", conflict = id, by = %review.by, "conflict reviewed before; the first review stands");
+                tracing::debug!(target: "outpost::cloud::api", conflict = id, by = %review.by, "conflict reviewed before; that review stands");
                 json(&serde_json::json!({ "id": id, "review": review }))
             }
             Ok(Reviewed::NoSuchConflict) => not_found_conflict(id),

@@ -12,14 +12,16 @@
 //!   without seeing the current version is recorded as a conflict;
 //! - the feed, events and conflicts are served only below the durable
 //!   marks, so no reader holds a position a crash could take back;
-//! - a conflict is reviewed at most once: the first review is durable and
-//!   stands, and reviewing again answers it.
+//! - a conflict keeps one review: the first is durable and stands, except
+//!   that the operator's replaces anyone else's (and then stands);
+//!   reviewing again answers the stored one, never one a crash could
+//!   still take back.
 
 use crate::credentials::Credential;
 use outpost_wire::explain::Review;
 use outpost_wire::validate::Invalid;
 use outpost_wire::{Ack, Conflict, Entry, Event, FeedPage, Page, Record, Superseded, Version};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use tokio::sync::Notify;
 
 /// A batch as the API hands it to the store: the authenticated sender,
@@ -156,10 +158,11 @@ pub struct KeyPage {
 /// What [`CloudStore::review_conflict`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reviewed {
-    /// The review was recorded, durably, by this call.
+    /// The review was recorded, durably, by this call: the first, or the
+    /// operator's in place of someone else's.
     Recorded(Review),
-    /// The conflict had been reviewed before: that first review, which
-    /// stands (reviewing is idempotent).
+    /// The conflict had been reviewed before: that review, which stands
+    /// (reviewing again is idempotent), durable.
     Already(Review),
     /// No conflict readers may see has this id.
     NoSuchConflict,
@@ -285,10 +288,14 @@ pub trait CloudStore: Clone + Send + Sync + 'static {
     fn feed_head(&self) -> impl Future<Output = Result<u64, CloudStoreError>> + Send;
 
     /// Records, durably, that conflict `id` was reviewed, unless it was
-    /// before: the first review stands and is answered again. A conflict
-    /// past what readers may see is no conflict yet. Refused like any
-    /// write while storage fails (a repeated review is answered from what
-    /// is stored, without a write).
+    /// before: the stored review stands and is answered again, unless
+    /// `review` [replaces](Review::replaces) it (the operator's over
+    /// anyone else's), then `review` is recorded in its place. Concurrent
+    /// reviews (at any replicas) end with one stored, the operator's if
+    /// one of them is. A conflict past what readers may see is no
+    /// conflict yet. An `Already` answer is durable too (never a review
+    /// whose write may still fail), so a repeated review may be refused
+    /// like any write while storage fails.
     fn review_conflict(
         &self,
         id: u64,
@@ -301,6 +308,14 @@ pub trait CloudStore: Clone + Send + Sync + 'static {
         after: u64,
         through: u64,
     ) -> impl Future<Output = Result<BTreeMap<u64, Review>, CloudStoreError>> + Send;
+
+    /// The ids of the reviewed conflicts in `after + 1 ..= through`, and
+    /// nothing else (no review is read): what counting needs.
+    fn reviewed_ids(
+        &self,
+        after: u64,
+        through: u64,
+    ) -> impl Future<Output = Result<BTreeSet<u64>, CloudStoreError>> + Send;
 
     /// Up to `limit` (at least one) keys of `store` after `after` (from
     /// the first if `None`), in byte order of the key, tombstones included,

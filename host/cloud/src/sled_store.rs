@@ -32,7 +32,7 @@ use outpost_wire::{Ack, Change, Conflict, Entry, Event, FeedPage, Page, Record, 
 use sled::Transactional;
 use sled::Tree;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -563,28 +563,46 @@ impl SledStore {
         }))
     }
 
-    /// Records `review` for conflict `id` unless it has one (then that
-    /// one is answered), durably; see [`CloudStore::review_conflict`].
+    /// Records `review` for conflict `id` unless it has one that stands
+    /// (then that one is answered), durably; see
+    /// [`CloudStore::review_conflict`].
     pub fn review_conflict(&self, id: u64, review: &Review) -> Result<Reviewed, CloudStoreError> {
-        // Looked up before the writer: a repeated review, or an unknown id,
-        // needs no write (and is answered while storage fails).
-        match self.review_of(&self.handles(), id)? {
-            None => return Ok(Reviewed::NoSuchConflict),
-            Some(Some(kept)) => return Ok(Reviewed::Already(kept)),
-            Some(None) => {}
+        // An unknown id needs no writer: conflicts below the durable mark
+        // never go away. A stored review does: one read outside the writer
+        // may be one whose flush is still running (or failed), and
+        // answering it would let a crash record another "first" review.
+        // The writer runs one write at a time, each flushed before the
+        // next, so what it reads while storage is healthy is on disk.
+        if self.review_of(&self.handles(), id)?.is_none() {
+            return Ok(Reviewed::NoSuchConflict);
         }
         let json = serde_json::to_vec(review).expect("serializes");
-        self.write(|handles, _| {
-            // Again as the one writer: another review may have come first.
-            match self.review_of(handles, id)? {
-                None => Ok(Reviewed::NoSuchConflict),
-                Some(Some(kept)) => Ok(Reviewed::Already(kept)),
-                Some(None) => {
-                    handles.reviews.insert(be(id), json.as_slice())?;
-                    Ok(Reviewed::Recorded(review.clone()))
-                }
+        self.write(|handles, _| match self.review_of(handles, id)? {
+            None => Ok(Reviewed::NoSuchConflict),
+            Some(Some(kept)) if !review.replaces(&kept) => Ok(Reviewed::Already(kept)),
+            Some(_) => {
+                handles.reviews.insert(be(id), json.as_slice())?;
+                Ok(Reviewed::Recorded(review.clone()))
             }
         })
+    }
+
+    /// The ids of the reviewed conflicts in `after + 1 ..= through`: the
+    /// tree's keys only.
+    pub fn reviewed_ids(&self, after: u64, through: u64) -> Result<BTreeSet<u64>, CloudStoreError> {
+        let mut ids = BTreeSet::new();
+        if through <= after {
+            return Ok(ids);
+        }
+        for key in self
+            .handles()
+            .reviews
+            .range(be(after + 1)..=be(through))
+            .keys()
+        {
+            ids.insert(u64_of(Some(key?)));
+        }
+        Ok(ids)
     }
 
     /// The reviews of conflicts `after + 1 ..= through`.
@@ -1064,6 +1082,14 @@ impl CloudStore for Sled {
         self.0.reviews(after, through)
     }
 
+    async fn reviewed_ids(
+        &self,
+        after: u64,
+        through: u64,
+    ) -> Result<BTreeSet<u64>, CloudStoreError> {
+        self.0.reviewed_ids(after, through)
+    }
+
     async fn keys(
         &self,
         store: &str,
@@ -1184,6 +1210,63 @@ mod tests {
         let again = store.ingest(&stalled).unwrap();
         assert_eq!((again.applied, again.duplicates), (0, 1));
         assert_eq!(store.ingest(&later).unwrap().applied, 1);
+    }
+
+    /// A review read while the write recording it still waits for its
+    /// flush must not be answered as the one that stands: if that flush
+    /// never makes it, a crash loses it, and another review would be the
+    /// "first". The answer waits for the writer, which refuses while the
+    /// flush is in doubt, and is the durable review once it made it.
+    #[test]
+    fn a_review_whose_flush_is_in_doubt_is_not_answered_as_the_one_that_stands() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open_with(dir.path(), &held_flush_options(Duration::MAX)).unwrap();
+        store
+            .ingest(&batch("b", vec![kv(1, "k", "from-b", 20, "b", None)]))
+            .unwrap();
+        store
+            .ingest(&batch("a", vec![kv(1, "k", "from-a", 10, "a", None)]))
+            .unwrap();
+        assert_eq!(store.conflict_count(), 1);
+        let review = |by: &str| Review {
+            by: by.into(),
+            at_ms: 1,
+            note: None,
+        };
+
+        let gate = guard::gate::hold_next_flush(&dir.path().join("db"));
+        let first = std::thread::spawn({
+            let store = store.clone();
+            let mine = review("node:a");
+            move || store.review_conflict(1, &mine)
+        });
+        eventually("the first review waits for its flush", || gate.holding());
+        // The first review is in the tree, not on disk.
+        match store.review_conflict(1, &review("dev")) {
+            Err(CloudStoreError::Unavailable(_)) => {}
+            other => panic!("answered while the first review's flush is in doubt: {other:?}"),
+        }
+        assert!(matches!(
+            first.join().unwrap(),
+            Err(CloudStoreError::Unavailable(_))
+        ));
+
+        gate.release();
+        eventually("writes resume", || store.health().writable);
+        // The held flush made it after all: that review stands.
+        assert_eq!(
+            store.review_conflict(1, &review("dev")).unwrap(),
+            Reviewed::Already(review("node:a"))
+        );
+        // The operator's replaces it, and then stands.
+        assert_eq!(
+            store.review_conflict(1, &review("operator")).unwrap(),
+            Reviewed::Recorded(review("operator"))
+        );
+        assert_eq!(
+            store.review_conflict(1, &review("node:b")).unwrap(),
+            Reviewed::Already(review("operator"))
+        );
     }
 
     #[test]

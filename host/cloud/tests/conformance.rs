@@ -17,7 +17,7 @@ use outpost_wire::explain::Review;
 use outpost_wire::validate::Invalid;
 use outpost_wire::{Entry, Origin, Record, Superseded, Version};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -1124,6 +1124,368 @@ async fn two_reviews_at_two_replicas_at_once_keep_one<B: Backend>() {
     );
 }
 
+async fn the_operators_review_replaces_anyone_elses_and_then_stands<B: Backend>() {
+    let db = B::fresh().await;
+    let store = db.store();
+    one_conflict(&store).await;
+    // Newlines, tabs and any Unicode are kept as they are on every backend.
+    let node = review("node:a", 1, Some("mine\n\tcafé"));
+    assert_eq!(
+        store.review_conflict(1, node.clone()).await.unwrap(),
+        Reviewed::Recorded(node.clone())
+    );
+    // Another non-operator keeps it.
+    assert_eq!(
+        store
+            .review_conflict(1, review("dev", 2, None))
+            .await
+            .unwrap(),
+        Reviewed::Already(node.clone())
+    );
+    // The operator's takes its place...
+    let operator = review("operator", 3, Some("checked"));
+    assert_eq!(
+        db.replica()
+            .await
+            .review_conflict(1, operator.clone())
+            .await
+            .unwrap(),
+        Reviewed::Recorded(operator.clone())
+    );
+    // ...and stands, against anyone, the operator again too.
+    for again in [
+        review("node:a", 4, None),
+        review("dev", 5, None),
+        review("operator", 6, Some("later")),
+    ] {
+        assert_eq!(
+            store.review_conflict(1, again).await.unwrap(),
+            Reviewed::Already(operator.clone())
+        );
+    }
+    assert_eq!(
+        store.reviews(0, 1).await.unwrap(),
+        BTreeMap::from([(1, operator.clone())])
+    );
+    assert_eq!(store.reviewed_ids(0, 1).await.unwrap(), BTreeSet::from([1]));
+    assert!(store.reviewed_ids(1, 5).await.unwrap().is_empty());
+    assert!(store.reviewed_ids(3, 1).await.unwrap().is_empty());
+    drop(store);
+    let db = db.reopen().await;
+    assert_eq!(
+        db.store().reviews(0, 1).await.unwrap(),
+        BTreeMap::from([(1, operator)]),
+        "durable"
+    );
+}
+
+async fn an_operator_and_a_node_reviewing_at_once_keep_the_operators<B: Backend>() {
+    let db = B::fresh().await;
+    let (store, other) = (db.store(), db.replica().await);
+    one_conflict(&store).await;
+    let (operator, node) = (review("operator", 1, None), review("node:a", 2, None));
+    let (a, b) = tokio::join!(
+        store.review_conflict(1, operator.clone()),
+        other.review_conflict(1, node.clone())
+    );
+    assert_eq!(a.unwrap(), Reviewed::Recorded(operator.clone()));
+    match b.unwrap() {
+        // First, then replaced; or second, and told the operator's.
+        Reviewed::Recorded(heard) => assert_eq!(heard, node),
+        Reviewed::Already(heard) => assert_eq!(heard, operator),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        other.reviews(0, 1).await.unwrap(),
+        BTreeMap::from([(1, operator)])
+    );
+}
+
+/// A JSON value of about `elements` bytes nested `depth` deep: each
+/// element on a line of its own once pretty-printed, indented `2 * depth`.
+fn deep_json(depth: usize, elements: usize, digit: char) -> Vec<u8> {
+    let mut json = "[".repeat(depth);
+    json.push_str(&vec![digit.to_string(); elements].join(","));
+    json.push_str(&"]".repeat(depth));
+    json.into_bytes()
+}
+
+/// The bytes of every `shown` text in `answer`, and whether any is cut.
+fn shown_bytes(answer: &Value) -> (usize, bool) {
+    match answer {
+        Value::Object(map) => {
+            let (mut bytes, mut cut) = (0, false);
+            for (field, value) in map {
+                if field.ends_with("shown") {
+                    bytes += value["text"].as_str().unwrap().len();
+                    cut |= value["cut"] == true;
+                } else {
+                    let (b, c) = shown_bytes(value);
+                    bytes += b;
+                    cut |= c;
+                }
+            }
+            (bytes, cut)
+        }
+        Value::Array(items) => items
+            .iter()
+            .map(shown_bytes)
+            .fold((0, false), |a, b| (a.0 + b.0, a.1 | b.1)),
+        _ => (0, false),
+    }
+}
+
+async fn a_history_of_large_values_stays_within_its_answer_budget<B: Backend>() {
+    let db = B::fresh().await;
+    let store = db.store();
+    // Four versions of 3 MiB each: 12 MiB to show, 8 MiB of room.
+    let mut seen = None;
+    for (seq, fill) in [b'a', b'b', b'c', b'd'].into_iter().enumerate() {
+        let seq = seq as u64 + 1;
+        let value = vec![fill; 3 * 1024 * 1024];
+        let mut entry = kv_in("s", seq, "big", Some(&value), seq * 10, "b");
+        if let Record::Kv { seen: s, .. } = &mut entry.record {
+            *s = seen.clone();
+        }
+        store.ingest(batch("b", vec![entry])).await.unwrap();
+        seen = Some(version(seq * 10, "b"));
+    }
+    let h = history_of(&store, &[("store", "s"), ("key", "big")]).await;
+    let (bytes, cut) = shown_bytes(&h);
+    assert!(bytes <= MAX_PAGE_BYTES, "{bytes}");
+    assert!(!cut, "each fits whole");
+    assert_eq!(
+        h["current"]["shown"]["text"].as_str().unwrap().len(),
+        3 << 20
+    );
+    assert_eq!(versions(&h["versions"]), [(40, "b".into())], "newest first");
+    assert_eq!(h["window"]["truncated"], true);
+    assert_eq!(h["window"]["complete"], true, "everything was scanned");
+
+    // One value whose display is over a hundred times its size: shown
+    // cut, with its whole size, and nothing after it.
+    let deep = deep_json(100, 300_000, '1');
+    store
+        .ingest(batch(
+            "b",
+            vec![kv_in("s", 5, "deep", Some(&deep), 60, "b")],
+        ))
+        .await
+        .unwrap();
+    let h = history_of(&store, &[("store", "s"), ("key", "deep")]).await;
+    let current = &h["current"]["shown"];
+    assert_eq!(
+        (&current["format"], &current["cut"]),
+        (&json!("json"), &json!(true))
+    );
+    let full = current["full_bytes"].as_u64().unwrap();
+    assert!(full > 100 * deep.len() as u64 / 2, "{full}");
+    let (bytes, _) = shown_bytes(&h);
+    assert!(bytes <= MAX_PAGE_BYTES, "{bytes}");
+    assert!(
+        current["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("[\n  [\n    [")
+    );
+    assert_eq!(h["versions"], json!([]));
+    assert_eq!(h["window"]["truncated"], true);
+}
+
+async fn a_history_scan_stops_at_its_budget_and_keeps_the_newest<B: Backend>() {
+    let db = B::fresh().await;
+    let store = db.store();
+    // 40 changes, every other one to `k`.
+    let entries = (1..=40)
+        .map(|seq| {
+            let key = if seq % 2 == 0 { "k" } else { "other" };
+            let value = format!("v{seq}");
+            kv_in("s", seq, key, Some(value.as_bytes()), seq, "b")
+        })
+        .collect();
+    store.ingest(batch("b", entries)).await.unwrap();
+    let q = explorer::HistoryQuery::parse(&query(&[("store", "s"), ("key", "k")])).unwrap();
+    for limits in [
+        explorer::ScanLimits {
+            read_bytes: 1,
+            time: Duration::from_secs(60),
+        },
+        explorer::ScanLimits {
+            read_bytes: u64::MAX,
+            time: Duration::ZERO,
+        },
+    ] {
+        let h =
+            serde_json::to_value(explorer::history(&store, &q, &limits).await.unwrap()).unwrap();
+        // The most recent records, read whatever the budget.
+        assert_eq!(h["window"]["changes_scanned"], 16, "{limits:?}: {h}");
+        assert_eq!(h["window"]["complete"], false);
+        let hlcs: Vec<u64> = versions(&h["versions"]).into_iter().map(|v| v.0).collect();
+        assert_eq!(hlcs, [40, 38, 36, 34, 32, 30, 28, 26], "{limits:?}");
+    }
+    let h = history_of(&store, &[("store", "s"), ("key", "k")]).await;
+    assert_eq!(h["window"]["changes_scanned"], 40);
+    assert_eq!(h["versions"].as_array().unwrap().len(), 20);
+}
+
+/// Conflicts 1..=n, odd ones in store `s`, even ones in `t` (benign).
+async fn conflicts_in_two_stores(store: &impl CloudStore, n: u64) {
+    for seq in 1..=n {
+        let (name, loser) = if seq % 2 == 1 {
+            ("s", "lost")
+        } else {
+            ("t", "same")
+        };
+        let key = format!("k{seq}");
+        store
+            .ingest(batch(
+                "b",
+                vec![kv_in(name, seq, &key, Some(b"same"), 20, "b")],
+            ))
+            .await
+            .unwrap();
+        store
+            .ingest(batch(
+                "a",
+                vec![kv_in(name, seq, &key, Some(loser.as_bytes()), 10, "a")],
+            ))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.conflict_count().await.unwrap(), n);
+}
+
+async fn stats_stop_at_their_budget_and_count_only_what_a_node_may_see<B: Backend>() {
+    let db = B::fresh().await;
+    let store = db.store();
+    conflicts_in_two_stores(&store, 40).await;
+    for id in [1, 2, 4] {
+        store
+            .review_conflict(id, review("operator", 7, None))
+            .await
+            .unwrap();
+    }
+    let stats = async |principal: &Principal, pairs: &[(&str, &str)], limits| {
+        let q = explorer::StatsQuery::parse(&query(pairs)).unwrap();
+        serde_json::to_value(
+            explorer::stats(&store, principal, &q, &limits)
+                .await
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let all = explorer::ScanLimits::default();
+    let s = stats(&Principal::Admin, &[], all).await;
+    assert_eq!((&s["total"], &s["reviewed"]), (&json!(40), &json!(3)));
+    assert_eq!((&s["window"], &s["complete"]), (&json!(40), &json!(true)));
+
+    // A node counts only its stores' conflicts (and their reviews); what
+    // it learns of the rest is how many records were scanned.
+    let (node, _) = Enrol {
+        stores: Some(vec!["s".into()]),
+        ..Enrol::node("a")
+    }
+    .issue()
+    .unwrap();
+    let node = Principal::Holder(node);
+    let s = stats(&node, &[], all).await;
+    assert_eq!(
+        (&s["total"], &s["benign"], &s["divergent"], &s["reviewed"]),
+        (&json!(20), &json!(0), &json!(20), &json!(1)),
+        "{s}"
+    );
+    assert_eq!(
+        s["by_store"],
+        json!([{"store": "s", "count": 20, "benign": 0, "divergent": 20}])
+    );
+    assert_eq!(s["by_pair"], json!([{"nodes": ["a", "b"], "count": 20}]));
+    assert_eq!(s["window"], 40, "records scanned, of any store");
+    let hidden = stats(&node, &[("store", "t")], all).await;
+    assert_eq!(
+        (&hidden["total"], &hidden["by_store"]),
+        (&json!(0), &json!([]))
+    );
+
+    // Out of budget: the most recent conflicts still, and said so.
+    for limits in [
+        explorer::ScanLimits {
+            read_bytes: 0,
+            time: Duration::from_secs(60),
+        },
+        explorer::ScanLimits {
+            read_bytes: u64::MAX,
+            time: Duration::ZERO,
+        },
+    ] {
+        let s = stats(&Principal::Admin, &[], limits).await;
+        assert_eq!(
+            (&s["total"], &s["window"], &s["complete"]),
+            (&json!(16), &json!(16), &json!(false)),
+            "{limits:?}"
+        );
+        assert_eq!(s["reviewed"], 0, "1, 2 and 4 are older than the 16 newest");
+    }
+}
+
+async fn a_conflict_page_budgets_on_what_it_shows<B: Backend>() {
+    let db = B::fresh().await;
+    let store = db.store();
+    // Conflict 1's two values are under 1 MiB each, their displays over
+    // 50 MiB each; conflict 2 is small.
+    let (won, lost) = (deep_json(100, 300_000, '1'), deep_json(100, 300_000, '2'));
+    store
+        .ingest(batch("b", vec![kv_in("s", 1, "deep", Some(&won), 20, "b")]))
+        .await
+        .unwrap();
+    store
+        .ingest(batch(
+            "a",
+            vec![kv_in("s", 1, "deep", Some(&lost), 10, "a")],
+        ))
+        .await
+        .unwrap();
+    store
+        .ingest(batch(
+            "b",
+            vec![kv_in("s", 2, "small", Some(b"x"), 20, "b")],
+        ))
+        .await
+        .unwrap();
+    store
+        .ingest(batch(
+            "a",
+            vec![kv_in("s", 2, "small", Some(b"y"), 10, "a")],
+        ))
+        .await
+        .unwrap();
+    let page = async |since: u64| {
+        let page = explorer::list(&store, &Principal::Admin, since, 10, &Default::default())
+            .await
+            .unwrap();
+        serde_json::to_value(page).unwrap()
+    };
+    let first = page(0).await;
+    assert_eq!(
+        first["items"].as_array().unwrap().len(),
+        1,
+        "alone on its page"
+    );
+    assert_eq!(first["next"], 1);
+    let item = &first["items"][0];
+    let (bytes, cut) = shown_bytes(item);
+    assert!(cut && bytes <= MAX_PAGE_BYTES, "{bytes}");
+    for side in ["winner_shown", "loser_shown"] {
+        assert_eq!(item[side]["cut"], true, "{side}");
+        assert!(item[side]["full_bytes"].as_u64().unwrap() > 50 << 20);
+    }
+    let second = page(1).await;
+    assert_eq!(second["items"][0]["id"], 2);
+    assert_eq!(
+        second["items"][0]["winner_shown"],
+        json!({"format": "text", "text": "x"})
+    );
+}
+
 async fn keys_are_listed_in_byte_order_with_tombstones_in_pages<B: Backend>() {
     let db = B::fresh().await;
     let store = db.store();
@@ -1209,7 +1571,8 @@ fn query(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 
 async fn history_of<S: CloudStore>(store: &S, pairs: &[(&str, &str)]) -> Value {
     let q = explorer::HistoryQuery::parse(&query(pairs)).unwrap();
-    serde_json::to_value(explorer::history(store, &q).await.unwrap()).unwrap()
+    let limits = explorer::ScanLimits::default();
+    serde_json::to_value(explorer::history(store, &q, &limits).await.unwrap()).unwrap()
 }
 
 fn versions(list: &Value) -> Vec<(u64, String)> {
@@ -1319,7 +1682,7 @@ async fn a_keys_history_links_its_versions_to_the_writes_they_beat<B: Backend>()
     assert_eq!(h["lost"][1]["shown"]["text"], "from-a");
     assert_eq!(
         h["window"],
-        json!({"changes_scanned": 5, "conflicts_scanned": 2, "complete": true})
+        json!({"changes_scanned": 5, "conflicts_scanned": 2, "complete": true, "truncated": false})
     );
 
     // A limit keeps the newest; a window looks back only so far.
@@ -1330,7 +1693,7 @@ async fn a_keys_history_links_its_versions_to_the_writes_they_beat<B: Backend>()
     assert_eq!(versions(&h["versions"]), [(ms(4000), "c".into())]);
     assert_eq!(
         h["window"],
-        json!({"changes_scanned": 2, "conflicts_scanned": 2, "complete": false})
+        json!({"changes_scanned": 2, "conflicts_scanned": 2, "complete": false, "truncated": false})
     );
     // An unknown key is no error: nothing to show.
     let h = history_of(&store, &[("store", "s"), ("key", "never")]).await;
@@ -1479,6 +1842,12 @@ conformance!(
     keys_are_listed_in_byte_order_with_tombstones_in_pages,
     a_keys_history_links_its_versions_to_the_writes_they_beat,
     a_filtered_list_scans_on_and_says_where_it_stopped,
+    the_operators_review_replaces_anyone_elses_and_then_stands,
+    an_operator_and_a_node_reviewing_at_once_keep_the_operators,
+    a_history_of_large_values_stays_within_its_answer_budget,
+    a_history_scan_stops_at_its_budget_and_keeps_the_newest,
+    stats_stop_at_their_budget_and_count_only_what_a_node_may_see,
+    a_conflict_page_budgets_on_what_it_shows,
 );
 
 /// What only the PostgreSQL backend has: migrations under concurrent

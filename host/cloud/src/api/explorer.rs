@@ -3,6 +3,17 @@
 //! itself. Everything here reads what ingest already writes (the conflict
 //! log, the feed), bounded by a scan budget or window, so none of it adds
 //! to the cost of an ingest; the reviews are a table of their own.
+//!
+//! What bounds each read:
+//! - an answer shows at most [`MAX_PAGE_BYTES`] of values' displays
+//!   (`explain::Shown` text); past it a list stops (`next` says where), a
+//!   history stops listing (`truncated`), and a single value larger than
+//!   the whole budget is shown cut (`cut`, with its `full_bytes`);
+//! - a windowed scan (stats, history) walks its window newest first, one
+//!   at a time per replica, and stops at [`ScanLimits`] (value bytes read,
+//!   time), answering `complete: false` with what it covered;
+//! - a history holds, while it scans, the metadata of the writes it keeps
+//!   and their values only within [`KEPT_VALUE_BYTES`].
 
 use crate::contract::{CloudStore, CloudStoreError, MAX_PAGE_BYTES};
 use crate::credentials::Principal;
@@ -33,9 +44,29 @@ const MAX_HISTORY_LIMIT: usize = 256;
 /// links versions to the conflicts they won, and the lost writes.
 const HISTORY_CONFLICTS_KEPT: usize = 4 * MAX_HISTORY_LIMIT;
 
-/// Records read from the store at a time by the windowed scans; the task
-/// yields between reads, so a scan never holds a worker thread for long.
+/// Most bytes of values a history holds while it scans (besides the one
+/// newest value it always holds, however large): the writes it keeps past
+/// them keep only their metadata, and the answer lists none of those (it
+/// could not show them within [`MAX_PAGE_BYTES`] anyway, bar values whose
+/// display is smaller than they are).
+pub const KEPT_VALUE_BYTES: usize = MAX_PAGE_BYTES;
+
+/// Most bytes of values (both of a conflict's) a windowed scan reads, by
+/// default: 100,000 records of up to 16 MiB each could be terabytes.
+pub const SCAN_READ_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Longest a windowed scan reads, by default, while it holds the one scan
+/// turn every other stats or history request waits for.
+pub const SCAN_TIME: Duration = Duration::from_secs(5);
+
+/// Records read from the store at a time by the windowed scans, at most;
+/// the task yields between reads, so a scan never holds a worker thread
+/// for long.
 const READ_PAGE: usize = 2_000;
+
+/// The first chunk a windowed scan reads whatever its budget (the most
+/// recent records); each next one is twice as long, up to [`READ_PAGE`].
+const FIRST_CHUNK: u64 = 16;
 
 /// Longest bucket stats may count in (a year).
 const MAX_BUCKET_S: u64 = 365 * 24 * 3600;
@@ -44,7 +75,8 @@ const MAX_BUCKET_S: u64 = 365 * 24 * 3600;
 const SCAN_WAIT: Duration = Duration::from_secs(10);
 
 /// One windowed scan (stats, history) at a time per replica: each may
-/// read up to 100,000 records, and ingest shares the cores with them.
+/// read up to [`SCAN_READ_BYTES`] for up to [`SCAN_TIME`], and ingest
+/// shares the cores with them.
 #[derive(Debug)]
 pub struct Scans(tokio::sync::Semaphore);
 
@@ -62,6 +94,204 @@ impl Scans {
             .ok()?
             .ok()
     }
+}
+
+/// What one windowed scan may spend before it answers with what it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanLimits {
+    /// Bytes of values in the records read (read, kept or not).
+    pub read_bytes: u64,
+    /// Time from the scan's start.
+    pub time: Duration,
+}
+
+impl Default for ScanLimits {
+    fn default() -> Self {
+        Self {
+            read_bytes: SCAN_READ_BYTES,
+            time: SCAN_TIME,
+        }
+    }
+}
+
+/// What is left of [`ScanLimits`] while a scan runs.
+#[derive(Debug)]
+struct Budget {
+    bytes_left: u64,
+    deadline: tokio::time::Instant,
+}
+
+impl Budget {
+    /// `part` (0 to 1) of `limits`, from `start`.
+    fn part(limits: &ScanLimits, start: tokio::time::Instant, part: f64) -> Self {
+        let time =
+            Duration::try_from_secs_f64(limits.time.as_secs_f64() * part).unwrap_or(Duration::MAX);
+        Self {
+            // Saturates: `u64::MAX` is no limit.
+            bytes_left: (limits.read_bytes as f64 * part) as u64,
+            deadline: start
+                .checked_add(time)
+                .unwrap_or_else(|| start + Duration::from_secs(365 * 24 * 3600)),
+        }
+    }
+
+    fn spend(&mut self, bytes: u64) {
+        self.bytes_left = self.bytes_left.saturating_sub(bytes);
+    }
+
+    fn spent(&self) -> bool {
+        self.bytes_left == 0 || tokio::time::Instant::now() >= self.deadline
+    }
+}
+
+/// A log a windowed scan walks: dense places from 1 (the feed's cursors,
+/// conflict ids), read forward a page at a time.
+trait Log {
+    type Item;
+    /// Up to `limit` records after `since`, and the last place read.
+    fn page(
+        &self,
+        since: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<(Vec<Self::Item>, u64), CloudStoreError>> + Send;
+    /// A record's place.
+    fn place(item: &Self::Item) -> u64;
+    /// The bytes of values a record carries: what reading it cost.
+    fn value_bytes(item: &Self::Item) -> u64;
+}
+
+fn len_of(value: Option<&Vec<u8>>) -> u64 {
+    value.map_or(0, |v| v.len() as u64)
+}
+
+/// The feed.
+struct FeedLog<'a, S>(&'a S);
+
+impl<S: CloudStore> Log for FeedLog<'_, S> {
+    type Item = Change;
+    async fn page(&self, since: u64, limit: usize) -> Result<(Vec<Change>, u64), CloudStoreError> {
+        let page = self.0.feed(since, limit).await?;
+        Ok((page.changes, page.next))
+    }
+    fn place(change: &Change) -> u64 {
+        change.cursor
+    }
+    fn value_bytes(change: &Change) -> u64 {
+        len_of(change.value.as_ref())
+    }
+}
+
+/// The conflict log.
+struct ConflictLog<'a, S>(&'a S);
+
+impl<S: CloudStore> Log for ConflictLog<'_, S> {
+    type Item = Conflict;
+    async fn page(
+        &self,
+        since: u64,
+        limit: usize,
+    ) -> Result<(Vec<Conflict>, u64), CloudStoreError> {
+        let page = self.0.conflicts(since, limit).await?;
+        Ok((page.items, page.next))
+    }
+    fn place(conflict: &Conflict) -> u64 {
+        conflict.id
+    }
+    fn value_bytes(conflict: &Conflict) -> u64 {
+        len_of(conflict.winner_value.as_ref()) + len_of(conflict.loser_value.as_ref())
+    }
+}
+
+/// The conflict log, each record with whether it was reviewed (which ids
+/// were, read per page: no review itself is read).
+struct MarkedLog<'a, S>(&'a S);
+
+impl<S: CloudStore> Log for MarkedLog<'_, S> {
+    type Item = (Conflict, bool);
+    async fn page(
+        &self,
+        since: u64,
+        limit: usize,
+    ) -> Result<(Vec<(Conflict, bool)>, u64), CloudStoreError> {
+        let page = self.0.conflicts(since, limit).await?;
+        let reviewed = self.0.reviewed_ids(since, page.next).await?;
+        let items = page
+            .items
+            .into_iter()
+            .map(|c| {
+                let marked = reviewed.contains(&c.id);
+                (c, marked)
+            })
+            .collect();
+        Ok((items, page.next))
+    }
+    fn place(item: &(Conflict, bool)) -> u64 {
+        item.0.id
+    }
+    fn value_bytes(item: &(Conflict, bool)) -> u64 {
+        ConflictLog::<S>::value_bytes(&item.0)
+    }
+}
+
+/// What a walk does with the records it reads.
+trait Gather<T> {
+    /// What one chunk's records make before the chunk is merged.
+    type Chunk;
+    /// An empty chunk.
+    fn chunk(&self) -> Self::Chunk;
+    /// Adds a record of the chunk (read oldest first).
+    fn add(&self, chunk: &mut Self::Chunk, item: T);
+    /// Takes a whole chunk, older than every one before it; `false`:
+    /// nothing older is wanted.
+    fn merge(&mut self, chunk: Self::Chunk) -> bool;
+}
+
+/// Walks places `since + 1 ..= head` of `log` newest first, in chunks
+/// (each read oldest first, then merged whole), until `gather` wants
+/// nothing older or `budget` is spent. Returns the floor: the walk
+/// covered `floor + 1 ..= head`. The first chunk (the [`FIRST_CHUNK`]
+/// most recent records) is read whole whatever the budget; a later one
+/// the budget cuts short is dropped, so what was covered is always the
+/// most recent records, without a hole.
+async fn walk_back<L: Log, G: Gather<L::Item>>(
+    log: &L,
+    gather: &mut G,
+    since: u64,
+    head: u64,
+    budget: &mut Budget,
+) -> Result<u64, CloudStoreError> {
+    let (mut floor, mut size) = (head, FIRST_CHUNK);
+    while floor > since {
+        let first = floor == head;
+        let lo = floor.saturating_sub(size).max(since);
+        let mut chunk = gather.chunk();
+        let mut cursor = lo;
+        while cursor < floor {
+            if !first && budget.spent() {
+                return Ok(floor);
+            }
+            let want = usize::try_from(floor - cursor).unwrap_or(usize::MAX);
+            let (items, next) = log.page(cursor, want).await?;
+            for item in items {
+                if L::place(&item) <= floor {
+                    budget.spend(L::value_bytes(&item));
+                    gather.add(&mut chunk, item);
+                }
+            }
+            if next <= cursor {
+                // Nothing more below the head: the rest of the chunk is empty.
+                break;
+            }
+            cursor = next;
+            tokio::task::yield_now().await;
+        }
+        floor = lo;
+        if !gather.merge(chunk) || budget.spent() {
+            break;
+        }
+        size = (size * 2).min(READ_PAGE as u64);
+    }
+    Ok(floor)
 }
 
 /// `name`'s value, if given and not empty (an empty form field is no
@@ -159,19 +389,25 @@ pub struct Listed {
     review: Option<Review>,
 }
 
-/// About what a conflict takes in the JSON answer: both values in base64
-/// and again as shown, plus the fixed fields.
+/// What a conflict takes in the JSON answer: its values' displays, as
+/// measured (exactly, without rendering them), both values again in
+/// base64, and about what the fixed fields take.
 fn listed_size(conflict: &Conflict) -> usize {
-    let values = conflict.winner_value.as_ref().map_or(0, Vec::len)
-        + conflict.loser_value.as_ref().map_or(0, Vec::len);
-    3 * values + conflict.key.len() + conflict.store.len() + 400
+    let base64 = |value: &Option<Vec<u8>>| value.as_ref().map_or(0, |v| v.len().div_ceil(3) * 4);
+    explain::shown_size(conflict)
+        + base64(&conflict.winner_value)
+        + base64(&conflict.loser_value)
+        + conflict.key.len()
+        + conflict.store.len()
+        + 400
 }
 
 /// Up to `limit` conflicts after `since` that `principal` may see and
 /// `filter` keeps, scanning at most [`SCAN_BUDGET`] records and answering
-/// at most about [`MAX_PAGE_BYTES`] (at least one item). `next` is the
-/// last record scanned, kept or not, so a client paging on never reads a
-/// record twice and always moves.
+/// at most about [`MAX_PAGE_BYTES`] (at least one item; if that one alone
+/// shows more than [`MAX_PAGE_BYTES`], its values are shown cut to them).
+/// `next` is the last record scanned, kept or not, so a client paging on
+/// never reads a record twice and always moves.
 pub async fn list<S: CloudStore>(
     store: &S,
     principal: &Principal,
@@ -207,7 +443,8 @@ pub async fn list<S: CloudStore>(
                 }
                 bytes += size;
                 items.push(Listed {
-                    explained: explain::explain(conflict),
+                    // Whole, bar a first item that shows more than a page.
+                    explained: explain::explain_within(conflict, MAX_PAGE_BYTES),
                     review: review.cloned(),
                 });
                 if items.len() == limit {
@@ -276,7 +513,8 @@ pub struct Bucket {
     count: u64,
 }
 
-/// What `/v1/conflicts/stats` answers.
+/// What `/v1/conflicts/stats` answers. Every count is of conflicts the
+/// caller may see (a node: in its stores) that the filter keeps.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Stats {
     total: u64,
@@ -291,10 +529,12 @@ pub struct Stats {
     over_time: Vec<Bucket>,
     /// The bucket width asked for, in seconds.
     bucket_s: u64,
-    /// How many of the most recent conflicts were scanned (visible or not).
+    /// How many conflict records were scanned: the most recent ones, of
+    /// every store (ids are cloud-wide), counted or not. Not a count of
+    /// conflicts: nothing here counts what the caller may not see.
     window: u64,
     /// Whether that reached back to the first conflict: nothing older was
-    /// left out.
+    /// left out (the window and the scan's budget covered everything).
     complete: bool,
 }
 
@@ -339,6 +579,29 @@ impl Tally {
         *self.over_time.entry(at).or_default() += 1;
     }
 
+    /// Adds `other`'s counts to these.
+    fn merge(&mut self, other: Tally) {
+        self.total += other.total;
+        self.benign += other.benign;
+        self.divergent += other.divergent;
+        self.reviewed += other.reviewed;
+        for (store, line) in other.by_store {
+            let mine = self.by_store.entry(store).or_insert_with(|| StoreCount {
+                store: line.store.clone(),
+                ..StoreCount::default()
+            });
+            mine.count += line.count;
+            mine.benign += line.benign;
+            mine.divergent += line.divergent;
+        }
+        for (nodes, count) in other.by_pair {
+            *self.by_pair.entry(nodes).or_default() += count;
+        }
+        for (at, count) in other.over_time {
+            *self.over_time.entry(at).or_default() += count;
+        }
+    }
+
     fn finish(self, bucket_s: u64, window: u64, complete: bool) -> Stats {
         let mut by_store: Vec<StoreCount> = self.by_store.into_values().collect();
         by_store.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.store.cmp(&b.store)));
@@ -367,37 +630,53 @@ impl Tally {
     }
 }
 
+/// Counts what a principal may see and a filter keeps, a chunk at a time.
+struct Counting<'a> {
+    principal: &'a Principal,
+    filter: &'a Filter,
+    bucket_ms: u64,
+    tally: Tally,
+}
+
+impl Gather<(Conflict, bool)> for Counting<'_> {
+    type Chunk = Tally;
+    fn chunk(&self) -> Tally {
+        Tally::default()
+    }
+    fn add(&self, chunk: &mut Tally, (conflict, reviewed): (Conflict, bool)) {
+        if self.principal.may_see(&conflict.store) && self.filter.matches(&conflict, reviewed) {
+            chunk.add(&conflict, reviewed, self.bucket_ms);
+        }
+    }
+    fn merge(&mut self, chunk: Tally) -> bool {
+        self.tally.merge(chunk);
+        true
+    }
+}
+
 /// Counts of the most recent `query.window` conflicts that `principal`
-/// may see and the filter keeps.
+/// may see and the filter keeps, newest first until `limits` are spent.
+/// Reads no review, only which ids were reviewed.
 pub async fn stats<S: CloudStore>(
     store: &S,
     principal: &Principal,
     query: &StatsQuery,
+    limits: &ScanLimits,
 ) -> Result<Stats, CloudStoreError> {
+    let mut budget = Budget::part(limits, tokio::time::Instant::now(), 1.0);
     // Ids are dense from 1: the last `window` ones are after this.
     let head = store.conflict_count().await?;
     let since = head.saturating_sub(query.window);
-    let reviews = store.reviews(since, head).await?;
-    let bucket_ms = query.bucket_s * 1000;
-    let mut tally = Tally::default();
-    let mut cursor = since;
-    while cursor < head {
-        let page = store
-            .conflicts(cursor, READ_PAGE.min((head - cursor) as usize))
-            .await?;
-        if page.next <= cursor {
-            break;
-        }
-        for conflict in page.items.iter().filter(|c| c.id <= head) {
-            let reviewed = reviews.contains_key(&conflict.id);
-            if principal.may_see(&conflict.store) && query.filter.matches(conflict, reviewed) {
-                tally.add(conflict, reviewed, bucket_ms);
-            }
-        }
-        cursor = page.next;
-        tokio::task::yield_now().await;
-    }
-    Ok(tally.finish(query.bucket_s, cursor.min(head) - since, since == 0))
+    let mut counting = Counting {
+        principal,
+        filter: &query.filter,
+        bucket_ms: query.bucket_s * 1000,
+        tally: Tally::default(),
+    };
+    let floor = walk_back(&MarkedLog(store), &mut counting, since, head, &mut budget).await?;
+    Ok(counting
+        .tally
+        .finish(query.bucket_s, head - floor, floor == 0))
 }
 
 /// What `/v1/history` asks.
@@ -466,13 +745,17 @@ pub struct Lost {
     lost_to: Version,
 }
 
-/// How far back a history looked.
+/// How far back a history looked, and whether it listed all it found.
 #[derive(Debug, Serialize)]
 pub struct HistoryWindow {
     changes_scanned: u64,
     conflicts_scanned: u64,
-    /// Whether both scans reached back to the first change and conflict.
+    /// Whether both scans reached back to the first change and conflict
+    /// (not stopped by the window, the limit or the scan's budget).
     complete: bool,
+    /// Whether the answer's byte budget ([`MAX_PAGE_BYTES`] of shown
+    /// values) left out older versions or lost writes that were found.
+    truncated: bool,
 }
 
 /// What `/v1/history` answers.
@@ -488,94 +771,341 @@ pub struct History {
     window: HistoryWindow,
 }
 
+/// A write's value as a history holds it while it scans.
+#[derive(Debug)]
+enum Held {
+    /// The value (`None`: a delete).
+    Value(Option<Vec<u8>>),
+    /// Let go: the values held had reached [`KEPT_VALUE_BYTES`].
+    Dropped,
+}
+
+impl Held {
+    /// The value, if held (`Some(None)`: a delete).
+    fn kept(&self) -> Option<Option<&[u8]>> {
+        match self {
+            Held::Value(value) => Some(value.as_deref()),
+            Held::Dropped => None,
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Held::Value(Some(value)) => value.len(),
+            _ => 0,
+        }
+    }
+}
+
+/// A write a history keeps: what it lists of it, and its value.
+#[derive(Debug)]
+struct Kept<M> {
+    meta: M,
+    value: Held,
+}
+
+/// One chunk's writes of the key, oldest first: at most `cap`, the
+/// newest holding their values within [`KEPT_VALUE_BYTES`] (the newest at
+/// least), the older ones dropping theirs.
+#[derive(Debug)]
+struct Found<M> {
+    items: VecDeque<Kept<M>>,
+    cap: usize,
+    /// Bytes of the values held.
+    held: usize,
+    /// The oldest item still holding its value (the ones after it do).
+    first_held: usize,
+}
+
+impl<M> Found<M> {
+    fn push(&mut self, meta: M, value: Option<Vec<u8>>) {
+        let value = Held::Value(value);
+        self.held += value.bytes();
+        self.items.push_back(Kept { meta, value });
+        if self.items.len() > self.cap {
+            let oldest = self.items.pop_front().expect("over the cap");
+            self.held -= oldest.value.bytes();
+            self.first_held = self.first_held.saturating_sub(1);
+        }
+        while self.held > KEPT_VALUE_BYTES && self.first_held + 1 < self.items.len() {
+            let item = &mut self.items[self.first_held];
+            self.held -= item.value.bytes();
+            item.value = Held::Dropped;
+            self.first_held += 1;
+        }
+    }
+}
+
+/// The writes of one key a history keeps, newest first: at most `cap`,
+/// the first `valued` of them with their values, while those fit in
+/// [`KEPT_VALUE_BYTES`] (the newest always); every one after the first
+/// without its value drops its value too.
+#[derive(Debug)]
+struct Keeper<M> {
+    items: Vec<Kept<M>>,
+    cap: usize,
+    valued: usize,
+    /// Bytes of the values held, and how many hold one.
+    held: usize,
+    holding: usize,
+    /// Whether values are still kept (no value was dropped yet).
+    keeping: bool,
+}
+
+impl<M> Keeper<M> {
+    fn new(cap: usize, valued: usize) -> Self {
+        Self {
+            items: Vec::new(),
+            cap,
+            valued,
+            held: 0,
+            holding: 0,
+            keeping: true,
+        }
+    }
+
+    fn found(&self) -> Found<M> {
+        Found {
+            items: VecDeque::new(),
+            cap: self.cap,
+            held: 0,
+            first_held: 0,
+        }
+    }
+
+    /// Takes a chunk's writes, all older than the ones kept; `false` once
+    /// full.
+    fn merge(&mut self, found: Found<M>) -> bool {
+        for Kept { meta, value } in found.items.into_iter().rev() {
+            if self.items.len() == self.cap {
+                return false;
+            }
+            let bytes = value.bytes();
+            let keep = self.keeping
+                && matches!(value, Held::Value(_))
+                && self.holding < self.valued
+                && (self.holding == 0 || self.held + bytes <= KEPT_VALUE_BYTES);
+            let value = if keep {
+                self.held += bytes;
+                self.holding += 1;
+                value
+            } else {
+                self.keeping = false;
+                Held::Dropped
+            };
+            self.items.push(Kept { meta, value });
+        }
+        self.items.len() < self.cap
+    }
+}
+
+/// What a history lists of an accepted version.
+#[derive(Debug)]
+struct ChangeMeta {
+    cursor: u64,
+    version: Version,
+}
+
+/// What a history lists of a lost write, and links versions with.
+#[derive(Debug)]
+struct LostMeta {
+    id: u64,
+    winner: Version,
+    loser: Version,
+}
+
+/// Keeps the writes of one key.
+struct OfKey<'a, M> {
+    store: &'a str,
+    key: &'a str,
+    keeper: Keeper<M>,
+}
+
+impl Gather<Change> for OfKey<'_, ChangeMeta> {
+    type Chunk = Found<ChangeMeta>;
+    fn chunk(&self) -> Found<ChangeMeta> {
+        self.keeper.found()
+    }
+    fn add(&self, found: &mut Found<ChangeMeta>, change: Change) {
+        if change.store == self.store && change.key == self.key {
+            let meta = ChangeMeta {
+                cursor: change.cursor,
+                version: change.version,
+            };
+            found.push(meta, change.value);
+        }
+    }
+    fn merge(&mut self, found: Found<ChangeMeta>) -> bool {
+        self.keeper.merge(found)
+    }
+}
+
+impl Gather<Conflict> for OfKey<'_, LostMeta> {
+    type Chunk = Found<LostMeta>;
+    fn chunk(&self) -> Found<LostMeta> {
+        self.keeper.found()
+    }
+    fn add(&self, found: &mut Found<LostMeta>, conflict: Conflict) {
+        if conflict.store == self.store && conflict.key == self.key {
+            let meta = LostMeta {
+                id: conflict.id,
+                winner: conflict.winner,
+                loser: conflict.loser,
+            };
+            found.push(meta, conflict.loser_value);
+        }
+    }
+    fn merge(&mut self, found: Found<LostMeta>) -> bool {
+        self.keeper.merge(found)
+    }
+}
+
+/// What an answer may still show, in bytes of shown text.
+#[derive(Debug)]
+struct Room {
+    left: usize,
+    /// Something found was left out, or shown cut.
+    truncated: bool,
+}
+
+impl Room {
+    fn new() -> Self {
+        Self {
+            left: MAX_PAGE_BYTES,
+            truncated: false,
+        }
+    }
+
+    /// `value` shown whole if it fits what is left; cut to what is left if
+    /// it could not fit even an empty answer; else `None`: the answer is
+    /// full, and lists nothing more.
+    fn show(&mut self, value: Option<&[u8]>) -> Option<Shown> {
+        if self.truncated {
+            return None;
+        }
+        let measured = explain::measure(value);
+        if measured.size() <= self.left {
+            self.left -= measured.size();
+            return Some(measured.render(usize::MAX));
+        }
+        self.truncated = true;
+        (measured.size() > MAX_PAGE_BYTES && self.left > 0).then(|| {
+            let shown = measured.render(self.left);
+            self.left = 0;
+            shown
+        })
+    }
+}
+
 /// The versions of one key the cloud accepted among the most recent
 /// `query.window` feed changes, and the writes to it that lost among as
-/// many of the most recent conflicts. Reads only: what ingest writes
+/// many of the most recent conflicts, each scan newest first within its
+/// share of `limits` (half for the feed, the rest for conflicts). Lists
+/// newest first (both lists merged by version) what fits in
+/// [`MAX_PAGE_BYTES`] of shown values. Reads only: what ingest writes
 /// anyway, so a history costs ingest nothing.
 pub async fn history<S: CloudStore>(
     store: &S,
     query: &HistoryQuery,
+    limits: &ScanLimits,
 ) -> Result<History, CloudStoreError> {
-    let of_key = |s: &str, k: &str| s == query.store && k == query.key;
-
+    let start = tokio::time::Instant::now();
+    let mut budget = Budget::part(limits, start, 0.5);
     let head = store.feed_head().await?;
     let feed_since = head.saturating_sub(query.window);
-    let mut changes: VecDeque<Change> = VecDeque::new();
-    let mut cursor = feed_since;
-    while cursor < head {
-        let page = store
-            .feed(cursor, READ_PAGE.min((head - cursor) as usize))
-            .await?;
-        if page.next <= cursor {
-            break;
-        }
-        for change in page.changes {
-            if change.cursor <= head && of_key(&change.store, &change.key) {
-                changes.push_front(change);
-                changes.truncate(query.limit);
-            }
-        }
-        cursor = page.next;
-        tokio::task::yield_now().await;
-    }
-    let changes_scanned = cursor.min(head) - feed_since;
+    let mut changes = OfKey {
+        store: &query.store,
+        key: &query.key,
+        keeper: Keeper::new(query.limit, query.limit),
+    };
+    let feed_floor =
+        walk_back(&FeedLog(store), &mut changes, feed_since, head, &mut budget).await?;
 
+    let spent = (limits.read_bytes / 2).saturating_sub(budget.bytes_left);
+    let mut budget = Budget::part(limits, start, 1.0);
+    budget.spend(spent);
     let conflict_head = store.conflict_count().await?;
     let conflicts_since = conflict_head.saturating_sub(query.window);
-    let mut conflicts: VecDeque<Conflict> = VecDeque::new();
-    let mut cursor = conflicts_since;
-    while cursor < conflict_head {
-        let page = store
-            .conflicts(cursor, READ_PAGE.min((conflict_head - cursor) as usize))
-            .await?;
-        if page.next <= cursor {
-            break;
-        }
-        for conflict in page.items {
-            if conflict.id <= conflict_head && of_key(&conflict.store, &conflict.key) {
-                conflicts.push_front(conflict);
-                conflicts.truncate(HISTORY_CONFLICTS_KEPT);
-            }
-        }
-        cursor = page.next;
-        tokio::task::yield_now().await;
-    }
-    let conflicts_scanned = cursor.min(conflict_head) - conflicts_since;
+    let mut conflicts = OfKey {
+        store: &query.store,
+        key: &query.key,
+        keeper: Keeper::new(HISTORY_CONFLICTS_KEPT, query.limit),
+    };
+    let conflicts_floor = walk_back(
+        &ConflictLog(store),
+        &mut conflicts,
+        conflicts_since,
+        conflict_head,
+        &mut budget,
+    )
+    .await?;
+    let (changes, conflicts) = (changes.keeper.items, conflicts.keeper.items);
 
+    let mut room = Room::new();
     let current = store
         .get(&query.store, &query.key)
         .await?
         .map(|(version, value)| CurrentVersion {
             at_ms: explain::wall_ms(&version),
-            shown: explain::show(value.as_deref()),
+            shown: room
+                .show(value.as_deref())
+                .expect("the first value shown always has room"),
             version,
         });
-    let versions = changes
-        .into_iter()
-        .map(|change| Accepted {
-            at_ms: explain::wall_ms(&change.version),
-            shown: explain::show(change.value.as_deref()),
-            cursor: change.cursor,
-            conflicts: conflicts
-                .iter()
-                .rev()
-                .filter(|c| c.winner == change.version)
-                .map(|c| c.id)
-                .collect(),
-            version: change.version,
-        })
-        .collect();
-    let lost = conflicts
-        .into_iter()
-        .take(query.limit)
-        .map(|conflict| Lost {
-            at_ms: explain::wall_ms(&conflict.loser),
-            shown: explain::show(conflict.loser_value.as_deref()),
-            conflict: conflict.id,
-            version: conflict.loser,
-            lost_to: conflict.winner,
-        })
-        .collect();
+    let won = |version: &Version| -> Vec<u64> {
+        let mut ids: Vec<u64> = conflicts
+            .iter()
+            .filter(|c| c.meta.winner == *version)
+            .map(|c| c.meta.id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    };
+    let (mut versions, mut lost) = (Vec::new(), Vec::new());
+    let mut next_version = changes.iter().peekable();
+    let mut next_lost = conflicts.iter().take(query.limit).peekable();
+    loop {
+        // Newest first across both lists, by version.
+        let take_version = match (next_version.peek(), next_lost.peek()) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(v), Some(l)) => {
+                (v.meta.version.hlc, &v.meta.version.node) >= (l.meta.loser.hlc, &l.meta.loser.node)
+            }
+        };
+        if take_version {
+            let Kept { meta, value } = next_version.next().expect("peeked");
+            let Some(shown) = value.kept().and_then(|v| room.show(v)) else {
+                room.truncated = true;
+                break;
+            };
+            versions.push(Accepted {
+                at_ms: explain::wall_ms(&meta.version),
+                shown,
+                cursor: meta.cursor,
+                conflicts: won(&meta.version),
+                version: meta.version.clone(),
+            });
+        } else {
+            let Kept { meta, value } = next_lost.next().expect("peeked");
+            let Some(shown) = value.kept().and_then(|v| room.show(v)) else {
+                room.truncated = true;
+                break;
+            };
+            lost.push(Lost {
+                at_ms: explain::wall_ms(&meta.loser),
+                shown,
+                conflict: meta.id,
+                version: meta.loser.clone(),
+                lost_to: meta.winner.clone(),
+            });
+        }
+        if room.truncated {
+            // A value shown cut: nothing after it.
+            break;
+        }
+    }
     Ok(History {
         store: query.store.clone(),
         key: query.key.clone(),
@@ -583,9 +1113,10 @@ pub async fn history<S: CloudStore>(
         versions,
         lost,
         window: HistoryWindow {
-            changes_scanned,
-            conflicts_scanned,
-            complete: feed_since == 0 && conflicts_since == 0,
+            changes_scanned: head - feed_floor,
+            conflicts_scanned: conflict_head - conflicts_floor,
+            complete: feed_floor == 0 && conflicts_floor == 0,
+            truncated: room.truncated,
         },
     })
 }
@@ -602,7 +1133,9 @@ struct ReviewBody {
 }
 
 /// The note in a review's body (empty body, `{}`, a blank note: none);
-/// `Err` says what is wrong with it.
+/// `Err` says what is wrong with it. A note holds no control characters
+/// but newlines and tabs (PostgreSQL's `TEXT` refuses NUL; the rest only
+/// hide what a note says), so every backend stores what another would.
 pub fn review_note(body: &[u8]) -> Result<Option<String>, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
@@ -610,26 +1143,65 @@ pub fn review_note(body: &[u8]) -> Result<Option<String>, String> {
     let parsed: ReviewBody = serde_json::from_slice(body).map_err(|e| {
         format!("expected {{\"note\": \"text\"}} or nothing (who reviewed is the credential's, not the body's): {e}")
     })?;
-    match parsed.note {
-        Some(note) if note.len() > MAX_NOTE_BYTES => Err(format!(
+    let Some(note) = parsed.note else {
+        return Ok(None);
+    };
+    if note.len() > MAX_NOTE_BYTES {
+        return Err(format!(
             "a note is limited to {MAX_NOTE_BYTES} bytes, this one has {}",
             note.len()
-        )),
-        Some(note) if note.trim().is_empty() => Ok(None),
-        note => Ok(note),
+        ));
     }
+    if let Some((at, c)) = note
+        .chars()
+        .enumerate()
+        .find(|(_, c)| c.is_control() && !matches!(c, '\n' | '\t'))
+    {
+        return Err(format!(
+            "a note may hold no control characters but newline and tab: character {at} is U+{:04X}",
+            u32::from(c)
+        ));
+    }
+    Ok((!note.trim().is_empty()).then_some(note))
 }
 
 /// Who `principal` is in a review, or `None` if it may not review
 /// (readers are read-only).
 pub fn reviewer(principal: &Principal) -> Option<String> {
     match principal {
-        Principal::Admin => Some("operator".into()),
+        Principal::Admin => Some(explain::OPERATOR.into()),
         Principal::Dev => Some("dev".into()),
         Principal::Holder(_) => principal
             .node()
             .and_then(|c| c.node.as_deref())
             .map(|node| format!("node:{node}")),
+    }
+}
+
+/// Why a principal that may review may not review one conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotTheirs {
+    /// A node asked about a conflict in a store it may not see: answered
+    /// as a missing id is, so a node learns nothing of other stores.
+    Hidden,
+    /// A node wrote neither side: its review would hide, from everyone, a
+    /// conflict between others (a review stands).
+    NotAWriter,
+}
+
+/// Whether `principal` (one [`reviewer`] names) may review `conflict`: the
+/// operator and the dev token any; a node only one it wrote a side of, in
+/// a store it may see.
+pub fn may_review(principal: &Principal, conflict: &Conflict) -> Result<(), NotTheirs> {
+    let Some(credential) = principal.node() else {
+        return Ok(());
+    };
+    if !credential.may_write(&conflict.store) {
+        return Err(NotTheirs::Hidden);
+    }
+    match credential.node.as_deref() {
+        Some(node) if node == conflict.winner.node || node == conflict.loser.node => Ok(()),
+        _ => Err(NotTheirs::NotAWriter),
     }
 }
 
@@ -825,6 +1397,28 @@ mod tests {
         assert!(review_note(b"note").is_err());
         let long = format!(r#"{{"note": "{}"}}"#, "n".repeat(MAX_NOTE_BYTES + 1));
         assert!(review_note(long.as_bytes()).unwrap_err().contains("1024"));
+        // Newlines and tabs are a note's; other control characters are
+        // refused (PostgreSQL's TEXT refuses NUL, sled would keep it).
+        assert_eq!(
+            review_note(br#"{"note": "line one\n\tline two, caf\u00e9"}"#),
+            Ok(Some("line one\n\tline two, café".into()))
+        );
+        for bad in [
+            r#""a\u0000b""#,
+            r#""a\rb""#,
+            r#""\u001b[31m""#,
+            r#""\u0085""#,
+            r#""\u007f""#,
+        ] {
+            let body = format!(r#"{{"note": {bad}}}"#);
+            let e = review_note(body.as_bytes()).unwrap_err();
+            assert!(e.contains("control characters"), "{bad}: {e}");
+        }
+        assert!(
+            review_note(br#"{"note": "ok\u0000"}"#)
+                .unwrap_err()
+                .contains("character 2 is U+0000")
+        );
 
         assert_eq!(reviewer(&Principal::Admin).as_deref(), Some("operator"));
         assert_eq!(reviewer(&Principal::Dev).as_deref(), Some("dev"));
@@ -843,5 +1437,285 @@ mod tests {
         .issue()
         .unwrap();
         assert_eq!(reviewer(&Principal::Holder(reader)), None);
+    }
+
+    #[test]
+    fn a_node_reviews_only_conflicts_it_wrote_a_side_of_and_sees_no_other_stores() {
+        let c = conflict(1, "@kv", "k", ("edge-b", 20, "x"), ("edge-a", 10, "y"));
+        let node = |id: &str, stores: &[&str]| {
+            let (credential, _) = Enrol {
+                stores: Some(stores.iter().map(|s| s.to_string()).collect()),
+                ..Enrol::node(id)
+            }
+            .issue()
+            .unwrap();
+            Principal::Holder(credential)
+        };
+        assert_eq!(may_review(&node("edge-a", &["@kv"]), &c), Ok(()), "loser");
+        assert_eq!(may_review(&node("edge-b", &["@kv"]), &c), Ok(()), "winner");
+        assert_eq!(
+            may_review(&node("edge-c", &["@kv"]), &c),
+            Err(NotTheirs::NotAWriter)
+        );
+        // Another store's conflict is as good as missing, even its writer's.
+        assert_eq!(
+            may_review(&node("edge-a", &["@other"]), &c),
+            Err(NotTheirs::Hidden)
+        );
+        assert_eq!(may_review(&Principal::Admin, &c), Ok(()));
+        assert_eq!(may_review(&Principal::Dev, &c), Ok(()));
+    }
+
+    /// A log of `sizes.len()` records, record `i + 1` carrying `sizes[i]`
+    /// bytes, read at most `page` at a time; counts its reads.
+    struct TestLog {
+        sizes: Vec<u64>,
+        page: usize,
+        reads: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Log for TestLog {
+        type Item = (u64, u64);
+        fn page(
+            &self,
+            since: u64,
+            limit: usize,
+        ) -> impl Future<Output = Result<(Vec<(u64, u64)>, u64), CloudStoreError>> + Send {
+            self.reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let items: Vec<(u64, u64)> = (since + 1..=self.sizes.len() as u64)
+                .take(limit.min(self.page))
+                .map(|id| (id, self.sizes[id as usize - 1]))
+                .collect();
+            let next = items.last().map_or(since, |item| item.0);
+            async move { Ok((items, next)) }
+        }
+        fn place(item: &(u64, u64)) -> u64 {
+            item.0
+        }
+        fn value_bytes(item: &(u64, u64)) -> u64 {
+            item.1
+        }
+    }
+
+    /// Records the ids of each merged chunk; wants at most `want` ids.
+    struct Chunks {
+        merged: Vec<Vec<u64>>,
+        want: usize,
+    }
+
+    impl Gather<(u64, u64)> for Chunks {
+        type Chunk = Vec<u64>;
+        fn chunk(&self) -> Vec<u64> {
+            Vec::new()
+        }
+        fn add(&self, chunk: &mut Vec<u64>, item: (u64, u64)) {
+            chunk.push(item.0);
+        }
+        fn merge(&mut self, chunk: Vec<u64>) -> bool {
+            self.merged.push(chunk);
+            self.merged.iter().map(Vec::len).sum::<usize>() < self.want
+        }
+    }
+
+    fn budget(bytes: u64) -> Budget {
+        Budget::part(
+            &ScanLimits {
+                read_bytes: bytes,
+                time: Duration::from_secs(3600),
+            },
+            tokio::time::Instant::now(),
+            1.0,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_walk_reads_newest_first_and_stops_at_its_budget_without_a_hole() {
+        let log = TestLog {
+            sizes: vec![10; 100],
+            page: 7,
+            reads: Default::default(),
+        };
+        let walk = async |since: u64, bytes: u64, want: usize| {
+            let mut chunks = Chunks {
+                merged: Vec::new(),
+                want,
+            };
+            let floor = walk_back(&log, &mut chunks, since, 100, &mut budget(bytes))
+                .await
+                .unwrap();
+            (floor, chunks.merged)
+        };
+        // Everything: chunks of 16, 32, 52 from the head back, each in
+        // order, read a page of 7 at a time.
+        let (floor, merged) = walk(0, u64::MAX, usize::MAX).await;
+        assert_eq!(floor, 0);
+        assert_eq!(merged.len(), 3);
+        assert_eq!(merged[0], (85..=100).collect::<Vec<_>>());
+        assert_eq!(merged[1], (53..=84).collect::<Vec<_>>());
+        assert_eq!(merged[2], (1..=52).collect::<Vec<_>>());
+        // A window.
+        let (floor, merged) = walk(90, u64::MAX, usize::MAX).await;
+        assert_eq!((floor, merged), (90, vec![(91..=100).collect::<Vec<_>>()]));
+        // No budget at all: the first chunk still, whole.
+        let (floor, merged) = walk(0, 0, usize::MAX).await;
+        assert_eq!((floor, merged.len()), (84, 1));
+        // A budget that runs out inside the second chunk: that chunk is
+        // dropped, so what was covered has no hole.
+        let (floor, merged) = walk(0, 16 * 10 + 50, usize::MAX).await;
+        assert_eq!((floor, merged.len()), (84, 1));
+        // Enough for two chunks exactly.
+        let (floor, merged) = walk(0, 48 * 10 + 1, usize::MAX).await;
+        assert_eq!((floor, merged.len()), (52, 2));
+        // The gatherer has what it wants: no older chunk is read.
+        let before = log.reads.load(std::sync::atomic::Ordering::Relaxed);
+        let (floor, merged) = walk(0, u64::MAX, 10).await;
+        assert_eq!((floor, merged.len()), (84, 1));
+        assert_eq!(
+            log.reads.load(std::sync::atomic::Ordering::Relaxed) - before,
+            3,
+            "16 records, 7 a page"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_walk_stops_at_its_deadline() {
+        let log = TestLog {
+            sizes: vec![1; 1000],
+            page: 1000,
+            reads: Default::default(),
+        };
+        let mut chunks = Chunks {
+            merged: Vec::new(),
+            want: usize::MAX,
+        };
+        let mut late = budget(u64::MAX);
+        late.deadline = tokio::time::Instant::now();
+        let floor = walk_back(&log, &mut chunks, 0, 1000, &mut late)
+            .await
+            .unwrap();
+        assert_eq!(
+            (floor, chunks.merged.len()),
+            (984, 1),
+            "the first chunk only"
+        );
+    }
+
+    fn value(len: usize) -> Option<Vec<u8>> {
+        Some(vec![b'v'; len])
+    }
+
+    #[test]
+    fn a_history_holds_the_newest_values_within_its_budget_and_only_metadata_past_it() {
+        let third = KEPT_VALUE_BYTES / 3;
+        let mut keeper: Keeper<u64> = Keeper::new(5, 5);
+        // One chunk, oldest first: 1..=4 of a third each, then a delete.
+        let mut found = keeper.found();
+        for id in 1..=4 {
+            found.push(id, value(third));
+        }
+        found.push(5, None);
+        assert!(found.held <= KEPT_VALUE_BYTES, "{}", found.held);
+        let held: Vec<bool> = found
+            .items
+            .iter()
+            .map(|k| matches!(k.value, Held::Value(_)))
+            .collect();
+        assert_eq!(held, [false, true, true, true, true], "the oldest let go");
+        assert!(!keeper.merge(found), "full: five kept");
+        let kept: Vec<(u64, bool)> = keeper
+            .items
+            .iter()
+            .map(|k| (k.meta, k.value.kept().is_some()))
+            .collect();
+        assert_eq!(
+            kept,
+            [(5, true), (4, true), (3, true), (2, true), (1, false)],
+            "newest first; a delete costs nothing"
+        );
+
+        // Over the cap, a chunk keeps its newest; an older chunk merged
+        // after a let-go value holds none.
+        let mut keeper: Keeper<u64> = Keeper::new(3, 3);
+        let mut found = keeper.found();
+        for id in 10..=15 {
+            found.push(id, value(1));
+        }
+        assert_eq!(found.items.len(), 3);
+        assert!(!keeper.merge(found));
+        assert_eq!(
+            keeper.items.iter().map(|k| k.meta).collect::<Vec<_>>(),
+            [15, 14, 13]
+        );
+
+        // The newest value is held however large; nothing after it then.
+        let mut keeper: Keeper<u64> = Keeper::new(10, 10);
+        let mut found = keeper.found();
+        found.push(1, value(1));
+        found.push(2, value(KEPT_VALUE_BYTES + 1));
+        assert!(keeper.merge(found));
+        let mut older = keeper.found();
+        older.push(0, value(1));
+        assert!(keeper.merge(older));
+        let kept: Vec<bool> = keeper
+            .items
+            .iter()
+            .map(|k| k.value.kept().is_some())
+            .collect();
+        assert_eq!(kept, [true, false, false]);
+
+        // Only the first `valued` hold values (lost writes past the limit
+        // only link versions).
+        let mut keeper: Keeper<u64> = Keeper::new(10, 2);
+        let mut found = keeper.found();
+        for id in 1..=4 {
+            found.push(id, value(1));
+        }
+        keeper.merge(found);
+        let kept: Vec<bool> = keeper
+            .items
+            .iter()
+            .map(|k| k.value.kept().is_some())
+            .collect();
+        assert_eq!(kept, [true, true, false, false]);
+    }
+
+    #[test]
+    fn an_answer_shows_values_until_its_budget_and_cuts_only_one_that_never_fits() {
+        let mut room = Room::new();
+        let half = vec![b'x'; MAX_PAGE_BYTES / 2];
+        assert!(!room.show(Some(&half)).unwrap().cut);
+        assert!(room.show(None).is_some(), "a delete shows nothing");
+        assert!(
+            room.show(Some(&vec![b'y'; MAX_PAGE_BYTES / 2 + 1]))
+                .is_none()
+        );
+        assert!(room.truncated);
+        assert!(room.show(Some(b"small")).is_none(), "nothing after");
+
+        let mut room = Room::new();
+        assert_eq!(room.show(Some(b"first")).unwrap().text, "first");
+        let huge = room.show(Some(&vec![b'z'; MAX_PAGE_BYTES + 10])).unwrap();
+        assert!(huge.cut && room.truncated);
+        assert_eq!(huge.text.len(), MAX_PAGE_BYTES - 5);
+        assert_eq!(huge.full_bytes, Some(MAX_PAGE_BYTES as u64 + 10));
+    }
+
+    #[test]
+    fn tallies_merged_chunk_by_chunk_count_as_one_tally() {
+        let all = [
+            conflict(1, "@kv", "a", ("edge-b", 130, "x"), ("edge-a", 100, "y")),
+            conflict(2, "@kv", "b", ("edge-a", 150, "z"), ("edge-b", 170, "z")),
+            conflict(3, "@kv2", "c", ("edge-c", 180, "x"), ("edge-a", 1, "x")),
+        ];
+        let mut whole = Tally::default();
+        let mut merged = Tally::default();
+        for (i, c) in all.iter().enumerate() {
+            whole.add(c, i == 1, 60_000);
+            let mut chunk = Tally::default();
+            chunk.add(c, i == 1, 60_000);
+            merged.merge(chunk);
+        }
+        assert_eq!(whole.finish(60, 3, true), merged.finish(60, 3, true));
     }
 }

@@ -22,7 +22,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use health::DbHealth;
 use outpost_wire::explain::Review;
 use outpost_wire::{Ack, Change, Conflict, Event, FeedPage, Page, Version};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -673,19 +673,30 @@ impl CloudStore for Pg {
             let client = self.pool.get().await?;
             // One statement: the conflict must exist, and a review already
             // there (made here or at another replica, even concurrently:
-            // the insert waits for it) is kept.
+            // the insert waits for it) is kept, unless this one is the
+            // operator's and that one is not (`Review::replaces`). A
+            // committed transaction is durable: a kept review read after
+            // it is one no crash takes back.
             let insert = client
                 .prepare_cached(
-                    "INSERT INTO outpost_conflict_reviews (id, by_whom, at_ms, note)
+                    "INSERT INTO outpost_conflict_reviews AS kept (id, by_whom, at_ms, note)
                      SELECT $1::INT8, $2::TEXT, $3::INT8, $4::TEXT
                      WHERE EXISTS (SELECT 1 FROM outpost_conflicts WHERE id = $1::INT8)
-                     ON CONFLICT (id) DO NOTHING",
+                     ON CONFLICT (id) DO UPDATE
+                         SET by_whom = EXCLUDED.by_whom, at_ms = EXCLUDED.at_ms, note = EXCLUDED.note
+                         WHERE EXCLUDED.by_whom = $5::TEXT AND kept.by_whom <> $5::TEXT",
                 )
                 .await?;
             let inserted = client
                 .execute(
                     &insert,
-                    &[&i64_of(id), &review.by, &i64_of(review.at_ms), &review.note],
+                    &[
+                        &i64_of(id),
+                        &review.by,
+                        &i64_of(review.at_ms),
+                        &review.note,
+                        &outpost_wire::explain::OPERATOR,
+                    ],
                 )
                 .await?;
             if inserted == 1 {
@@ -702,6 +713,28 @@ impl CloudStore for Pg {
             })
         };
         self.settle(outcome.await, true)
+    }
+
+    async fn reviewed_ids(
+        &self,
+        after: u64,
+        through: u64,
+    ) -> Result<BTreeSet<u64>, CloudStoreError> {
+        if through <= after {
+            return Ok(BTreeSet::new());
+        }
+        self.read(async |client| {
+            let statement = client
+                .prepare_cached(
+                    "SELECT id FROM outpost_conflict_reviews WHERE id > $1 AND id <= $2",
+                )
+                .await?;
+            let rows = client
+                .query(&statement, &[&i64_of(after), &i64_of(through)])
+                .await?;
+            Ok(rows.iter().map(|row| u64_of(row.get(0))).collect())
+        })
+        .await
     }
 
     async fn reviews(
