@@ -31,6 +31,7 @@ const TEST_GUESTS: &[&str] = &[
     "hostile",
     "configtest",
     "kvstd",
+    "cachetest",
     "bare-hello",
 ];
 /// Pinned versions of the other toolchains the suite builds guests with.

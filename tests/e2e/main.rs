@@ -20,6 +20,7 @@ mod failures;
 mod hostile_clients;
 mod hostile_files;
 mod hostile_guests;
+mod http_cache;
 mod isolation;
 mod keyvalue;
 mod kv;

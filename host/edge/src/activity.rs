@@ -20,6 +20,8 @@ pub struct FunctionStats {
     pub errors: AtomicU64,
     /// The same histogram Prometheus scrapes as `request_duration_seconds`.
     pub latency: LatencyHistogram,
+    /// What the HTTP cache did for its requests.
+    pub cache: crate::http_cache::CacheCounts,
 }
 
 impl FunctionStats {
@@ -29,6 +31,7 @@ impl FunctionStats {
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             latency: LatencyHistogram::default(),
+            cache: Default::default(),
         })
     }
 
@@ -130,6 +133,7 @@ impl Activity {
                     requests: AtomicU64::new(0),
                     errors: AtomicU64::new(0),
                     latency,
+                    cache: Default::default(),
                 }),
                 last_error: None,
             }

@@ -15,6 +15,9 @@ pub enum OutBody {
     Full(Full),
     /// A guest's body that streams, driving the guest while it does.
     Guest(GuestBody),
+    /// A body the HTTP cache keeps a copy of as it streams (boxed: only a
+    /// cacheable response that is not already whole pays for it).
+    Cached(Box<crate::http_cache::tee::Tee>),
 }
 
 impl From<Full> for OutBody {
@@ -34,6 +37,7 @@ impl Body for OutBody {
         match self.get_mut() {
             OutBody::Full(body) => Pin::new(body).poll_frame(cx),
             OutBody::Guest(body) => Pin::new(body).poll_frame(cx),
+            OutBody::Cached(body) => Pin::new(&mut **body).poll_frame(cx),
         }
     }
 
@@ -41,6 +45,7 @@ impl Body for OutBody {
         match self {
             OutBody::Full(body) => body.is_end_stream(),
             OutBody::Guest(body) => body.is_end_stream(),
+            OutBody::Cached(body) => body.is_end_stream(),
         }
     }
 
@@ -48,6 +53,7 @@ impl Body for OutBody {
         match self {
             OutBody::Full(body) => body.size_hint(),
             OutBody::Guest(body) => body.size_hint(),
+            OutBody::Cached(body) => body.size_hint(),
         }
     }
 }

@@ -116,6 +116,8 @@ pub struct ServeConfig {
     pub admin_token: Option<String>,
     /// One `outpost::access` log line per request.
     pub access_log: bool,
+    /// The HTTP cache in front of every function (`[cache]`).
+    pub cache: crate::http_cache::CacheSettings,
 }
 
 /// A shared store declared in `outpost.toml`.
@@ -194,6 +196,7 @@ impl Default for ServeConfig {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
             admin_token: None,
             access_log: false,
+            cache: crate::http_cache::CacheSettings::default(),
         }
     }
 }
@@ -253,6 +256,22 @@ pub struct FileConfig {
     pub admin_listen: Option<SocketAddr>,
     pub admin_token: Option<String>,
     pub access_log: Option<bool>,
+    #[serde(default)]
+    pub cache: CacheFileConfig,
+}
+
+/// `[cache]` in `outpost.toml`: the node's HTTP cache.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CacheFileConfig {
+    /// Whether the cache runs (default true).
+    pub enabled: Option<bool>,
+    /// Bytes it may hold (default 64 MiB).
+    pub memory_bytes: Option<usize>,
+    /// Largest body stored (default 4 MiB; at most a sixteenth of memory).
+    pub max_object_bytes: Option<usize>,
+    /// Whether responses carry `x-outpost-cache` (default true).
+    pub status_header: Option<bool>,
 }
 
 impl FileConfig {
@@ -463,6 +482,7 @@ impl ServeConfig {
             .filter(|t| !t.is_empty()),
             access_log: pick(flags.access_log, file.access_log, env, "OUTPOST_ACCESS_LOG")?
                 .unwrap_or(d.access_log),
+            cache: cache_settings(file.cache, &d.cache)?,
             node_id: match node_id {
                 Some(id) if !outpost_store::is_valid_node_id(&id) => {
                     return Err(ConfigError::Value {
@@ -475,6 +495,39 @@ impl ServeConfig {
             },
         })
     }
+}
+
+/// The cache's settings: a memory budget of at least 1 MiB, and a largest
+/// object no bigger than a shard holds (a sixteenth of the memory).
+fn cache_settings(
+    file: CacheFileConfig,
+    d: &crate::http_cache::CacheSettings,
+) -> Result<crate::http_cache::CacheSettings, ConfigError> {
+    let memory_bytes = file.memory_bytes.unwrap_or(d.memory_bytes);
+    if memory_bytes < 1024 * 1024 {
+        return Err(ConfigError::Value {
+            key: "cache.memory-bytes",
+            value: memory_bytes.to_string(),
+            message: "give at least 1048576 (1 MiB)".into(),
+        });
+    }
+    let max_object_bytes = file.max_object_bytes.unwrap_or(d.max_object_bytes);
+    if max_object_bytes > memory_bytes / 16 {
+        return Err(ConfigError::Value {
+            key: "cache.max-object-bytes",
+            value: max_object_bytes.to_string(),
+            message: format!(
+                "give at most a sixteenth of cache.memory-bytes ({})",
+                memory_bytes / 16
+            ),
+        });
+    }
+    Ok(crate::http_cache::CacheSettings {
+        enabled: file.enabled.unwrap_or(d.enabled),
+        memory_bytes,
+        max_object_bytes,
+        status_header: file.status_header.unwrap_or(d.status_header),
+    })
 }
 
 fn validate_stores(

@@ -60,6 +60,9 @@ pub struct Deployer {
     /// an older load can never overwrite a newer one.
     busy: tokio::sync::Mutex<HashSet<String>>,
     busy_changed: tokio::sync::Notify,
+    /// Told of every deploy and removal, to drop what older versions
+    /// cached.
+    cache: Option<Arc<crate::http_cache::HttpCache>>,
 }
 
 impl Deployer {
@@ -77,6 +80,7 @@ impl Deployer {
         modules: ModulesDir,
         activity: Arc<Activity>,
         metrics: Arc<Metrics>,
+        cache: Option<Arc<crate::http_cache::HttpCache>>,
     ) -> Self {
         Self {
             loader,
@@ -88,6 +92,7 @@ impl Deployer {
             failed: Arc::new(LoadFailures::default()),
             busy: tokio::sync::Mutex::new(HashSet::new()),
             busy_changed: tokio::sync::Notify::new(),
+            cache,
         }
     }
 
@@ -150,6 +155,9 @@ impl Deployer {
             Ok(None) => {
                 self.failed.clear(name);
                 let removed = self.registry.remove(name);
+                if let Some(cache) = &self.cache {
+                    cache.purge(&crate::http_cache::Purge::Function(name.to_owned()));
+                }
                 self.rebuild_catalog();
                 return match removed {
                     Some(old) => {
@@ -202,6 +210,9 @@ impl Deployer {
                 let function = Arc::new(function);
                 self.failed.clear(name);
                 let previous = self.registry.publish(function.clone());
+                if let Some(cache) = &self.cache {
+                    cache.deployed(&function);
+                }
                 self.rebuild_catalog();
                 tracing::info!(target: "outpost::deployer",
                     function = %name,

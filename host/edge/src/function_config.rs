@@ -49,6 +49,9 @@ pub struct FunctionConfig {
     /// value: those are read by the loader, see [`crate::function_env`]).
     #[serde(default)]
     pub secrets: SecretsSection,
+    /// `[cache]`: whether the node's HTTP cache answers for it.
+    #[serde(default)]
+    pub cache: crate::http_cache::CacheSection,
 }
 
 /// Why a function's settings were refused.

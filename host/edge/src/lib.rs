@@ -18,6 +18,7 @@ pub mod function_config;
 pub mod function_env;
 pub mod guest_body;
 pub mod guest_log;
+pub mod http_cache;
 pub mod invoke;
 pub mod limits;
 pub mod linker;
@@ -113,6 +114,10 @@ pub async fn serve(
             config.modules_dir.display()
         )
     })?;
+    let cache = config
+        .cache
+        .enabled
+        .then(|| Arc::new(http_cache::HttpCache::new(config.cache.clone())));
     let deployer = Arc::new(deployer::Deployer::new(
         loader,
         registry.clone(),
@@ -120,6 +125,7 @@ pub async fn serve(
         modules,
         activity.clone(),
         metrics.clone(),
+        cache.clone(),
     ));
 
     // Bind first so a busy port fails fast, before any compiling.
@@ -200,6 +206,7 @@ pub async fn serve(
         cloud: _replication
             .as_ref()
             .map(|r| (r.status.clone(), r.client.clone())),
+        cache: cache.clone(),
     };
     let (admin_stop, admin_stopped) = tokio::sync::watch::channel(());
     let admin_server = tokio::spawn(async move {
@@ -227,6 +234,7 @@ pub async fn serve(
     );
     tracing::info!(target: "outpost", addr = %local, "listening on http://{local}");
     let edge = server::Edge {
+        cache,
         access_log: config.access_log,
         failures: deployer.failures(),
         registry,

@@ -143,6 +143,7 @@ impl Loader {
             limits,
             allowed_hosts: settings.config.allowed_hosts().into(),
             env: Arc::new(env),
+            cache: settings.config.cache,
         })
     }
 

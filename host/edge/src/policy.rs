@@ -23,4 +23,6 @@ pub struct Policy {
     /// `[env]` and the secrets' values, read when the settings were
     /// applied; shared by every request of the version.
     pub env: Arc<FunctionEnv>,
+    /// `[cache]`: the HTTP cache in front of it.
+    pub cache: crate::http_cache::CacheSection,
 }

@@ -30,6 +30,8 @@ pub struct Edge {
     pub replication: Option<Arc<ReplicationStatus>>,
     /// Log one `outpost::access` line per request.
     pub access_log: bool,
+    /// The HTTP cache in front of every function, unless turned off.
+    pub cache: Option<Arc<crate::http_cache::HttpCache>>,
 }
 
 impl Handler for Edge {
@@ -80,8 +82,16 @@ async fn route(
             Some(function) => {
                 let started = std::time::Instant::now();
                 let req = req.map(|body| body.map_err(guest_body_error as fn(BodyError) -> _));
-                let mut response =
-                    invoke::invoke(function.clone(), &edge.admission, req, request_id).await;
+                let mut response = match &edge.cache {
+                    Some(cache) => {
+                        cache
+                            .handle(function.clone(), &edge.admission, req, request_id)
+                            .await
+                    }
+                    None => {
+                        invoke::invoke(function.clone(), &edge.admission, req, request_id).await
+                    }
+                };
                 if function.policy.kv.lag_header
                     && let Some(status) = &edge.replication
                 {

@@ -82,6 +82,8 @@ pub struct Admin {
     pub storage: Arc<Storage>,
     /// The cloud link, when the node replicates.
     pub cloud: Option<(Arc<ReplicationStatus>, Arc<CloudClient>)>,
+    /// The HTTP cache, unless turned off.
+    pub cache: Option<Arc<crate::http_cache::HttpCache>>,
 }
 
 impl Handler for Admin {
@@ -277,15 +279,17 @@ impl Admin {
         let review = path
             .strip_prefix("/conflicts/")
             .and_then(|rest| rest.strip_suffix("/review"));
+        let purge = path == "/cache/purge";
         let allowed = match (resend, review) {
             (Some(_), _) | (_, Some(_)) => req.method() == Method::POST,
+            _ if purge => req.method() == Method::POST,
             _ => req.method() == Method::GET || req.method() == Method::HEAD,
         };
         if !allowed {
             return error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
-                "the admin API reads with GET; POST only for .../resend and .../review",
+                "the admin API reads with GET; POST only for .../resend, .../review and /cache/purge",
                 req.method().as_str(),
             );
         }
@@ -312,6 +316,9 @@ impl Admin {
         if let Some(id) = resend {
             return self.resend(id).await;
         }
+        if purge {
+            return self.purge(req).await;
+        }
         if let Some(id) = review {
             let id = id.to_owned();
             return self.review(&id, req).await;
@@ -332,6 +339,7 @@ impl Admin {
             "/outbox" => reply::json(StatusCode::OK, self.outbox()),
             "/outbox/quarantine" => self.quarantine(&req),
             "/kv" => self.kv(&req),
+            "/cache" => self.cache(),
             "/stores" => self.stores(),
             "/conflicts" => self.conflicts(&req).await,
             "/conflicts/stats" => self.conflict_stats(&req).await,
@@ -663,6 +671,153 @@ impl Admin {
     }
 
     /// This node's copy of a store, tombstones included (see the table).
+    /// `GET /cache`: the cache's size and each function's counts.
+    fn cache(&self) -> Response<Full> {
+        let Some(cache) = &self.cache else {
+            return reply::json(StatusCode::OK, json!({ "enabled": false }));
+        };
+        let store = cache.store();
+        let held = store.per_function();
+        let functions: serde_json::Map<String, Value> = self
+            .activity
+            .names()
+            .into_iter()
+            .map(|(name, stats, _)| {
+                let c = &stats.cache;
+                let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+                let (bytes, entries) = held.get(name.as_str()).copied().unwrap_or_default();
+                let (hits, misses, stale) = (get(&c.hits), get(&c.misses), get(&c.stale));
+                let looked = hits + misses + stale;
+                (
+                    name,
+                    json!({
+                        "hits": hits,
+                        "misses": misses,
+                        "stale": stale,
+                        "bypass": get(&c.bypass),
+                        "refreshes": get(&c.refreshes),
+                        "hit_ratio": if looked == 0 { Value::Null } else { json!((hits + stale) as f64 / looked as f64) },
+                        "bytes": bytes,
+                        "entries": entries,
+                    }),
+                )
+            })
+            .collect();
+        reply::json(
+            StatusCode::OK,
+            json!({
+                "enabled": true,
+                "memory_bytes": cache.settings.memory_bytes,
+                "max_object_bytes": cache.settings.max_object_bytes,
+                "bytes": store.bytes(),
+                "entries": store.entries(),
+                "evictions": store.evictions(),
+                "functions": functions,
+            }),
+        )
+    }
+
+    /// `POST /cache/purge` with one of `{"function"}`, `{"url"}`,
+    /// `{"surrogate_key"[, "function"]}`.
+    async fn purge(&self, req: Request<RequestBody>) -> Response<Full> {
+        use crate::http_cache::Purge;
+        let Some(cache) = &self.cache else {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no-cache",
+                "the HTTP cache is turned off on this node ([cache] enabled = false)",
+                "",
+            );
+        };
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            function: Option<String>,
+            url: Option<String>,
+            surrogate_key: Option<String>,
+        }
+        let bytes = match http_body_util::BodyExt::collect(http_body_util::Limited::new(
+            req.into_body(),
+            MAX_REVIEW_BYTES,
+        ))
+        .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too-large",
+                    "the purge body is too large",
+                    "",
+                );
+            }
+        };
+        let body: Body = match serde_json::from_slice(&bytes) {
+            Ok(b) => b,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad-request",
+                    "give {\"function\": NAME}, {\"url\": URL} or {\"surrogate_key\": KEY[, \"function\": NAME]}",
+                    &e.to_string(),
+                );
+            }
+        };
+        let purge = match body {
+            Body {
+                url: Some(url),
+                function: None,
+                surrogate_key: None,
+            } => {
+                match url.parse::<http::Uri>().ok().and_then(|u| {
+                    let authority = u.authority()?.as_str().to_ascii_lowercase();
+                    let path = u.path_and_query()?.as_str().to_owned();
+                    let crate::router::Route::Function(name) = crate::router::route(u.path())
+                    else {
+                        return None;
+                    };
+                    Some(Purge::Url {
+                        function: name.to_owned(),
+                        target: format!("{authority}{path}"),
+                    })
+                }) {
+                    Some(purge) => purge,
+                    None => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "bad-request",
+                            "url must be absolute (http://HOST[:PORT]/NAME/...) and name a function",
+                            &url,
+                        );
+                    }
+                }
+            }
+            Body {
+                surrogate_key: Some(key),
+                url: None,
+                function,
+            } => Purge::SurrogateKey { key, function },
+            Body {
+                function: Some(name),
+                url: None,
+                surrogate_key: None,
+            } => Purge::Function(name),
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad-request",
+                    "give exactly one of function, url, surrogate_key (a surrogate key may name its function)",
+                    "",
+                );
+            }
+        };
+        let removed = cache.purge(&purge);
+        reply::json(
+            StatusCode::OK,
+            json!({ "purged": removed.entries, "bytes": removed.bytes }),
+        )
+    }
+
     /// `/kv?store=S&key=K`: one key, in the listing's shape (no item when
     /// the key or the store does not exist; a tombstone is an item).
     fn kv_key(&self, store: &str, key: &str) -> Response<Full> {
