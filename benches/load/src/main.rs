@@ -32,8 +32,8 @@ const USAGE: &str = "\
 usage: cargo run --release -p outpost-load -- <mode> [flags] [--json]
 
   throughput [--duration 10] [--connections 64] [--server-core 0 | --server-cores 0,1]
-             [--client-core 1] [--only outpost,wasmtime,native]
-             [--wasm PATH (default: the SDK's hello)]
+             [--client-core 1] [--only outpost,outpost-nocache,wasmtime,native]
+             [--wasm PATH (default: the SDK's hello)] [--path /hello?QUERY]
   reload     [--duration 10] [--every-ms 100] [--connections 64]
              [--server-core 0] [--client-core 1]
   startup    [--modules 50] [--server-core CPUS (default: unpinned)]

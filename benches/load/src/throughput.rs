@@ -1,6 +1,12 @@
 //! `load throughput`: the same hello component behind Outpost, wasmtime
 //! serve and a native hyper server, one after another under identical wrk
 //! load, so the ratios show what Outpost's routing and bookkeeping cost.
+//!
+//! `outpost-nocache` is Outpost with its HTTP cache turned off, for what
+//! the cache costs a response it cannot store (`--only
+//! outpost,outpost-nocache`); `--path` sends another path and query to
+//! Outpost and wasmtime serve, such as the `cachetest` guest's
+//! `/hello?cc=public,max-age=60` for a response Outpost's cache answers.
 
 use crate::cli::{self, Flags};
 use crate::prereq::{self, Paths};
@@ -11,6 +17,7 @@ use std::time::Duration;
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
     Outpost,
+    OutpostNoCache,
     Wasmtime,
     Native,
 }
@@ -19,10 +26,11 @@ impl Kind {
     fn parse(name: &str) -> Result<Self, String> {
         match name.trim() {
             "outpost" => Ok(Self::Outpost),
+            "outpost-nocache" => Ok(Self::OutpostNoCache),
             "wasmtime" => Ok(Self::Wasmtime),
             "native" => Ok(Self::Native),
             other => Err(format!(
-                "--only: unknown server {other:?} (outpost, wasmtime, native)"
+                "--only: unknown server {other:?} (outpost, outpost-nocache, wasmtime, native)"
             )),
         }
     }
@@ -30,6 +38,7 @@ impl Kind {
     fn label(self) -> &'static str {
         match self {
             Self::Outpost => "outpost",
+            Self::OutpostNoCache => "outpost, cache off",
             Self::Wasmtime => "wasmtime serve",
             Self::Native => "native hyper",
         }
@@ -38,6 +47,7 @@ impl Kind {
     fn key(self) -> &'static str {
         match self {
             Self::Outpost => "outpost",
+            Self::OutpostNoCache => "outpost_nocache",
             Self::Wasmtime => "wasmtime",
             Self::Native => "native",
         }
@@ -58,6 +68,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             "client-core",
             "only",
             "wasm",
+            "path",
         ],
         &["json"],
     )?;
@@ -79,12 +90,16 @@ pub fn run(args: &[String]) -> Result<(), String> {
     // The same component behind Outpost and `wasmtime serve`: the SDK's
     // hello unless another is named (say, the bare wasi:http one).
     let hello = paths.served_wasm(flags.str("wasm"))?;
+    let served_path = flags.str("path").unwrap_or("/hello").to_owned();
+    if !served_path.starts_with("/hello") {
+        return Err("--path must start with /hello (the component is served as hello)".into());
+    }
     // Resolve every binary before measuring anything: a 20-minute wasmtime
     // install between two runs would leave the machine in another state.
     let mut bins = Vec::new();
     for &kind in &kinds {
         bins.push(match kind {
-            Kind::Outpost => paths.outpost()?,
+            Kind::Outpost | Kind::OutpostNoCache => paths.outpost()?,
             Kind::Wasmtime => paths.wasmtime()?,
             Kind::Native => paths.native_hello()?,
         });
@@ -96,16 +111,24 @@ pub fn run(args: &[String]) -> Result<(), String> {
         let scratch = Scratch::new(kind.key())?;
         let cpus = Some(server_cpus.as_str());
         let (mut server, path): (Server, &str) = match kind {
-            Kind::Outpost => {
+            Kind::Outpost | Kind::OutpostNoCache => {
                 let to = scratch.modules().join("hello.wasm");
                 std::fs::copy(&hello, &to).map_err(|e| format!("cannot copy to {to:?}: {e}"))?;
+                if kind == Kind::OutpostNoCache {
+                    let config = scratch.path().join("outpost.toml");
+                    std::fs::write(&config, "[cache]\nenabled = false\n")
+                        .map_err(|e| format!("cannot write {config:?}: {e}"))?;
+                }
                 // Logging at info would measure the log writer too.
                 (
                     servers::outpost(bin, &scratch, cpus, "warn", &[])?,
-                    "/hello",
+                    served_path.as_str(),
                 )
             }
-            Kind::Wasmtime => (servers::wasmtime(bin, &scratch, &hello, cpus)?, "/hello"),
+            Kind::Wasmtime => (
+                servers::wasmtime(bin, &scratch, &hello, cpus)?,
+                served_path.as_str(),
+            ),
             Kind::Native => (servers::native(bin, &scratch, cpus, server_threads)?, "/"),
         };
         let body = server.wait_ok(path, Duration::from_secs(120))?;
@@ -138,7 +161,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
 
     let find = |kind| results.iter().find(|(k, _)| *k == kind).map(|(_, r)| r);
     let ratios: Vec<(Kind, &wrk::Run)> = match find(Kind::Outpost) {
-        Some(_) => [Kind::Wasmtime, Kind::Native]
+        Some(_) => [Kind::OutpostNoCache, Kind::Wasmtime, Kind::Native]
             .into_iter()
             .filter_map(|k| find(k).map(|r| (k, r)))
             .collect(),
@@ -150,6 +173,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         let json = serde_json::json!({
             "mode": "throughput",
             "wasm": hello,
+            "path": served_path,
             "duration_s": duration,
             "connections": connections,
             "server_cpus": server_cpus,
@@ -178,7 +202,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
 
     println!(
-        "### throughput: {}, `wrk -t1 -c{connections} -d{duration}s`, server CPUs {server_cpus}, wrk CPU {client_cpus}\n",
+        "### throughput: {} at {served_path}, `wrk -t1 -c{connections} -d{duration}s`, server CPUs {server_cpus}, wrk CPU {client_cpus}\n",
         hello.display()
     );
     let rows: Vec<Vec<String>> = results
