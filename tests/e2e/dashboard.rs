@@ -73,8 +73,10 @@ fn page_state(browser: &Session) -> Value {
                 dot: tr.querySelector('.dot')?.className,
                 err_pct: tr.querySelector('td.err-pct')?.textContent.trim(),
                 rate: tr.querySelector('td.rate')?.textContent.trim(),
+                cache_hit: tr.querySelector('td.cache-hit')?.textContent.trim(),
             };
         }
+        const text = id => document.getElementById(id)?.textContent.trim();
         const events = [...document.querySelectorAll('#events li')]
             .map(li => li.dataset.kind + ':' + li.dataset.function);
         return {
@@ -82,6 +84,12 @@ fn page_state(browser: &Session) -> Value {
             rows,
             events,
             outbox: document.getElementById('outbox-records')?.textContent.trim(),
+            cache: {
+                held: text('cache-bytes'),
+                entries: text('cache-entries'),
+                evictions: text('cache-evictions'),
+                hit_ratio: text('cache-hit-ratio'),
+            },
         };
     "#,
     )
@@ -105,11 +113,16 @@ fn wait_until(browser: &Session, what: &str, check: impl Fn(&Value) -> bool) -> 
 
 #[test]
 fn the_dashboard_shows_the_nodes_functions_and_updates_live() {
-    let node = Node::start(&[("hello", "hello"), ("trap", "trap")]);
+    let node = Node::start(&[("hello", "hello"), ("trap", "trap"), ("c", "cachetest")]);
     for _ in 0..2 {
         assert_eq!(node.get("/hello").status, 200);
     }
     assert_eq!(node.get("/trap/panic").status, 500);
+    // A miss, then a hit: half of c's looked-up requests came from the cache.
+    let cached = "/c/x?cc=public,max-age=60";
+    for expected in ["miss", "hit"] {
+        assert_eq!(node.get(cached).header("x-outpost-cache"), Some(expected));
+    }
     let driver = ChromeDriver::start();
     let profile = tempfile::tempdir().unwrap();
     let browser = browser(&driver, profile.path());
@@ -136,15 +149,35 @@ fn the_dashboard_shows_the_nodes_functions_and_updates_live() {
         "{first}"
     );
     assert_eq!(first["outbox"], "0");
+    // Each function's cache hit ratio; hello's responses are not stored
+    // (no freshness), so every request of it was a miss.
+    let cache = wait_until(&browser, "c's cache hit ratio", |s| {
+        s["rows"]["c"]["cache_hit"] == "50%"
+    });
+    assert_eq!(cache["rows"]["hello"]["cache_hit"], "0%", "{cache}");
+    assert_eq!(cache["cache"]["entries"], "1", "{cache}");
+    assert_eq!(cache["cache"]["evictions"], "0", "{cache}");
+    assert!(
+        cache["cache"]["held"]
+            .as_str()
+            .is_some_and(|t| t.contains(" of ") && !t.starts_with('0')),
+        "{cache}"
+    );
 
     // Live: more requests show up in the open page.
     for _ in 0..3 {
         assert_eq!(node.get("/hello").status, 200);
     }
+    assert_eq!(node.get(cached).header("x-outpost-cache"), Some("hit"));
     let polls = first["polls"].as_u64().unwrap();
-    let seen = wait_until(&browser, "the new requests", |s| {
+    wait_until(&browser, "the new requests", |s| {
         s["rows"]["hello"]["requests"] == "5" && s["polls"].as_u64().unwrap() > polls
     });
+    let seen = wait_until(&browser, "c's new hit", |s| {
+        s["rows"]["c"]["cache_hit"] == "66.7%"
+    });
+    // Over all functions: 2 hits of 9 looked up (hello 5, trap 1, c 3).
+    assert_eq!(seen["cache"]["hit_ratio"], "22.2%", "{seen}");
     // Polls later, with no request in between, the rate still counts them
     // (it spans seconds, not one poll).
     let polls = seen["polls"].as_u64().unwrap();

@@ -8,20 +8,41 @@ use prometheus_parse::{Scrape, Value};
 use std::collections::HashMap;
 
 /// A parsed `/metrics` answer.
-pub struct Metrics(Scrape);
+pub struct Metrics {
+    scrape: Scrape,
+    /// Family name -> its `# TYPE` (OpenMetrics names a counter's family
+    /// without the `_total` its samples carry, so the parser cannot type
+    /// those samples itself).
+    types: HashMap<String, String>,
+}
 
 impl Metrics {
     pub fn parse(reply: &Reply) -> Metrics {
         assert_eq!(reply.status, 200, "{}", reply.body);
         let lines = reply.body.lines().map(|l| Ok(l.to_owned()));
-        Metrics(Scrape::parse(lines).expect("Prometheus text"))
+        let types = reply
+            .body
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .map(|(name, kind)| (name.to_owned(), kind.trim().to_owned()))
+            .collect();
+        Metrics {
+            scrape: Scrape::parse(lines).expect("Prometheus text"),
+            types,
+        }
+    }
+
+    /// The `# TYPE` of the family `name` (`counter`, `gauge`, ...).
+    pub fn type_of(&self, name: &str) -> Option<&str> {
+        self.types.get(name).map(String::as_str)
     }
 
     /// The value of the sample `name` whose labels include `labels`;
     /// several matches are summed. `None` if there is no such sample.
     pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let values: Vec<f64> = self
-            .0
+            .scrape
             .samples
             .iter()
             .filter(|s| s.metric == name)
@@ -41,7 +62,7 @@ impl Metrics {
     }
 
     pub fn has_histogram(&self, name: &str) -> bool {
-        self.0
+        self.scrape
             .samples
             .iter()
             .any(|s| s.metric == name && matches!(s.value, Value::Histogram(_)))
@@ -158,6 +179,114 @@ fn metrics_follow_requests_loads_and_kv_calls() {
         restarted.value("outpost_module_loads_total", &[("source", "compiled")]),
         0.0
     );
+}
+
+#[test]
+fn cache_metrics_and_function_counts_follow_hits_misses_and_stale_answers() {
+    let node = Node::start(&[("c", "cachetest")]);
+    let before = scrape(&node);
+    for (family, kind) in [
+        ("outpost_cache_requests", "counter"),
+        ("outpost_cache_refreshes", "counter"),
+        ("outpost_cache_evictions", "counter"),
+        ("outpost_cache_bytes", "gauge"),
+        ("outpost_cache_entries", "gauge"),
+        ("outpost_cache_function_bytes", "gauge"),
+    ] {
+        assert_eq!(before.type_of(family), Some(kind), "{family}");
+    }
+    assert_eq!(before.get("outpost_cache_bytes", &[]), Some(0.0));
+    assert_eq!(before.get("outpost_cache_entries", &[]), Some(0.0));
+    assert_eq!(before.get("outpost_cache_evictions_total", &[]), Some(0.0));
+    // A function the node serves has its series from the start, at zero.
+    for result in ["hit", "miss", "stale", "bypass"] {
+        assert_eq!(
+            before.get(
+                "outpost_cache_requests_total",
+                &[("function", "c"), ("result", result)]
+            ),
+            Some(0.0),
+            "{result}"
+        );
+    }
+
+    let header = |r: &Reply| r.header("x-outpost-cache").unwrap_or("(none)").to_owned();
+    let path = "/c/x?cc=public,max-age=60";
+    assert_eq!(header(&node.get(path)), "miss");
+    assert_eq!(header(&node.get(path)), "hit");
+    // Never looked up (and it names another URL, so x stays stored).
+    assert_eq!(
+        header(&node.request("POST", "/c/other", &[], b"x")),
+        "bypass"
+    );
+    // Stale on arrival (Age past max-age), inside stale-while-revalidate:
+    // stored, then answered stale while one refresh runs.
+    let swr = "/c/swr?cc=public,max-age=60,stale-while-revalidate=600&age=100";
+    assert_eq!(header(&node.get(swr)), "miss");
+    assert_eq!(header(&node.get(swr)), "stale");
+
+    let after = scrape(&node);
+    let requests = |m: &Metrics, result: &str| {
+        m.value(
+            "outpost_cache_requests_total",
+            &[("function", "c"), ("result", result)],
+        )
+    };
+    assert_eq!(
+        ["hit", "miss", "stale", "bypass"].map(|r| requests(&after, r)),
+        [1.0, 2.0, 1.0, 1.0]
+    );
+    assert_eq!(
+        after.get("outpost_cache_refreshes_total", &[("function", "c")]),
+        Some(1.0)
+    );
+    assert_eq!(after.get("outpost_cache_entries", &[]), Some(2.0));
+    let bytes = after.get("outpost_cache_bytes", &[]).unwrap();
+    assert!(bytes > 0.0);
+    assert_eq!(
+        after.get("outpost_cache_function_bytes", &[("function", "c")]),
+        Some(bytes),
+        "one function holds it all"
+    );
+    assert_eq!(after.get("outpost_cache_evictions_total", &[]), Some(0.0));
+
+    // The same counts, and the hit ratio, per function in /functions.
+    let functions = node.admin_get("/functions", &[]).json();
+    let c = functions["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "c")
+        .unwrap_or_else(|| panic!("{functions}"))["cache"]
+        .clone();
+    assert_eq!(
+        c,
+        serde_json::json!({
+            "enabled": true, "hits": 1, "misses": 2, "stale": 1, "bypass": 1,
+            // Fresh and stale answers over the requests looked up.
+            "hit_ratio": 0.5,
+        })
+    );
+
+    // Counters only grow: a purge empties the gauges, not the counts. (The
+    // background refresh may store its answer after a purge: purge again.)
+    let later = eventually("the cache emptied", || {
+        let purged = node.admin_request("POST", "/cache/purge", &[], br#"{"function":"c"}"#);
+        assert_eq!(purged.status, 200, "{}", purged.body);
+        let m = scrape(&node);
+        (m.get("outpost_cache_entries", &[]) == Some(0.0)).then_some(m)
+    });
+    assert_eq!(later.get("outpost_cache_bytes", &[]), Some(0.0));
+    assert_eq!(
+        later.get("outpost_cache_function_bytes", &[("function", "c")]),
+        Some(0.0)
+    );
+    for result in ["hit", "miss", "stale", "bypass"] {
+        assert!(
+            requests(&later, result) >= requests(&after, result),
+            "{result}"
+        );
+    }
 }
 
 #[test]

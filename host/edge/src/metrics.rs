@@ -1,6 +1,8 @@
 //! The edge node's Prometheus metrics: one registry whose handles the
 //! request path bumps with atomics; gauges that describe state (outbox,
-//! lag, slots) are refreshed from their sources when scraped.
+//! lag, slots) are refreshed from their sources when scraped, and so are
+//! the HTTP cache's counters ([`CacheMetrics`]), raised to the cache's own
+//! counts so the request path bumps one atomic, not two.
 
 use outpost_caps::ops::OpCounts;
 use prometheus_client::encoding::{
@@ -140,6 +142,14 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+/// What the HTTP cache did for a request of one function.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub function: Name,
+    /// `hit`, `miss`, `stale` or `bypass` (`http_cache::Outcome`).
+    pub result: &'static str,
+}
+
 /// One cloud replica, by its base URL as configured (so the label set is
 /// as small as the `--cloud` list).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -173,6 +183,34 @@ pub struct Metrics {
     pub remote_writes: Family<ResultLabels, Counter>,
     /// Refreshed when scraped.
     pub gauges: ScrapeGauges,
+    /// The HTTP cache's, refreshed when scraped.
+    pub cache: CacheMetrics,
+}
+
+/// The HTTP cache's metrics. The counters are the cache's own per-function
+/// counts (`http_cache::CacheCounts`, kept by the request path), carried
+/// over at scrape with [`raise`]; a series per function the node has seen,
+/// as `request_duration_seconds` has.
+#[derive(Debug, Default)]
+pub struct CacheMetrics {
+    /// Requests by function and what the cache did.
+    pub requests: Family<CacheLabels, Counter>,
+    /// Background refreshes (stale-while-revalidate) started, by function.
+    pub refreshes: Family<FunctionLabels, Counter>,
+    /// Entries evicted to make room, since start.
+    pub evictions: Counter,
+    /// Bytes held, as counted against `[cache] memory-bytes`.
+    pub bytes: Gauge,
+    /// Entries held.
+    pub entries: Gauge,
+    /// Bytes held per function.
+    pub function_bytes: Family<FunctionLabels, Gauge>,
+}
+
+/// Raises `counter` to `total`, a count kept elsewhere that only grows:
+/// never lowers it, so two scrapes at once cannot make it go back.
+pub fn raise(counter: &Counter, total: u64) {
+    counter.inner().fetch_max(total, Ordering::Relaxed);
 }
 
 /// Gauges set from their sources at scrape time.
@@ -301,6 +339,37 @@ impl Metrics {
             "remote_writes",
             "Writes from the cloud's feed, by whether they won here (applied) or lost to a newer local version (older)",
             self.remote_writes.clone(),
+        );
+        let c = &self.cache;
+        r.register(
+            "cache_requests",
+            "Function requests by what the HTTP cache did: hit (a fresh entry, 304s included), stale (a stale entry), miss (the function ran), bypass (not looked up)",
+            c.requests.clone(),
+        );
+        r.register(
+            "cache_refreshes",
+            "Background refreshes of stale entries (stale-while-revalidate) started, by function",
+            c.refreshes.clone(),
+        );
+        r.register(
+            "cache_evictions",
+            "HTTP cache entries evicted to make room, since start",
+            c.evictions.clone(),
+        );
+        r.register(
+            "cache_bytes",
+            "Bytes the HTTP cache holds, as counted against its memory budget",
+            c.bytes.clone(),
+        );
+        r.register(
+            "cache_entries",
+            "Responses the HTTP cache holds",
+            c.entries.clone(),
+        );
+        r.register(
+            "cache_function_bytes",
+            "Bytes the HTTP cache holds for each function",
+            c.function_bytes.clone(),
         );
         let g = &self.gauges;
         for (name, help, gauge) in [
@@ -444,5 +513,28 @@ mod tests {
         assert!(text.contains("outpost_requests_total{function=\"hello\",status=\"200\"} 1"));
         assert!(text.contains("outpost_request_duration_seconds_count{function=\"hello\"} 1"));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn cache_counters_are_counters_raised_never_lowered() {
+        let m = Metrics::default();
+        let labels = CacheLabels {
+            function: Name("c".into()),
+            result: "hit",
+        };
+        raise(&m.cache.requests.get_or_create(&labels), 5);
+        raise(&m.cache.requests.get_or_create(&labels), 3);
+        raise(&m.cache.evictions, 2);
+        m.cache.bytes.set(100);
+        let text = m.render();
+        assert!(
+            text.contains("# TYPE outpost_cache_requests counter"),
+            "{text}"
+        );
+        assert!(text.contains("outpost_cache_requests_total{function=\"c\",result=\"hit\"} 5"));
+        assert!(text.contains("# TYPE outpost_cache_evictions counter"));
+        assert!(text.contains("outpost_cache_evictions_total 2"));
+        assert!(text.contains("# TYPE outpost_cache_bytes gauge"));
+        assert!(text.contains("outpost_cache_bytes 100"));
     }
 }

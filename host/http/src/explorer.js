@@ -18,6 +18,12 @@
 //        -> {store, key, current, versions: [...], lost: [...], window}
 //   POST /conflicts/ID/review {note} -> {id, review: {by, at_ms, note}}
 //
+// A value is shown as the cloud gives it (`{format, text}`), in full;
+// one that alone passed the answer's byte budget comes cut (`cut: true,
+// full_bytes: N`) and is shown with a note saying how much of it that is
+// (`value-cut`); a history the budget stopped (`window.truncated`) says
+// so too (`history-truncated`).
+//
 // Every part a test looks for has a `data-testid`; the root carries
 // `data-loads` (list loads finished) and `data-state` (ok, error, auth,
 // no-cloud). Data is never parsed as HTML: every node is built with
@@ -72,11 +78,14 @@
 .ox .ox-write.ox-won { border-left-color: var(--ox-ok); }
 .ox .ox-write.ox-lost { border-left-color: var(--ox-bad); }
 .ox .ox-write-head { display: flex; flex-wrap: wrap; gap: 2px 8px; font-size: 12px; }
-/* Values are never cut: wrapped (no horizontal scrollbar hides text), and a
-   long one is collapsed to a few lines until "show all". */
+/* Values are wrapped (no horizontal scrollbar hides text), and a long one is
+   collapsed to a few lines until "show all". Only the cloud cuts one (past
+   its answer budget), and then the note above it says so. */
 .ox pre.ox-value { margin: 4px 0 0; padding: 4px 6px; background: var(--ox-bg); border-radius: 4px;
   white-space: pre-wrap; overflow-wrap: anywhere; word-break: break-word; overflow: hidden; }
 .ox pre.ox-value.ox-collapsed { max-height: 9.5em; }
+.ox pre.ox-value.ox-cut { border-bottom: 2px dashed var(--ox-warn); }
+.ox .ox-cut-note { margin: 4px 0 0; font-size: 12px; }
 .ox .ox-review { margin-top: 6px; display: flex; flex-wrap: wrap; gap: 4px 8px; align-items: center; font-size: 12px; }
 .ox .ox-history { border: 1px solid var(--ox-accent); border-radius: 6px; padding: 8px; min-width: 0; }
 .ox .ox-version { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1fr); gap: 8px;
@@ -123,33 +132,51 @@
   }
   const isoTime = ms => { const d = new Date(Number(ms)); return isNaN(d) ? '' : d.toISOString(); };
   const time = (ms, testid) => h('time', { 'data-testid': testid || 'write-time', 'data-ms': ms, datetime: isoTime(ms), title: isoTime(ms) }, fmtTime(ms));
+  function fmtBytes(n) {
+    n = Number(n);
+    if (!Number.isFinite(n)) return '?';
+    let i = 0;
+    for (; n >= 1024 && i < 4; i++) n /= 1024;
+    return (i ? +n.toFixed(1) : n).toLocaleString() + ' ' + ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'][i];
+  }
+  const utf8Bytes = text => new TextEncoder().encode(text).length;
   const bucketName = s => ({ 60: 'minute', 3600: 'hour', 86400: 'day' })[s] || `${s} s`;
   const REASONS = {
     'higher-hlc': 'its write is later (higher HLC)',
     'node-id-tie': 'same HLC; the higher node id breaks the tie',
   };
 
-  // A stored value as text, in full: long ones collapsed behind a toggle.
+  // A stored value as text, in full as the cloud sent it: long ones
+  // collapsed behind a toggle; one the cloud cut, under a note saying so.
   function valueBlock(shown) {
     shown = shown || { format: 'deleted', text: '' };
     if (shown.format === 'deleted') {
       return h('pre', { class: 'ox-value ox-muted', 'data-testid': 'write-value', 'data-format': 'deleted' }, '(deleted)');
     }
     const text = shown.text == null ? '' : String(shown.text);
-    const pre = h('pre', { class: 'ox-value', 'data-testid': 'write-value', 'data-format': shown.format, title: shown.format }, text);
+    const cut = shown.cut === true;
+    const pre = h('pre', { class: 'ox-value' + (cut ? ' ox-cut' : ''), 'data-testid': 'write-value', 'data-format': shown.format,
+      'data-cut': cut ? 'true' : null, title: shown.format }, text);
     if (text === '') pre.append(h('i', { class: 'ox-muted' }, '(empty)'));
+    let note = null;
+    if (cut) {
+      const kept = utf8Bytes(text), full = shown.full_bytes;
+      note = h('p', { class: 'ox-note ox-cut-note', 'data-testid': 'value-cut', 'data-shown-bytes': kept, 'data-full-bytes': full,
+        title: `${kept.toLocaleString()} of ${full == null ? '?' : Number(full).toLocaleString()} bytes of the ${shown.format} display` },
+        `Shown: the first ${fmtBytes(kept)} of ${full == null ? 'more' : fmtBytes(full)}; the rest is past the answer budget.`);
+    }
     const lines = text.split('\n').length;
-    if (text.length <= COLLAPSE_CHARS && lines <= COLLAPSE_LINES) return pre;
+    if (text.length <= COLLAPSE_CHARS && lines <= COLLAPSE_LINES) return note ? h('div', { class: 'ox-value-wrap' }, note, pre) : pre;
     pre.classList.add('ox-collapsed');
     const size = `${text.length.toLocaleString()} chars` + (lines > 1 ? `, ${lines} lines` : '');
-    const toggle = h('button', { type: 'button', class: 'ox-link', 'data-testid': 'value-toggle', 'aria-expanded': 'false' },
-      `show all (${size})`);
+    const more = () => cut ? `show all that is shown (${size})` : `show all (${size})`;
+    const toggle = h('button', { type: 'button', class: 'ox-link', 'data-testid': 'value-toggle', 'aria-expanded': 'false' }, more());
     toggle.addEventListener('click', () => {
       const collapsed = pre.classList.toggle('ox-collapsed');
       toggle.setAttribute('aria-expanded', String(!collapsed));
-      toggle.textContent = collapsed ? `show all (${size})` : 'show less';
+      toggle.textContent = collapsed ? more() : 'show less';
     });
-    return h('div', { class: 'ox-value-wrap' }, pre, toggle);
+    return h('div', { class: 'ox-value-wrap' }, note, pre, toggle);
   }
 
   // One write: node, time, HLC, value.
@@ -435,6 +462,9 @@
         r.current ? null : h('p', { class: 'ox-muted', 'data-testid': 'history-no-current' }, 'The cloud holds no value for this key.'),
         w.complete === false ? h('p', { class: 'ox-note ox-muted', 'data-testid': 'history-window' },
           `Only the most recent changes were read (${w.changes_scanned ?? '?'} changes, ${w.conflicts_scanned ?? '?'} conflicts): older versions may be missing.`) : null,
+        w.truncated === true ? h('p', { class: 'ox-note', 'data-testid': 'history-truncated' },
+          `Showing the newest ${versions.length} ${versions.length === 1 ? 'version' : 'versions'} and ${lost.length} lost ` +
+          `${lost.length === 1 ? 'write' : 'writes'}: older ones the cloud found are past the answer budget and left out.`) : null,
         rows.length ? null : h('p', { class: 'ox-muted' }, 'No versions in the changes read.'),
         ...rows,
         orphans.length ? h('div', { class: 'ox-lost-list', 'data-testid': 'history-orphans' },

@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `GET /` | the dashboard (static; it calls the API with the token from `#token=`) |
 //! | `GET /metrics` | Prometheus (OpenMetrics text) |
-//! | `GET /functions` | every function: version, source, load error, request counts, latency |
+//! | `GET /functions` | every function: version, source, load error, request counts, latency, what the HTTP cache did for it (`cache`: hits, misses, stale, bypass, hit_ratio) |
 //! | `GET /events?limit=N` | recent loads, reloads, removals and failures, newest first |
 //! | `GET /outbox` | outbox depth and age, epoch, last ack, cloud link (the replica in use, all replicas, blocked or not), replication lag |
 //! | `GET /outbox/quarantine?since=I&limit=N` | records the cloud refused for good, with its reason |
@@ -393,7 +393,50 @@ impl Admin {
             g.replication_blocked
                 .set(i64::from(state.blocked.is_some()));
         }
+        self.scrape_cache();
         self.metrics.render()
+    }
+
+    /// Carries the HTTP cache's counts (kept per function by the request
+    /// path) and its size into the metrics: a series per name the node
+    /// has seen, so the label set is as small as the modules folder.
+    fn scrape_cache(&self) {
+        use crate::http_cache::Outcome;
+        let Some(cache) = &self.cache else {
+            return;
+        };
+        let m = &self.metrics.cache;
+        let store = cache.store();
+        // One pass over the shards: the totals are the per-function sums.
+        let held = store.per_function();
+        let (bytes, entries) = held
+            .values()
+            .fold((0, 0), |(b, e), &(fb, fe)| (b + fb, e + fe));
+        m.bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        m.entries.set(i64::try_from(entries).unwrap_or(i64::MAX));
+        metrics::raise(&m.evictions, store.evictions());
+        for (name, stats, _) in self.activity.names() {
+            let t = stats.cache.totals();
+            let function = metrics::Name(Arc::from(name.as_str()));
+            for (outcome, total) in [
+                (Outcome::Hit, t.hits),
+                (Outcome::Miss, t.misses),
+                (Outcome::Stale, t.stale),
+                (Outcome::Bypass, t.bypass),
+            ] {
+                let labels = metrics::CacheLabels {
+                    function: function.clone(),
+                    result: outcome.as_str(),
+                };
+                metrics::raise(&m.requests.get_or_create(&labels), total);
+            }
+            let labels = metrics::FunctionLabels { function };
+            metrics::raise(&m.refreshes.get_or_create(&labels), t.refreshes);
+            let held_bytes = held.get(name.as_str()).map_or(0, |&(b, _)| b);
+            m.function_bytes
+                .get_or_create(&labels)
+                .set(i64::try_from(held_bytes).unwrap_or(i64::MAX));
+        }
     }
 
     fn functions(&self) -> Value {
@@ -404,6 +447,7 @@ impl Admin {
             .map(|(name, stats, last_error)| {
                 let serving = self.registry.get(&name);
                 let latency = stats.latency.snapshot();
+                let cache = stats.cache.totals();
                 let buckets: Vec<Value> = latency
                     .cumulative()
                     .into_iter()
@@ -431,6 +475,16 @@ impl Admin {
                         "count": latency.count,
                         "sum": latency.sum_seconds,
                         "buckets": buckets,
+                    },
+                    "cache": {
+                        // Whether the cache looks its requests up now (the
+                        // node's cache on and the function's not turned off).
+                        "enabled": serving.as_ref().map(|f| self.cache.is_some() && f.policy.cache.enabled),
+                        "hits": cache.hits,
+                        "misses": cache.misses,
+                        "stale": cache.stale,
+                        "bypass": cache.bypass,
+                        "hit_ratio": cache.hit_ratio(),
                     },
                 })
             })
@@ -670,7 +724,6 @@ impl Admin {
         }
     }
 
-    /// This node's copy of a store, tombstones included (see the table).
     /// `GET /cache`: the cache's size and each function's counts.
     fn cache(&self) -> Response<Full> {
         let Some(cache) = &self.cache else {
@@ -683,20 +736,17 @@ impl Admin {
             .names()
             .into_iter()
             .map(|(name, stats, _)| {
-                let c = &stats.cache;
-                let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+                let t = stats.cache.totals();
                 let (bytes, entries) = held.get(name.as_str()).copied().unwrap_or_default();
-                let (hits, misses, stale) = (get(&c.hits), get(&c.misses), get(&c.stale));
-                let looked = hits + misses + stale;
                 (
                     name,
                     json!({
-                        "hits": hits,
-                        "misses": misses,
-                        "stale": stale,
-                        "bypass": get(&c.bypass),
-                        "refreshes": get(&c.refreshes),
-                        "hit_ratio": if looked == 0 { Value::Null } else { json!((hits + stale) as f64 / looked as f64) },
+                        "hits": t.hits,
+                        "misses": t.misses,
+                        "stale": t.stale,
+                        "bypass": t.bypass,
+                        "refreshes": t.refreshes,
+                        "hit_ratio": t.hit_ratio(),
                         "bytes": bytes,
                         "entries": entries,
                     }),
@@ -857,6 +907,7 @@ impl Admin {
         }
     }
 
+    /// This node's copy of a store, tombstones included (see the table).
     fn kv(&self, req: &Request<RequestBody>) -> Response<Full> {
         let query = req.uri().query().unwrap_or("");
         let param = |name: &str| {

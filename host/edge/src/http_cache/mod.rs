@@ -134,6 +134,43 @@ impl CacheCounts {
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// The counts now, for the admin API and the metrics (each only
+    /// grows, so a later read never shows less).
+    pub fn totals(&self) -> CacheTotals {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CacheTotals {
+            hits: get(&self.hits),
+            misses: get(&self.misses),
+            stale: get(&self.stale),
+            bypass: get(&self.bypass),
+            refreshes: get(&self.refreshes),
+        }
+    }
+}
+
+/// [`CacheCounts`] read at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheTotals {
+    pub hits: u64,
+    pub misses: u64,
+    pub stale: u64,
+    pub bypass: u64,
+    pub refreshes: u64,
+}
+
+impl CacheTotals {
+    /// Requests the cache looked up (answered from it or not).
+    pub fn looked_up(&self) -> u64 {
+        self.hits + self.misses + self.stale
+    }
+
+    /// Answers from the cache (fresh or stale) over requests looked up;
+    /// `None` before the first lookup.
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let looked = self.looked_up();
+        (looked > 0).then(|| (self.hits + self.stale) as f64 / looked as f64)
+    }
 }
 
 /// What a purge names.

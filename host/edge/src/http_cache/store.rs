@@ -65,7 +65,8 @@ impl Entry {
 }
 
 struct Slot {
-    entry: Entry,
+    /// Shared with the requests it answers: a hit clones a pointer.
+    entry: Arc<Entry>,
     size: usize,
     /// Its place in the shard's recency order.
     tick: u64,
@@ -123,7 +124,7 @@ impl Store {
     }
 
     /// The entry for `key` whose variant `matches`, marked recently used.
-    pub fn get(&self, key: &Key, matches: impl Fn(&Entry) -> bool) -> Option<Entry> {
+    pub fn get(&self, key: &Key, matches: impl Fn(&Entry) -> bool) -> Option<Arc<Entry>> {
         let mut shard = self.shard(key).lock().expect("cache shard lock");
         let tick = self.next_tick();
         let shard = &mut *shard;
@@ -157,7 +158,11 @@ impl Store {
             shard.order.remove(&old.tick);
             shard.bytes -= old.size;
         }
-        slots.push(Slot { entry, size, tick });
+        slots.push(Slot {
+            entry: Arc::new(entry),
+            size,
+            tick,
+        });
         shard.order.insert(tick, (key, variant));
         shard.bytes += size;
         let mut evicted = Removed::default();
