@@ -27,8 +27,9 @@
 //! `handler-error` with an error id (the cause goes to the node's log).
 //!
 //! Each request runs in a fresh instance: statics start from scratch every
-//! time, so keep state in Outpost's key-value store ([`kv`]), and send
-//! events to the cloud tier with [`queue`].
+//! time, so keep state in Outpost's key-value store ([`kv`]), send events
+//! to the cloud tier with [`queue`], and purge what the node's HTTP cache
+//! holds of your responses with [`cache`].
 
 pub use http;
 
@@ -112,6 +113,33 @@ pub mod kv {
 /// ```
 pub mod queue {
     pub use crate::bindings::outpost::edge::queue::{Error, enqueue};
+}
+
+/// This function's entries in the node's HTTP cache (WIT
+/// `outpost:edge/cache`), purged by surrogate key: the keys a response
+/// names in its `Surrogate-Key` header (space-separated).
+///
+/// ```no_run
+/// use outpost_sdk::{cache, kv};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // The page `/news` answered with `Surrogate-Key: news` and a
+/// // `Cache-Control` that let the node store it. After the write that
+/// // changes it, the stored copies go:
+/// kv::Store::open("default")?.set("headline", b"...")?;
+/// match cache::purge("news") {
+///     Ok(entries) => { let _ = entries; } // how many went (0: none was stored)
+///     Err(cache::PurgeError::InvalidKey) => {} // empty, over 1 KiB, or not visible ASCII
+///     Err(cache::PurgeError::Unavailable) => {} // the node runs without a cache
+/// }
+/// # Ok(())
+/// # }
+/// ```
+///
+/// A function purges only its own entries, and only on the node it runs
+/// on: other nodes keep theirs until they expire.
+pub mod cache {
+    pub use crate::bindings::outpost::edge::cache::{PurgeError, purge};
 }
 
 use std::io::Write as _;

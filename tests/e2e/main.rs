@@ -6,6 +6,7 @@ mod harness;
 
 mod admin_explorer;
 mod bench_cli;
+mod cache_purge;
 mod cloud_disk;
 mod cloud_pg;
 mod config;

@@ -1,5 +1,6 @@
-//! Host bindings for Outpost's own WIT interfaces (`outpost:edge/kv` and
-//! `outpost:edge/queue`), generated from `wit/kv.wit`.
+//! Host bindings for Outpost's own WIT interfaces (`outpost:edge/kv`,
+//! `outpost:edge/queue` and `outpost:edge/cache`), generated from
+//! `wit/kv.wit`.
 
 #![allow(missing_docs)]
 
@@ -21,4 +22,4 @@ wasmtime::component::bindgen!({
     additional_derives: [PartialEq, Eq],
 });
 
-pub use self::outpost::edge::{kv, queue};
+pub use self::outpost::edge::{cache, kv, queue};

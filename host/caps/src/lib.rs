@@ -10,14 +10,16 @@
 //!
 //! [`kv`] (stores, grants, replication), [`wasi_keyvalue`] (the standard
 //! `wasi:keyvalue` over kv's stores and policy), [`queue`] (durable events
-//! to the cloud) and [`outbound`] (`wasi:http` requests out, deny by
-//! default).
+//! to the cloud), [`outbound`] (`wasi:http` requests out, deny by
+//! default) and [`cache`] (a function's own entries in the node's HTTP
+//! cache, purged by surrogate key).
 //! A capability reports its failures with its own typed errors; it knows
 //! nothing of the edge's server, router or admin.
 
 #![warn(missing_docs)]
 
 pub mod bindings;
+pub mod cache;
 pub mod kv;
 pub mod link;
 pub mod ops;

@@ -53,7 +53,7 @@ pub async fn serve(
     let (engines, _allocator) = engine::build(&config)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-    let cache = cache::CodeCache::open(&config.data_dir, &engines[0])
+    let code_cache = cache::CodeCache::open(&config.data_dir, &engines[0])
         .with_context(|| format!("cannot open code cache in {}", config.data_dir.display()))?;
     if config.new_epoch {
         let renewed = outpost_store::epoch::renew(&config.data_dir)
@@ -99,14 +99,24 @@ pub async fn serve(
         ops: metrics.kv_ops.clone(),
         link: link.clone(),
     });
-    let loader = Arc::new(loader::Loader::new(
-        engines,
-        cache,
-        services,
-        config.kv_limits,
-        config.limits,
-        metrics.clone(),
-    )?);
+    let cache = config
+        .cache
+        .enabled
+        .then(|| Arc::new(http_cache::HttpCache::new(config.cache.clone())));
+    let purger = cache
+        .clone()
+        .map(|cache| cache as Arc<dyn outpost_caps::cache::Purger>);
+    let loader = Arc::new(
+        loader::Loader::new(
+            engines,
+            code_cache,
+            services,
+            config.kv_limits,
+            config.limits,
+            metrics.clone(),
+        )?
+        .with_purger(purger),
+    );
     let registry = Arc::new(registry::Registry::default());
     let modules = modules::ModulesDir::open(&config.modules_dir).with_context(|| {
         format!(
@@ -114,10 +124,6 @@ pub async fn serve(
             config.modules_dir.display()
         )
     })?;
-    let cache = config
-        .cache
-        .enabled
-        .then(|| Arc::new(http_cache::HttpCache::new(config.cache.clone())));
     let deployer = Arc::new(deployer::Deployer::new(
         loader,
         registry.clone(),

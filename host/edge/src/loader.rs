@@ -12,6 +12,7 @@ use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::state::RequestState;
 use outpost_caps::Services;
+use outpost_caps::cache::{CachePolicy, Purger};
 use outpost_caps::kv::{KvLimits, KvPolicy};
 use outpost_caps::queue::QueuePolicy;
 use sha2::{Digest, Sha256};
@@ -70,6 +71,9 @@ pub struct Loader {
     /// Host-wide request limits; a function's settings may only lower them.
     limits: Limits,
     metrics: Arc<Metrics>,
+    /// The node's HTTP cache as `outpost:edge/cache` purges it; none
+    /// without one (see [`Loader::with_purger`]).
+    purger: Option<Arc<dyn Purger>>,
 }
 
 /// A function's parsed settings file and its hash.
@@ -125,7 +129,16 @@ impl Loader {
             kv_limits,
             limits,
             metrics,
+            purger: None,
         })
+    }
+
+    /// The node's HTTP cache, for the versions this loader makes to purge
+    /// their own entries from; without one (the default) a purge answers
+    /// `unavailable`.
+    pub fn with_purger(mut self, purger: Option<Arc<dyn Purger>>) -> Self {
+        self.purger = purger;
+        self
     }
 
     /// What `settings` allow function `name`, within the host's limits.
@@ -144,6 +157,7 @@ impl Loader {
             allowed_hosts: settings.config.allowed_hosts().into(),
             env: Arc::new(env),
             cache: settings.config.cache,
+            purge: CachePolicy::new(self.purger.clone()),
         })
     }
 

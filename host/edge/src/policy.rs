@@ -4,6 +4,7 @@
 
 use crate::function_env::FunctionEnv;
 use crate::limits::Limits;
+use outpost_caps::cache::CachePolicy;
 use outpost_caps::kv::KvPolicy;
 use outpost_caps::outbound::HostPattern;
 use outpost_caps::queue::QueuePolicy;
@@ -25,4 +26,7 @@ pub struct Policy {
     pub env: Arc<FunctionEnv>,
     /// `[cache]`: the HTTP cache in front of it.
     pub cache: crate::http_cache::CacheSection,
+    /// The node's HTTP cache, which `outpost:edge/cache` purges this
+    /// function's own entries from (none: the node runs without one).
+    pub purge: CachePolicy,
 }

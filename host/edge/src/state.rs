@@ -1,11 +1,13 @@
 //! What a `Store` holds for one request: WASI and wasi:http contexts, the
-//! resource table, one context per capability (kv, queue, outbound HTTP),
-//! the function's env and config values and the memory limiter.
+//! resource table, one context per capability (kv, queue, outbound HTTP,
+//! cache purge), the function's env and config values and the memory
+//! limiter.
 
 use crate::function_env::{EnvView, FunctionEnv};
 use crate::guest_log::{self, GuestLog};
 use crate::policy::Policy;
 use outpost_caps::Services;
+use outpost_caps::cache::{CacheCtx, CacheView};
 use outpost_caps::kv::{KvCtx, KvView};
 use outpost_caps::outbound::Outbound;
 use outpost_caps::queue::{QueueCtx, QueueView};
@@ -67,6 +69,9 @@ pub struct RequestState {
     outbound: Outbound,
     kv: KvCtx,
     queue: QueueCtx,
+    /// This function's entries in the node's HTTP cache, purged by
+    /// surrogate key.
+    cache: CacheCtx,
     /// The version's `[env]` and secrets, behind `wasi:cli/environment`
     /// and `wasi:config/store`: shared, so a request copies nothing.
     env: Arc<FunctionEnv>,
@@ -112,6 +117,10 @@ impl RequestState {
                 services: services.clone(),
                 function: name.clone(),
             },
+            cache: CacheCtx {
+                policy: policy.purge.clone(),
+                function: name.clone(),
+            },
             env: policy.env.clone(),
         }
     }
@@ -130,6 +139,11 @@ impl RequestState {
     /// The queue capability's view.
     pub fn queue(&mut self) -> QueueView<'_> {
         QueueView::new(&self.queue)
+    }
+
+    /// The cache capability's view.
+    pub fn cache(&mut self) -> CacheView<'_> {
+        CacheView::new(&self.cache)
     }
 
     /// `wasi:cli/environment`'s view: the function's `[env]`.

@@ -28,6 +28,11 @@
 //!   `If-None-Match` lists that tag (weak comparison, or `*`) or, without
 //!   `If-None-Match`, its `If-Modified-Since` is exactly `lm`. `no304=1`
 //!   always answers in full.
+//! - `purge=KEY`: first purges this function's entries tagged `KEY` from
+//!   the node's cache (`outpost_sdk::cache::purge`, before anything else
+//!   runs); the body adds `"purged"`: the number of entries that went, or
+//!   the error's name (`"invalid-key"`, `"unavailable"`). An empty
+//!   `purge=` purges by the empty key, which is refused.
 
 use outpost_sdk::{Request, Response, http};
 use serde_json::json;
@@ -87,6 +92,14 @@ fn handle(req: Request) -> Response {
             .into_owned()
             .collect(),
     );
+    // First, so it happens whatever the rest of the query makes of the
+    // run (a trap, a 304, a HEAD).
+    let purged = query
+        .get("purge")
+        .map(|key| match outpost_sdk::cache::purge(key) {
+            Ok(entries) => json!(entries),
+            Err(e) => json!(e.name()),
+        });
     if let Some(ms) = query.number("sleep_ms") {
         wasip2::clocks::monotonic_clock::subscribe_duration(ms.saturating_mul(1_000_000)).block();
     }
@@ -164,9 +177,11 @@ fn handle(req: Request) -> Response {
             "pragma": header(&req, "pragma"),
             "authorization": req.headers().contains_key("authorization"),
         },
-    })
-    .to_string()
-    .into_bytes();
+    });
+    if let Some(purged) = purged {
+        body["purged"] = purged;
+    }
+    let mut body = body.to_string().into_bytes();
     if let Some(size) = query.number("bytes").and_then(|n| usize::try_from(n).ok())
         && size > body.len()
     {
