@@ -282,6 +282,12 @@ impl Deployer {
         self.failed.record(name, remembered);
         let serving = self.registry.get(name);
         let message = error.to_string();
+        // The admin API's last error too, for the same reason.
+        self.metrics.load_failures.inc();
+        let mut event = Activity::event(name, EventKind::Failed);
+        event.version = identity.as_deref().map(|s| s[..12].to_owned());
+        event.message = Some(message.clone());
+        self.activity.record(event);
         match &serving {
             Some(old) => tracing::error!(target: "outpost::deployer",
                 function = %name,
@@ -297,11 +303,6 @@ impl Deployer {
                 "load failed; function not served"
             ),
         }
-        self.metrics.load_failures.inc();
-        let mut event = Activity::event(name, EventKind::Failed);
-        event.version = identity.as_deref().map(|s| s[..12].to_owned());
-        event.message = Some(message.clone());
-        self.activity.record(event);
         Outcome::Failed
     }
 }

@@ -69,13 +69,19 @@ struct Slot {
     entry: Arc<Entry>,
     size: usize,
     /// Its place in the shard's recency order.
-    tick: u64,
+    placed: u64,
+    /// When it was last used. A hit only sets this (no reordering, no
+    /// allocation); eviction moves a slot used since it was placed to the
+    /// back instead of evicting it, a second chance that makes the order
+    /// least recently used by the time it matters.
+    used: u64,
 }
 
 #[derive(Default)]
 struct Shard {
     entries: HashMap<Key, Vec<Slot>>,
-    /// Recency: tick -> (key, variant); the first is the least recent.
+    /// Recency: placement tick -> (key, variant); the first is the least
+    /// recently placed (see [`Slot::used`]).
     order: BTreeMap<u64, (Key, Vec<u8>)>,
     bytes: usize,
 }
@@ -133,10 +139,7 @@ impl Store {
             .get_mut(key)?
             .iter_mut()
             .find(|s| matches(&s.entry))?;
-        if let Some(place) = shard.order.remove(&slot.tick) {
-            shard.order.insert(tick, place);
-        }
-        slot.tick = tick;
+        slot.used = tick;
         Some(slot.entry.clone())
     }
 
@@ -155,21 +158,36 @@ impl Store {
         let slots = shard.entries.entry(key.clone()).or_default();
         if let Some(old) = slots.iter().position(|s| s.entry.variant == variant) {
             let old = slots.swap_remove(old);
-            shard.order.remove(&old.tick);
+            shard.order.remove(&old.placed);
             shard.bytes -= old.size;
         }
         slots.push(Slot {
             entry: Arc::new(entry),
             size,
-            tick,
+            placed: tick,
+            used: tick,
         });
         shard.order.insert(tick, (key, variant));
         shard.bytes += size;
         let mut evicted = Removed::default();
         while shard.bytes > self.budget_per_shard {
-            let Some((_, (key, variant))) = shard.order.pop_first() else {
+            let Some((placed, (key, variant))) = shard.order.pop_first() else {
                 break;
             };
+            let slot = shard
+                .entries
+                .get_mut(&key)
+                .and_then(|slots| slots.iter_mut().find(|s| s.entry.variant == variant));
+            if let Some(slot) = slot
+                && slot.used > placed
+            {
+                // Used since it was placed: to the back, not out.
+                let again = self.next_tick();
+                slot.placed = again;
+                slot.used = again;
+                shard.order.insert(again, (key, variant));
+                continue;
+            }
             if let Some(bytes) = remove_slot(shard, &key, &variant) {
                 evicted.entries += 1;
                 evicted.bytes += bytes as u64;
@@ -190,7 +208,7 @@ impl Store {
             shard.entries.retain(|key, slots| {
                 slots.retain(|s| {
                     if doomed(key, &s.entry) {
-                        order.remove(&s.tick);
+                        order.remove(&s.placed);
                         freed += s.size;
                         removed.entries += 1;
                         false
@@ -215,7 +233,7 @@ impl Store {
         };
         let mut removed = Removed::default();
         for s in slots {
-            shard.order.remove(&s.tick);
+            shard.order.remove(&s.placed);
             shard.bytes -= s.size;
             removed.entries += 1;
             removed.bytes += s.size as u64;
@@ -277,4 +295,79 @@ fn remove_slot(shard: &mut Shard, key: &Key, variant: &[u8]) -> Option<usize> {
     }
     shard.bytes -= slot.size;
     Some(slot.size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn entry(body: usize) -> Entry {
+        let mut response = HeaderMap::new();
+        response.insert(
+            http::header::CACHE_CONTROL,
+            "public, max-age=60".parse().unwrap(),
+        );
+        let stored = super::super::rules::storable(
+            &http::Method::GET,
+            &HeaderMap::new(),
+            StatusCode::OK,
+            &response,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
+        )
+        .unwrap();
+        Entry {
+            variant: Vec::new(),
+            stored,
+            status: StatusCode::OK,
+            headers: response,
+            body: Bytes::from(vec![0u8; body]),
+            surrogate_keys: Vec::new(),
+            version: (Arc::from("a"), Arc::from("b")),
+        }
+    }
+
+    fn key(n: usize) -> Key {
+        Key {
+            function: Arc::from("f"),
+            target: format!("host/{n}"),
+        }
+    }
+
+    #[test]
+    fn an_entry_used_since_it_was_stored_outlives_one_that_was_not() {
+        // One shard's budget holds about three 10 KiB entries; all keys
+        // are tried until three land in the same shard.
+        let store = Store::new(SHARDS * 36 * 1024);
+        let shard_of = |k: &Key| store.hasher.hash_one(k) as usize % SHARDS;
+        let same: Vec<Key> = (0..1000)
+            .map(key)
+            .filter(|k| shard_of(k) == shard_of(&key(0)))
+            .take(4)
+            .collect();
+        for k in &same[..3] {
+            store.insert(k.clone(), entry(10 * 1024));
+        }
+        // The oldest is used again: the next insert evicts the second.
+        assert!(store.get(&same[0], |_| true).is_some());
+        let evicted = store.insert(same[3].clone(), entry(10 * 1024));
+        assert_eq!(evicted.entries, 1);
+        assert!(store.get(&same[0], |_| true).is_some());
+        assert!(store.get(&same[1], |_| true).is_none());
+        assert!(store.get(&same[2], |_| true).is_some());
+        assert!(store.bytes() <= (SHARDS * 36 * 1024) as u64);
+    }
+
+    #[test]
+    fn purges_free_their_bytes_and_a_too_large_entry_is_not_stored() {
+        let store = Store::new(16 * 1024 * 1024);
+        store.insert(key(1), entry(100));
+        store.insert(key(2), entry(100));
+        assert_eq!(store.entries(), 2);
+        assert_eq!(store.purge_key(&key(1)).entries, 1);
+        assert_eq!(store.purge(|_, _| true).entries, 1);
+        assert_eq!((store.entries(), store.bytes()), (0, 0));
+        store.insert(key(3), entry(store.largest() + 1));
+        assert_eq!(store.entries(), 0);
+    }
 }
