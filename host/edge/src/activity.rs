@@ -21,7 +21,7 @@ pub struct FunctionStats {
     /// The same histogram Prometheus scrapes as `request_duration_seconds`.
     pub latency: LatencyHistogram,
     /// What the HTTP cache did for its requests.
-    pub cache: crate::http_cache::CacheCounts,
+    pub cache: CacheCounts,
 }
 
 impl FunctionStats {
@@ -236,5 +236,59 @@ mod tests {
         assert_eq!(stats.requests.load(Ordering::Relaxed), 1);
         assert_eq!(stats.errors.load(Ordering::Relaxed), 1);
         assert_eq!(stats.latency.snapshot().count, 1);
+    }
+}
+
+/// A function's cache counters, shared by its versions.
+#[derive(Debug, Default)]
+pub struct CacheCounts {
+    /// Fresh hits (304s included).
+    pub hits: AtomicU64,
+    /// Function runs for a GET or HEAD.
+    pub misses: AtomicU64,
+    /// Stale answers.
+    pub stale: AtomicU64,
+    /// Requests the cache did not look at.
+    pub bypass: AtomicU64,
+    /// Background refreshes started.
+    pub refreshes: AtomicU64,
+}
+
+impl CacheCounts {
+    /// The counts now, for the admin API and the metrics (each only
+    /// grows, so a later read never shows less).
+    pub fn totals(&self) -> CacheTotals {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CacheTotals {
+            hits: get(&self.hits),
+            misses: get(&self.misses),
+            stale: get(&self.stale),
+            bypass: get(&self.bypass),
+            refreshes: get(&self.refreshes),
+        }
+    }
+}
+
+/// [`CacheCounts`] read at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheTotals {
+    pub hits: u64,
+    pub misses: u64,
+    pub stale: u64,
+    pub bypass: u64,
+    pub refreshes: u64,
+}
+
+impl CacheTotals {
+    /// Requests the cache looked up (answered from it or not).
+    pub fn looked_up(&self) -> u64 {
+        self.hits + self.misses + self.stale
+    }
+
+    /// Answers from the cache (fresh or stale) over requests looked up;
+    /// `None` before the first lookup.
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let looked = self.looked_up();
+        (looked > 0).then(|| (self.hits + self.stale) as f64 / looked as f64)
     }
 }

@@ -2,6 +2,8 @@
 //! guest's body (streamed, or whole once the guest has returned). An enum,
 //! not a box, so the request path allocates nothing for it.
 
+pub mod tee;
+
 use crate::guest_body::GuestBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -17,7 +19,7 @@ pub enum OutBody {
     Guest(GuestBody),
     /// A body the HTTP cache keeps a copy of as it streams (boxed: only a
     /// cacheable response that is not already whole pays for it).
-    Cached(Box<crate::http_cache::tee::Tee>),
+    Cached(Box<tee::Tee>),
 }
 
 impl From<Full> for OutBody {

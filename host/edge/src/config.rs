@@ -117,7 +117,7 @@ pub struct ServeConfig {
     /// One `outpost::access` log line per request.
     pub access_log: bool,
     /// The HTTP cache in front of every function (`[cache]`).
-    pub cache: crate::http_cache::CacheSettings,
+    pub cache: CacheSettings,
 }
 
 /// A shared store declared in `outpost.toml`.
@@ -196,7 +196,7 @@ impl Default for ServeConfig {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
             admin_token: None,
             access_log: false,
-            cache: crate::http_cache::CacheSettings::default(),
+            cache: CacheSettings::default(),
         }
     }
 }
@@ -258,6 +258,30 @@ pub struct FileConfig {
     pub access_log: Option<bool>,
     #[serde(default)]
     pub cache: CacheFileConfig,
+}
+
+/// The host's cache settings (`[cache]` in `outpost.toml`).
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    /// Whether the cache runs at all.
+    pub enabled: bool,
+    /// Memory it may hold (bodies, headers, keys, bookkeeping).
+    pub memory_bytes: usize,
+    /// Largest response body stored; bigger ones pass through.
+    pub max_object_bytes: usize,
+    /// Whether responses carry [`CACHE_HEADER`].
+    pub status_header: bool,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            enabled: true,
+            memory_bytes: 64 * 1024 * 1024,
+            max_object_bytes: 4 * 1024 * 1024,
+            status_header: true,
+        }
+    }
 }
 
 /// `[cache]` in `outpost.toml`: the node's HTTP cache.
@@ -499,10 +523,7 @@ impl ServeConfig {
 
 /// The cache's settings: a memory budget of at least 1 MiB, and a largest
 /// object no bigger than a shard holds (a sixteenth of the memory).
-fn cache_settings(
-    file: CacheFileConfig,
-    d: &crate::http_cache::CacheSettings,
-) -> Result<crate::http_cache::CacheSettings, ConfigError> {
+fn cache_settings(file: CacheFileConfig, d: &CacheSettings) -> Result<CacheSettings, ConfigError> {
     let memory_bytes = file.memory_bytes.unwrap_or(d.memory_bytes);
     if memory_bytes < 1024 * 1024 {
         return Err(ConfigError::Value {
@@ -522,7 +543,7 @@ fn cache_settings(
             ),
         });
     }
-    Ok(crate::http_cache::CacheSettings {
+    Ok(CacheSettings {
         enabled: file.enabled.unwrap_or(d.enabled),
         memory_bytes,
         max_object_bytes,

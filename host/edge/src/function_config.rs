@@ -51,7 +51,34 @@ pub struct FunctionConfig {
     pub secrets: SecretsSection,
     /// `[cache]`: whether the node's HTTP cache answers for it.
     #[serde(default)]
-    pub cache: crate::http_cache::CacheSection,
+    pub cache: CacheSection,
+}
+
+/// `[cache]` in a function's `NAME.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CacheSection {
+    /// Whether the node's cache answers for this function (default true;
+    /// a function's responses are stored only when they say they may be).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Whether entries made by a previous version keep serving after a
+    /// deploy (default false: a new version starts with an empty cache).
+    #[serde(default)]
+    pub keep_on_deploy: bool,
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        CacheSection {
+            enabled: true,
+            keep_on_deploy: false,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Why a function's settings were refused.

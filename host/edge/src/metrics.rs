@@ -188,7 +188,7 @@ pub struct Metrics {
 }
 
 /// The HTTP cache's metrics. The counters are the cache's own per-function
-/// counts (`http_cache::CacheCounts`, kept by the request path), carried
+/// counts (`activity::CacheCounts`, kept by the request path), carried
 /// over at scrape with [`raise`]; a series per function the node has seen,
 /// as `request_duration_seconds` has.
 #[derive(Debug, Default)]

@@ -25,7 +25,7 @@ pub struct Policy {
     /// applied; shared by every request of the version.
     pub env: Arc<FunctionEnv>,
     /// `[cache]`: the HTTP cache in front of it.
-    pub cache: crate::http_cache::CacheSection,
+    pub cache: crate::function_config::CacheSection,
     /// The node's HTTP cache, which `outpost:edge/cache` purges this
     /// function's own entries from (none: the node runs without one).
     pub purge: CachePolicy,

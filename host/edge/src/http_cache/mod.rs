@@ -1,7 +1,8 @@
 //! The node's shared HTTP cache in front of every function (RFC 9111, a
 //! shared cache): a GET or HEAD the cache can answer never runs the
 //! function. The rules are in [`rules`], the memory in [`store`], the
-//! body that fills an entry as it streams to the client in [`tee`].
+//! body that fills an entry as it streams to the client in
+//! [`crate::body::tee`].
 //!
 //! What a request gets, in `x-outpost-cache`:
 //! - `hit`: a fresh stored response (or a 304 for the client's validator);
@@ -14,15 +15,16 @@
 
 pub mod rules;
 pub mod store;
-pub mod tee;
 
+use crate::activity::CacheCounts;
 use crate::body::OutBody;
+pub use crate::config::CacheSettings;
 use crate::function::Function;
 use crate::invoke::{self, admission::Admission};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use store::{Entry, Key, Store};
@@ -32,57 +34,6 @@ pub const CACHE_HEADER: &str = "x-outpost-cache";
 /// The response header whose values (space-separated) name the entry for
 /// purges, as Fastly's `Surrogate-Key`.
 pub const SURROGATE_KEY: &str = "surrogate-key";
-
-/// `[cache]` in a function's `NAME.toml`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct CacheSection {
-    /// Whether the node's cache answers for this function (default true;
-    /// a function's responses are stored only when they say they may be).
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    /// Whether entries made by a previous version keep serving after a
-    /// deploy (default false: a new version starts with an empty cache).
-    #[serde(default)]
-    pub keep_on_deploy: bool,
-}
-
-impl Default for CacheSection {
-    fn default() -> Self {
-        CacheSection {
-            enabled: true,
-            keep_on_deploy: false,
-        }
-    }
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// The host's cache settings (`[cache]` in `outpost.toml`).
-#[derive(Debug, Clone)]
-pub struct CacheSettings {
-    /// Whether the cache runs at all.
-    pub enabled: bool,
-    /// Memory it may hold (bodies, headers, keys, bookkeeping).
-    pub memory_bytes: usize,
-    /// Largest response body stored; bigger ones pass through.
-    pub max_object_bytes: usize,
-    /// Whether responses carry [`CACHE_HEADER`].
-    pub status_header: bool,
-}
-
-impl Default for CacheSettings {
-    fn default() -> Self {
-        CacheSettings {
-            enabled: true,
-            memory_bytes: 64 * 1024 * 1024,
-            max_object_bytes: 4 * 1024 * 1024,
-            status_header: true,
-        }
-    }
-}
 
 /// What the cache did for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,68 +60,15 @@ impl Outcome {
     }
 }
 
-/// A function's cache counters, shared by its versions.
-#[derive(Debug, Default)]
-pub struct CacheCounts {
-    /// Fresh hits (304s included).
-    pub hits: AtomicU64,
-    /// Function runs for a GET or HEAD.
-    pub misses: AtomicU64,
-    /// Stale answers.
-    pub stale: AtomicU64,
-    /// Requests the cache did not look at.
-    pub bypass: AtomicU64,
-    /// Background refreshes started.
-    pub refreshes: AtomicU64,
-}
-
-impl CacheCounts {
-    fn count(&self, outcome: Outcome) {
-        let counter = match outcome {
-            Outcome::Hit => &self.hits,
-            Outcome::Miss => &self.misses,
-            Outcome::Stale => &self.stale,
-            Outcome::Bypass => &self.bypass,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The counts now, for the admin API and the metrics (each only
-    /// grows, so a later read never shows less).
-    pub fn totals(&self) -> CacheTotals {
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        CacheTotals {
-            hits: get(&self.hits),
-            misses: get(&self.misses),
-            stale: get(&self.stale),
-            bypass: get(&self.bypass),
-            refreshes: get(&self.refreshes),
-        }
-    }
-}
-
-/// [`CacheCounts`] read at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CacheTotals {
-    pub hits: u64,
-    pub misses: u64,
-    pub stale: u64,
-    pub bypass: u64,
-    pub refreshes: u64,
-}
-
-impl CacheTotals {
-    /// Requests the cache looked up (answered from it or not).
-    pub fn looked_up(&self) -> u64 {
-        self.hits + self.misses + self.stale
-    }
-
-    /// Answers from the cache (fresh or stale) over requests looked up;
-    /// `None` before the first lookup.
-    pub fn hit_ratio(&self) -> Option<f64> {
-        let looked = self.looked_up();
-        (looked > 0).then(|| (self.hits + self.stale) as f64 / looked as f64)
-    }
+/// Counts `outcome` for the function whose counters are `counts`.
+fn count(counts: &CacheCounts, outcome: Outcome) {
+    let counter = match outcome {
+        Outcome::Hit => &counts.hits,
+        Outcome::Miss => &counts.misses,
+        Outcome::Stale => &counts.stale,
+        Outcome::Bypass => &counts.bypass,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// What a purge names.
@@ -264,7 +162,7 @@ impl HttpCache {
         let counts = &function.stats.cache;
         let method = req.method().clone();
         if !function.policy.cache.enabled {
-            counts.count(Outcome::Bypass);
+            count(counts, Outcome::Bypass);
             let response = invoke::invoke(function, admission, req, request_id).await;
             return self.mark(response, Outcome::Bypass);
         }
@@ -281,14 +179,14 @@ impl HttpCache {
             {
                 self.store.purge_key(&key);
             }
-            counts.count(Outcome::Bypass);
+            count(counts, Outcome::Bypass);
             return self.mark(response, Outcome::Bypass);
         }
         if let Some(bypass) = rules::lookup_bypass(&method, req.headers()) {
             // Ranges and preconditions other than If-None-Match /
             // If-Modified-Since go to the function, as they are.
             tracing::debug!(target: "outpost::cache", function = %function.name, reason = bypass.reason(), "not looked up");
-            counts.count(Outcome::Bypass);
+            count(counts, Outcome::Bypass);
             let response = invoke::invoke(function.clone(), admission, req, request_id).await;
             return self.mark(response, Outcome::Bypass);
         }
@@ -302,7 +200,7 @@ impl HttpCache {
         let stale_if_error = match &found {
             Some(entry) => match rules::freshness(&entry.stored, now, &directives) {
                 rules::Freshness::Fresh { age } => {
-                    counts.count(Outcome::Hit);
+                    count(counts, Outcome::Hit);
                     return self.answer(entry, &req, age, Outcome::Hit);
                 }
                 rules::Freshness::Stale {
@@ -311,7 +209,7 @@ impl HttpCache {
                     ..
                 } => {
                     self.refresh(&function, admission, &key, entry, &req);
-                    counts.count(Outcome::Stale);
+                    count(counts, Outcome::Stale);
                     return self.answer(entry, &req, age, Outcome::Stale);
                 }
                 rules::Freshness::Stale {
@@ -319,7 +217,7 @@ impl HttpCache {
                     client_accepts: true,
                     ..
                 } => {
-                    counts.count(Outcome::Stale);
+                    count(counts, Outcome::Stale);
                     return self.answer(entry, &req, age, Outcome::Stale);
                 }
                 rules::Freshness::Stale {
@@ -330,7 +228,7 @@ impl HttpCache {
                 rules::Freshness::MustRevalidate { .. } => None,
             },
             None if directives.only_if_cached => {
-                counts.count(Outcome::Miss);
+                count(counts, Outcome::Miss);
                 return self.mark(gateway_timeout(), Outcome::Miss);
             }
             None => None,
@@ -341,13 +239,13 @@ impl HttpCache {
             && response.status().is_server_error()
         {
             tracing::info!(target: "outpost::cache", function = %function.name, status = response.status().as_u16(), "the function failed; answering with the stale copy (stale-if-error)");
-            counts.count(Outcome::Stale);
+            count(counts, Outcome::Stale);
             let mut req = Request::new(());
             *req.method_mut() = method;
             *req.headers_mut() = request_headers;
             return self.answer(entry, &req, age, Outcome::Stale);
         }
-        counts.count(Outcome::Miss);
+        count(counts, Outcome::Miss);
         let response = if method == Method::GET && !directives.no_store {
             self.fill(&function, key, &request_headers, response, now)
         } else {
@@ -394,7 +292,7 @@ impl HttpCache {
         };
         let limit = self.settings.max_object_bytes.min(self.store.largest());
         let cache = self.clone();
-        let body = tee::Tee::wrap(body, limit, move |bytes| {
+        let body = crate::body::tee::Tee::wrap(body, limit, move |bytes| {
             let mut entry = entry;
             entry.body = bytes;
             cache.store.insert(key, entry);

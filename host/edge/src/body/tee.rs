@@ -3,7 +3,7 @@
 //! cache once the body has ended cleanly. A body over the limit, or one
 //! that fails, is passed on and not stored.
 
-use crate::body::OutBody;
+use super::OutBody;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use outpost_http::reply::BoxError;
