@@ -5,18 +5,7 @@
 //! whose `nonce` tells a fresh run from a cache hit.
 
 use crate::harness::*;
-
-/// The nonce of a reply's body: which run of the function made it.
-fn nonce(reply: &Reply) -> String {
-    reply.json()["nonce"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
-}
-
-fn cache(reply: &Reply) -> &str {
-    reply.header("x-outpost-cache").unwrap_or("(none)")
-}
+use crate::http_cache::{cache, nonce};
 
 /// Stores `path` (a miss, then a hit) and returns the stored nonce.
 fn stored(node: &Node, path: &str) -> String {

@@ -11,14 +11,15 @@ fn node() -> Node {
 }
 
 /// The nonce of a reply's body: which run of the function made it.
-fn nonce(reply: &Reply) -> String {
+pub(crate) fn nonce(reply: &Reply) -> String {
     reply.json()["nonce"]
         .as_str()
         .unwrap_or_default()
         .to_owned()
 }
 
-fn cache(reply: &Reply) -> &str {
+/// What the cache said it did.
+pub(crate) fn cache(reply: &Reply) -> &str {
     reply.header("x-outpost-cache").unwrap_or("(none)")
 }
 

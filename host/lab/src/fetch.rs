@@ -93,7 +93,7 @@ impl Fetch {
                 .client
                 .request(request)
                 .await
-                .map_err(|e| unreachable(error_chain(&e)))?;
+                .map_err(|e| unreachable(outpost_http::tls::error_chain(&e)))?;
             let (parts, body) = response.into_parts();
             let body = body
                 .collect()
@@ -135,16 +135,4 @@ impl Fetch {
         }
         answer.json()
     }
-}
-
-/// An error and its causes on one line (hyper's top error says little).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

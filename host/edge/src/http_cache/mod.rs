@@ -162,9 +162,7 @@ impl HttpCache {
         let counts = &function.stats.cache;
         let method = req.method().clone();
         if !function.policy.cache.enabled {
-            count(counts, Outcome::Bypass);
-            let response = invoke::invoke(function, admission, req, request_id).await;
-            return self.mark(response, Outcome::Bypass);
+            return self.bypass(function, admission, req, request_id).await;
         }
         let key = Key {
             function: function.name.clone(),
@@ -186,9 +184,7 @@ impl HttpCache {
             // Ranges and preconditions other than If-None-Match /
             // If-Modified-Since go to the function, as they are.
             tracing::debug!(target: "outpost::cache", function = %function.name, reason = bypass.reason(), "not looked up");
-            count(counts, Outcome::Bypass);
-            let response = invoke::invoke(function.clone(), admission, req, request_id).await;
-            return self.mark(response, Outcome::Bypass);
+            return self.bypass(function, admission, req, request_id).await;
         }
         let now = SystemTime::now();
         let directives = rules::RequestDirectives::parse(req.headers());
@@ -252,6 +248,23 @@ impl HttpCache {
             response
         };
         self.mark(response, Outcome::Miss)
+    }
+
+    /// The function's answer, the cache not looked at.
+    async fn bypass<B>(
+        &self,
+        function: Arc<Function>,
+        admission: &Arc<Admission>,
+        req: Request<B>,
+        request_id: &HeaderValue,
+    ) -> Response<OutBody>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        count(&function.stats.cache, Outcome::Bypass);
+        let response = invoke::invoke(function, admission, req, request_id).await;
+        self.mark(response, Outcome::Bypass)
     }
 
     /// `response` as it goes to the client, storing it on the way when
